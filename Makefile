@@ -1,0 +1,69 @@
+# vl3data — everything a fresh Debian machine needs, in one place.
+#   make demo   install into .venv, then build a curated shard set from bundled real photos
+#   make test   install if needed, then run the suite (no GPU, no network but 127.0.0.1)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch and torchvision must be a matching pair (DESIGN §8): the CUDA builds of this pair run on
+# a CPU-only machine, and are exactly what a user's `pip install torch torchvision` gives.
+TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.setup-done
+DEMO_POOL ?= data/demo_pool
+DEMO_OUT  ?= out/demo_curated
+
+.PHONY: help setup demo test test-slow test-all lint format bench clean ffmpeg
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ffmpeg  ## venv + torch pair + vl3data[dev] + Debian's ffmpeg (idempotent)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PAIR)
+	$(PIP) install -q -e '.[dev]'
+	$(PY) -c "import torch, torchvision, ray, webdataset, pyarrow, PIL; \
+	  torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5); print('setup ok: torch', torch.__version__, 'torchvision', torchvision.__version__, 'ray', ray.__version__)"
+	touch $(STAMP)
+
+ffmpeg:
+	@if command -v ffmpeg >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null) \
+	  || echo "warning: could not install ffmpeg with apt-get; video_prep needs it"; \
+	else echo "note: ffmpeg is missing; video_prep needs it: sudo apt-get install ffmpeg"; fi
+
+demo: setup  ## curate the bundled sample photos (embedded Ray, CPU) into $(DEMO_OUT)
+	rm -rf $(DEMO_POOL)
+	$(PY) -m vl3data.sample_media $(DEMO_POOL)
+	$(VENV)/bin/vl3data curate configs/curate_local.yaml --restart \
+	  --set input.path=$(DEMO_POOL) --set output=$(DEMO_OUT)
+	@echo "open $(DEMO_OUT)/report.html to look at what was kept and dropped"
+
+test: setup  ## the suite, minus slow and GPU tests
+	$(VENV)/bin/pytest -m "not slow and not gpu" -q
+
+test-slow: setup  ## the slow tests (benchmark-sized runs, cluster mode)
+	$(VENV)/bin/pytest -m "slow" -q
+
+test-all: setup  ## every CPU test
+	$(VENV)/bin/pytest -m "not gpu" -q
+
+lint: setup  ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: setup  ## side-by-side benchmarks; results go in docs/BENCHMARKS.md
+	$(PY) bench/bench_decode.py
+	$(PY) bench/bench_memory.py
+	$(PY) bench/bench_runner.py
+
+clean:
+	rm -rf out data/demo_pool .pytest_cache

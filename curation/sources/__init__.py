@@ -1,0 +1,62 @@
+"""Image sources. Each lists its partitions (the unit of work and of resume) up front, and
+loads one partition into base-schema rows (``manifests.schema``).
+
+A source never raises for a bad input: it emits a row with status ``error`` and a reason, so the
+ledger accounts for it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import pyarrow as pa
+
+from curation.config import InputConfig
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One unit of input: a list of files, one tar, or a slice of a parquet file."""
+
+    index: int
+    kind: str
+    spec: dict
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> Partition:
+        d = json.loads(text)
+        return Partition(index=d["index"], kind=d["kind"], spec=d["spec"])
+
+
+def list_partitions(cfg: InputConfig) -> list[Partition]:
+    """All partitions of the input, in a deterministic order."""
+    if cfg.kind == "folder":
+        from curation.sources.folder import list_folder_partitions
+
+        return list_folder_partitions(cfg)
+    if cfg.kind == "webdataset":
+        from curation.sources.tars import list_tar_partitions
+
+        return list_tar_partitions(cfg)
+    from curation.sources.url_parquet import list_parquet_partitions
+
+    return list_parquet_partitions(cfg)
+
+
+def load_partition(part: Partition, cfg: InputConfig) -> pa.Table:
+    """The rows of one partition, images read (or, for URLs, still to download)."""
+    if part.kind == "folder":
+        from curation.sources.folder import load_folder_partition
+
+        return load_folder_partition(part, cfg)
+    if part.kind == "webdataset":
+        from curation.sources.tars import load_tar_partition
+
+        return load_tar_partition(part, cfg)
+    from curation.sources.url_parquet import load_parquet_partition
+
+    return load_parquet_partition(part, cfg)

@@ -1,0 +1,105 @@
+"""A folder of images, walked recursively. ``a/b.jpg`` may have ``a/b.txt`` (its alt-text) and
+``a/b.json`` (metadata) beside it, as img2dataset's ``files`` output format writes them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+
+from curation.config import InputConfig
+from curation.sources import Partition
+from manifests.marks import errors_to
+from manifests.schema import new_rows
+
+SIDECAR_MAX_BYTES = 1_000_000
+
+
+def source_name(cfg: InputConfig) -> str:
+    return f"folder:{Path(cfg.path).resolve()}"
+
+
+def list_folder_partitions(cfg: InputConfig) -> list[Partition]:
+    root = Path(cfg.path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"input.path {root} is not a folder (input.kind is 'folder')")
+    exts = set(cfg.extensions)
+    files: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.rsplit(".", 1)[-1].lower() in exts and "." in name:
+                files.append(os.path.relpath(os.path.join(dirpath, name), root))
+    files.sort()
+    size = cfg.partition_size
+    return [
+        Partition(index=i, kind="folder", spec={"files": files[start : start + size]})
+        for i, start in enumerate(range(0, len(files), size))
+    ]
+
+
+def _read_sidecar(path: Path) -> bytes | None:
+    try:
+        if path.is_file() and path.stat().st_size <= SIDECAR_MAX_BYTES:
+            return path.read_bytes()
+    except OSError:
+        return None
+    return None
+
+
+def load_folder_partition(part: Partition, cfg: InputConfig) -> pa.Table:
+    root = Path(cfg.path).resolve()
+    keys: list[str] = part.spec["files"]
+    images, sizes, texts, metas, reasons = [], [], [], [], []
+    for rel in keys:
+        path = root / rel
+        data, reason, size = None, None, None
+        try:
+            real = path.resolve()
+            if not real.is_relative_to(root):
+                reason = "outside_root"  # a symlink pointing out of the input folder
+            else:
+                size = real.stat().st_size
+                if size == 0:
+                    reason = "empty_file"
+                elif size > cfg.max_file_bytes:
+                    reason = "file_too_large"
+                else:
+                    data = real.read_bytes()
+        except OSError as exc:
+            reason = f"read_error:{type(exc).__name__}"
+        sizes.append(size)
+        stem = path.with_suffix("")
+        txt = _read_sidecar(stem.with_suffix(".txt"))
+        meta = _read_sidecar(stem.with_suffix(".json"))
+        texts.append(txt.decode("utf-8", "replace").strip() if txt else None)
+        metas.append(_valid_json(meta))
+        images.append(data)
+        reasons.append(reason)
+    table = new_rows(
+        source_name(cfg),
+        part.index,
+        keys,
+        image=images,
+        bytes=sizes,
+        text=texts,
+        meta=metas,
+        ext=[_ext(k) for k in keys],
+    )
+    return errors_to(table, reasons, stage="read")
+
+
+def _ext(name: str) -> str:
+    """The file's own extension; the decode stage corrects it when the content disagrees."""
+    return name.rsplit(".", 1)[-1].lower()
+
+
+def _valid_json(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return json.dumps(json.loads(raw), sort_keys=True)
+    except (ValueError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,154 @@
+"""WebDataset tars as input, including img2dataset's output (``000123.jpg`` + ``.txt`` +
+``.json`` per sample).
+
+We read the tar stream ourselves instead of with ``webdataset.tar_file_iterator`` because that
+iterator skips non-regular members silently and reads members of any size into memory; here
+every sample (and every refused member) gets a ledger row, and members are size-capped.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tarfile
+from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
+
+from curation.config import InputConfig
+from curation.sources import Partition
+from manifests.marks import errors_to
+from manifests.schema import new_rows
+
+TEXT_EXTS = ("txt", "caption", "text")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+
+def source_name(cfg: InputConfig) -> str:
+    return f"webdataset:{Path(cfg.path).resolve()}"
+
+
+def _tar_files(path: str) -> list[str]:
+    p = Path(path)
+    if p.is_dir():
+        found = [str(f) for f in p.rglob("*") if f.is_file() and f.name.endswith(TAR_SUFFIXES)]
+    elif p.is_file():
+        found = [str(p)]
+    else:
+        found = glob.glob(path)
+    return sorted(found)
+
+
+def list_tar_partitions(cfg: InputConfig) -> list[Partition]:
+    tars = _tar_files(cfg.path)
+    if not tars:
+        raise FileNotFoundError(
+            f"input.path {cfg.path}: no .tar files found (input.kind is 'webdataset')"
+        )
+    return [Partition(index=i, kind="webdataset", spec={"tar": t}) for i, t in enumerate(tars)]
+
+
+def split_member(name: str) -> tuple[str, str]:
+    """WebDataset's convention: the key is the path up to the first dot of the basename."""
+    path = PurePosixPath(name)
+    base, _, ext = path.name.partition(".")
+    key = str(path.parent / base) if str(path.parent) != "." else base
+    return key, ext.lower()
+
+
+def unsafe_member_name(name: str) -> bool:
+    p = PurePosixPath(name)
+    return p.is_absolute() or ".." in p.parts or name.startswith("\\") or ":" in p.parts[0]
+
+
+class _Group:
+    def __init__(self, key: str):
+        self.key = key
+        self.members: dict[str, bytes] = {}
+        self.error: str | None = None
+        self.size: int | None = None
+
+
+def _iter_groups(tar_path: str, cfg: InputConfig):
+    """Yield member groups (one per sample key) in tar order; the last one may carry a tar error."""
+    exts = set(cfg.extensions)
+    current: _Group | None = None
+    try:
+        with tarfile.open(tar_path, mode="r|*") as stream:
+            for info in stream:
+                key, ext = split_member(info.name)
+                if current is not None and key != current.key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = _Group(key)
+                if unsafe_member_name(info.name):
+                    current.error = current.error or "unsafe_path"
+                    continue
+                if not info.isreg():
+                    if not info.isdir():
+                        current.error = current.error or "unsafe_member"
+                    continue
+                if ext in exts or ext in TEXT_EXTS or ext == "json":
+                    if info.size > cfg.max_file_bytes:
+                        current.error = current.error or "file_too_large"
+                        current.size = info.size
+                        continue
+                    f = stream.extractfile(info)
+                    current.members[ext] = f.read() if f else b""
+            if current is not None:
+                yield current
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        if current is not None:
+            yield current
+        broken = _Group("__tar__")
+        broken.error = f"tar_error:{type(exc).__name__}"
+        yield broken
+
+
+def load_tar_partition(part: Partition, cfg: InputConfig) -> pa.Table:
+    tar_path = part.spec["tar"]
+    rel = os.path.relpath(tar_path, cfg.path) if Path(cfg.path).is_dir() else Path(tar_path).name
+    exts = [e for e in cfg.extensions]
+    keys, images, exts_out, sizes, texts, metas, reasons = [], [], [], [], [], [], []
+    for group in _iter_groups(tar_path, cfg):
+        img_ext = next((e for e in exts if e in group.members), None)
+        data = group.members.get(img_ext) if img_ext else None
+        reason = group.error
+        if reason is None and img_ext is None:
+            reason = "no_image_member"
+        elif reason is None and not data:
+            reason = "empty_file"
+        text = next((group.members[e] for e in TEXT_EXTS if e in group.members), None)
+        meta = group.members.get("json")
+        meta_obj = _parse_json(meta)
+        if text is None and isinstance(meta_obj, dict) and isinstance(meta_obj.get("caption"), str):
+            text = meta_obj["caption"].encode()
+        keys.append(f"{rel}#{group.key}")
+        images.append(data if reason is None else None)
+        exts_out.append(img_ext)
+        sizes.append(len(data) if data is not None else group.size)
+        texts.append(text.decode("utf-8", "replace").strip() if text else None)
+        metas.append(json.dumps(meta_obj, sort_keys=True) if meta_obj is not None else None)
+        reasons.append(reason)
+    table = new_rows(
+        source_name(cfg),
+        part.index,
+        keys,
+        image=images,
+        ext=exts_out,
+        bytes=sizes,
+        text=texts,
+        meta=metas,
+    )
+    return errors_to(table, reasons, stage="read")
+
+
+def _parse_json(raw: bytes | None):
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None

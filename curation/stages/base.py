@@ -1,0 +1,70 @@
+"""The filter contract: a filter only decides a reason per row; the base does the bookkeeping.
+
+``reasons(batch)`` returns one entry per row, ``None`` to keep. The base marks the rest dropped
+(the ledger counts them by stage and reason), releases their bytes, and first keeps a small
+thumbnail of a few of them per reason so the report can show people what was dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+
+import pyarrow as pa
+from PIL import Image
+
+from manifests.marks import alive, mark, set_column
+
+THUMB_SIDE = 128
+
+
+def make_thumb(data: bytes, side: int = THUMB_SIDE) -> bytes | None:
+    """A small JPEG of an encoded image, or None when it cannot be decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                im.draft("RGB", (side, side))
+                im.thumbnail((side, side))
+                out = io.BytesIO()
+                im.convert("RGB").save(out, "JPEG", quality=80)
+                return out.getvalue()
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
+        return None
+
+
+def add_thumbs(batch: pa.Table, reasons: Sequence[str | None], per_reason: int) -> pa.Table:
+    """Thumbnails for up to ``per_reason`` rows of each drop reason in this batch."""
+    if per_reason <= 0 or "thumb" not in batch.column_names:
+        return batch
+    live = alive(batch)
+    images = batch["image"]
+    thumbs = batch["thumb"].to_pylist()
+    seen: Counter[str] = Counter()
+    changed = False
+    for i, reason in enumerate(reasons):
+        if reason is None or not live[i] or seen[reason] >= per_reason:
+            continue
+        data = images[i].as_py()
+        if data:
+            thumbs[i] = make_thumb(data)
+            seen[reason] += 1
+            changed = True
+    return set_column(batch, "thumb", thumbs) if changed else batch
+
+
+class BatchFilter:
+    """Base for filters. Subclasses set ``name`` and implement :meth:`reasons`."""
+
+    name: str = "filter"
+    thumbs_per_reason: int = 8
+
+    def reasons(self, batch: pa.Table) -> list[str | None]:
+        raise NotImplementedError
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        reasons = self.reasons(batch)
+        batch = add_thumbs(batch, reasons, self.thumbs_per_reason)
+        return mark(batch, reasons, self.name)

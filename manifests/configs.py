@@ -1,0 +1,140 @@
+"""YAML job configs parsed into validated dataclasses.
+
+One YAML per job, every field has a default, ``--set a.b=c`` overrides a field. Anything wrong
+(unknown key, wrong type, bad value) raises :class:`ConfigError` naming the dotted field and,
+where we know it, the fix, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config field is wrong. The message starts with the dotted field name."""
+
+    def __init__(self, field: str, problem: str, fix: str | None = None):
+        self.field = field
+        msg = f"config field '{field}': {problem}"
+        if fix:
+            msg += f" (fix: {fix})"
+        super().__init__(msg)
+
+
+def _coerce(value: Any, typ: Any, field: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(typ)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, field)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(field, f"{value!r} matches none of {typ}")
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ConfigError(field, f"expected a mapping, got {type(value).__name__}")
+        return from_dict(typ, value, prefix=field)
+    if origin is list:
+        (item,) = typing.get_args(typ) or (Any,)
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+            raise ConfigError(field, f"expected a list, got {value!r}")
+        return [_coerce(v, item, f"{field}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(field, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if typ is Any:
+        return value
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(field, f"expected true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise ConfigError(field, f"expected an integer, got {value!r}")
+        return int(value)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(field, f"expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ConfigError(field, f"expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, recursively, naming any bad field."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in (data or {}).items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(
+                dotted, "unknown field", f"valid fields here: {', '.join(sorted(names))}"
+            )
+        kwargs[key] = _coerce(value, hints[key], dotted)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        if prefix and not exc.field.startswith(prefix + "."):
+            raise ConfigError(f"{prefix}.{exc.field}", str(exc).split(": ", 1)[1]) from None
+        raise
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one ``a.b.c=value`` assignment (value parsed as YAML) to a nested mapping."""
+    if "=" not in assignment:
+        raise ConfigError(assignment, "an override must look like 'field.sub=value'")
+    path, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    node = data
+    parts = path.strip().split(".")
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(path, f"'{part}' is not a group of fields")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
+    """Read a YAML file (or nothing: all defaults), apply ``--set`` overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("<file>", f"no config file at {p}")
+        loaded = yaml.safe_load(p.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError("<file>", f"{p} must hold a mapping of fields at the top level")
+        data = loaded or {}
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return from_dict(cls, data)
+
+
+def require(cond: bool, field: str, problem: str, fix: str | None = None) -> None:
+    """Validation helper for ``__post_init__``."""
+    if not cond:
+        raise ConfigError(field, problem, fix)

@@ -1,0 +1,107 @@
+"""WebDataset shards: writing with webdataset's own ``ShardWriter`` and reading them back.
+
+Shards are named ``shards/{subset}-{000000}.tar`` and rotated by sample count and size. Tar
+headers are reproducible (fixed mtime, owner and mode), so the same samples give the same bytes.
+Each shard is written under a temporary name and renamed when closed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+FIXED_MTIME = 0.0
+
+
+class ShardSetWriter:
+    """Append samples (``{"__key__": ..., "jpg": bytes, "json": bytes}``) to rotating shards.
+
+    ``written`` lists ``{"path", "subset", "samples", "bytes"}`` for every finished shard, in
+    order; :meth:`shard_of_next` tells which shard the next sample will land in (the ledger
+    records it).
+    """
+
+    def __init__(self, out_dir: str | Path, subset: str, max_count: int, max_bytes: int):
+        import webdataset as wds
+
+        self.out_dir = Path(out_dir)
+        self.subset = subset
+        (self.out_dir / "shards").mkdir(parents=True, exist_ok=True)
+        self.written: list[dict] = []
+        self._counts: dict[str, int] = {}
+        self._max_count, self._max_bytes = max_count, max_bytes
+        pattern = str(self.out_dir / "shards" / f"{subset}-%06d.tar")
+        self._writer = wds.ShardWriter(
+            pattern,
+            maxcount=max_count,
+            maxsize=max_bytes,
+            post=self._finished,
+            opener=self._open_tmp,
+            verbose=0,
+            encoder=False,
+            mtime=FIXED_MTIME,
+            user="vl3data",
+            group="vl3data",
+            mode=0o444,
+        )
+
+    @staticmethod
+    def _tmp(fname: str) -> str:
+        return fname + ".tmp"
+
+    def _open_tmp(self, fname: str):
+        self._counts[fname] = 0
+        return open(self._tmp(fname), "wb")
+
+    def _finished(self, fname: str) -> None:
+        # TarWriter leaves a file object it did not open itself open: close before renaming
+        tar_writer = self._writer.tarstream
+        if tar_writer is not None and not tar_writer.stream.closed:
+            tar_writer.stream.flush()
+            os.fsync(tar_writer.stream.fileno())
+            tar_writer.stream.close()
+        os.replace(self._tmp(fname), fname)
+        self.written.append(
+            {
+                "path": os.path.relpath(fname, self.out_dir),
+                "subset": self.subset,
+                "samples": self._counts[fname],
+                "bytes": os.path.getsize(fname),
+            }
+        )
+
+    def shard_of_next(self) -> str:
+        w = self._writer
+        rotate = w.tarstream is None or w.count >= w.maxcount or w.size >= w.maxsize
+        fname = (w.pattern % w.shard) if rotate else w.fname
+        return os.path.relpath(fname, self.out_dir)
+
+    def write(self, sample: dict) -> str:
+        """Write one sample; returns the shard path (relative to the shard set) it went to."""
+        shard = self.shard_of_next()
+        self._writer.write(sample)
+        self._counts[self._writer.fname] += 1
+        return shard
+
+    def close(self) -> list[dict]:
+        self._writer.close()
+        # ShardWriter opens its first shard eagerly; an empty one is not part of the set
+        for fname in list(self._counts):
+            if self._counts[fname] == 0:
+                for p in (fname, self._tmp(fname)):
+                    if os.path.exists(p):
+                        os.remove(p)
+                self.written = [s for s in self.written if s["samples"] > 0]
+        return self.written
+
+
+def iter_samples(shard_paths: list[str | Path]) -> Iterator[dict]:
+    """Raw samples (``__key__`` plus bytes per extension) from shards, in order."""
+    import webdataset as wds
+
+    urls = [str(p) for p in shard_paths]
+    if not urls:
+        return iter(())
+    ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+    return iter(ds)

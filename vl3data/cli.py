@@ -1,0 +1,106 @@
+"""``vl3data``: one command, a subcommand per job. Each job reads one YAML config.
+
+vl3data curate configs/curate_local.yaml --set input.path=/data/pool --set output=/data/out
+vl3data curate configs/curate_local.yaml --ray-address auto
+vl3data report /data/out
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from manifests.configs import ConfigError
+
+log = logging.getLogger("vl3data")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _cmd_curate(args: argparse.Namespace) -> int:
+    from curation.config import CurateConfig
+    from curation.curate import curate
+    from manifests.configs import load_config
+
+    overrides = list(args.set or [])
+    if args.ray_address:
+        overrides.append(f"ray.address={args.ray_address}")
+    if args.log_level:
+        overrides.append(f"log_level={args.log_level}")
+    cfg = load_config(CurateConfig, args.config, overrides)
+    cfg.check_runnable()
+    _setup_logging(cfg.log_level)
+    doc = curate(cfg, restart=args.restart, progress=not args.no_progress)
+    stats = json.loads((Path(cfg.output) / "stats.json").read_text())
+    print(
+        f"{cfg.output}: {stats['inputs']} inputs -> {stats['kept']} kept, "
+        f"{stats['dropped']} dropped, {stats['error']} errors; "
+        f"{doc['samples']} samples in {len(doc['shards'])} shards; "
+        f"report: {cfg.output}/report.html"
+    )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from manifests.report import write_report
+
+    _setup_logging(args.log_level or "INFO")
+    path = write_report(args.out)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vl3data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("curate", help="curate a raw image pool into a WebDataset shard set")
+    p.add_argument("config", help="YAML config, e.g. configs/curate_local.yaml")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="override a config field, e.g. --set input.path=/data/pool (repeatable)",
+    )
+    p.add_argument("--ray-address", help="join a Ray cluster: 'auto' or 'ray://host:10001'")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard an unfinished or finished run in the output and start over",
+    )
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_curate)
+
+    p = sub.add_parser("report", help="(re)write OUT/report.html for a shard set")
+    p.add_argument("out", help="a shard set directory")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"vl3data: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        print(f"vl3data: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
