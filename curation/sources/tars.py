@@ -123,8 +123,12 @@ def load_tar_partition(part: Partition, cfg: InputConfig) -> pa.Table:
         text = next((group.members[e] for e in TEXT_EXTS if e in group.members), None)
         meta = group.members.get("json")
         meta_obj = _parse_json(meta)
-        if text is None and isinstance(meta_obj, dict) and isinstance(meta_obj.get("caption"), str):
-            text = meta_obj["caption"].encode()
+        if text is None and isinstance(meta_obj, dict):
+            # img2dataset writes "caption"; our own shards write "text"
+            found = next(
+                (meta_obj[k] for k in ("caption", "text") if isinstance(meta_obj.get(k), str)), None
+            )
+            text = found.encode() if found else None
         keys.append(f"{rel}#{group.key}")
         images.append(data if reason is None else None)
         exts_out.append(img_ext)

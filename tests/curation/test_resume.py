@@ -1,0 +1,98 @@
+"""Kill -9 mid-run, rerun, compare with an uninterrupted run: same ledger, same shard bytes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from curation.config import CurateConfig
+from curation.curate import curate
+from manifests.configs import load_config
+from manifests.dataset import read_dataset_json
+from manifests.ledger import read_ledger
+
+ARGS = ["--set", "input.partition_size=2", "--set", "shards.max_count=7"]
+
+
+def cli(pool: Path, out: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "vl3data.cli",
+        "curate",
+        "configs/curate_local.yaml",
+        "--set",
+        f"input.path={pool}",
+        "--set",
+        f"output={out}",
+        "--no-progress",
+        "--set",
+        "ray.num_cpus=2",
+        *ARGS,
+    ]
+
+
+def big_pool(pool: Path) -> None:
+    """The demo pool four times over (in sub-folders), so a run has many partitions."""
+    for i in range(1, 4):
+        shutil.copytree(pool / "photos", pool / f"copy{i}")
+        shutil.copytree(pool / "odd", pool / f"odd{i}")
+
+
+def snapshot(out: Path) -> tuple[list[dict], dict[str, bytes]]:
+    ledger = sorted(read_ledger(out).to_pylist(), key=lambda r: r["id"])
+    shards = {s["path"]: (out / s["path"]).read_bytes() for s in read_dataset_json(out)["shards"]}
+    return ledger, shards
+
+
+def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, demo_pool, ray_local):
+    pool, _ = demo_pool
+    big_pool(pool)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        cli(pool, out), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    done_dir = out / "_work" / "done"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if done_dir.is_dir() and len(list(done_dir.iterdir())) >= 3:
+            break
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+    proc.wait(timeout=30)
+    total = len(list((out / "_work").glob("scored/p*")))
+    finished = len(list(done_dir.iterdir()))
+    assert not (out / "dataset.json").exists(), "killed too late to test anything"
+    assert finished >= 3 and total > 0
+
+    rerun = subprocess.run(cli(pool, out), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    reference = tmp_path / "reference"
+    overrides = [
+        f"input.path={pool}",
+        f"output={reference}",
+        "input.partition_size=2",
+        "shards.max_count=7",
+    ]
+    curate(load_config(CurateConfig, "configs/curate_local.yaml", overrides), progress=False)
+
+    got_ledger, got_shards = snapshot(out)
+    want_ledger, want_shards = snapshot(reference)
+    assert (
+        len(got_ledger)
+        == len(want_ledger)
+        == sum(1 for p in pool.rglob("*") if p.is_file() and p.suffix != ".txt")
+    )
+    assert got_ledger == want_ledger
+    assert got_shards.keys() == want_shards.keys() and len(got_shards) > 1
+    assert got_shards == want_shards

@@ -1,0 +1,63 @@
+"""Every shipped config loads; every bad value fails before any work, naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from curation.config import CurateConfig
+from manifests.configs import ConfigError, load_config
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+JOBS = {"curate": CurateConfig}
+
+
+def job_of(path: Path) -> type:
+    return JOBS[path.stem.split("_", 1)[0]]
+
+
+def test_there_are_configs():
+    assert CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_loads(path):
+    cfg = load_config(job_of(path), path)
+    assert cfg.name
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("input.kind=ftp", "input.kind"),
+        ("input.partition_size=0", "input.partition_size"),
+        ("input.nope=1", "input.nope"),
+        ("filters.max_aspect=0.1", "filters.max_aspect"),
+        ("filters.min_side=big", "filters.min_side"),
+        ("download.concurrency=0", "download.concurrency"),
+        ("decode.jpeg_quality=101", "decode.jpeg_quality"),
+        ("shards.subset=a/b", "shards.subset"),
+        ("log_level=LOUD", "log_level"),
+        ("verify=true", "verify"),
+    ],
+)
+def test_bad_values_name_the_field(override, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(CurateConfig, CONFIGS[0], [override])
+    assert err.value.field == field
+    assert f"'{field}'" in str(err.value)
+
+
+def test_cli_fails_before_work_with_the_field(tmp_path, capsys):
+    from vl3data.cli import main
+
+    out = tmp_path / "out"
+    code = main(
+        ["curate", str(CONFIGS[0]), "--set", "filters.min_aspect=-1", "--set", f"output={out}"]
+    )
+    assert code == 2
+    assert "filters.min_aspect" in capsys.readouterr().err
+    assert not out.exists()
+    code = main(["curate", str(CONFIGS[0]), "--set", "output="])
+    assert code == 2 and "output" in capsys.readouterr().err
