@@ -29,7 +29,7 @@ def set_column(batch: pa.Table, name: str, values: pa.Array | Sequence) -> pa.Ta
         arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values, typ)
         if arr.type != typ:
             arr = arr.cast(typ)
-        return batch.set_column(idx, name, arr)
+        return batch.set_column(idx, batch.schema.field(idx), arr)  # keeps nullability
     arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
     return batch.append_column(name, arr)
 

@@ -1,0 +1,376 @@
+"""Fetch the images of URL rows (``url_parquet`` inputs) over http(s).
+
+A URL pool (COYO, LAION) is the open web: a few percent of hosts are dead, slow, hostile, or
+answer with an HTML error page and a 200. This stage exists so that each such URL costs at
+most ``total_timeout_s`` of one worker thread and one ledger row with a reason, never a crashed
+partition or a hung job. Every check is therefore done by us rather than trusted to the server
+or to ``requests``' defaults:
+
+* only ``http``/``https``, checked on the input URL *and on every redirect hop* (``requests``
+  would happily follow a redirect to any scheme it has an adapter for, and a pool may contain
+  ``file://`` URLs);
+* the body is streamed and cut as soon as it exceeds ``max_bytes`` (a declared Content-Length
+  is refused before reading);
+* one deadline covers the whole URL (all hops, attempts and backoff sleeps). ``requests``'
+  read timeout only bounds the silence *between* bytes, so a server sending one byte a second
+  would otherwise hold a worker forever;
+* the first bytes are sniffed: a Content-Type header says nothing reliable.
+
+A failed row is marked ``error`` with a reason (``http_404``, ``timeout``, ``too_large``...)
+and passes on, so ``inputs in == ledger rows out`` still holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import NamedTuple
+from urllib.parse import urljoin, urlsplit
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import requests
+import urllib3
+
+from curation.config import DownloadConfig
+from manifests.marks import alive, errors_to, set_column
+
+log = logging.getLogger(__name__)
+
+ALLOWED_SCHEMES = ("http", "https")
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+#: Enough leading bytes to tell every format :func:`sniff_image_ext` knows (WEBP needs 12).
+SNIFF_BYTES = 12
+#: Upper bound of one read. ``read1`` returns whatever has arrived, so this is not a wait.
+READ_CHUNK = 256 * 1024
+
+
+def sniff_image_ext(data: bytes) -> str | None:
+    """The image format of ``data`` from its magic bytes (``jpg``, ``png``...), else None.
+
+    Servers mislabel freely (an HTML "not found" page served as ``image/jpeg`` is common), so
+    the bytes decide, not the Content-Type. This only recognises a header; the decode stage
+    still has to prove the rest of the file is sound.
+    """
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpg"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith(b"BM"):
+        return "bmp"
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    return None
+
+
+def check_url(url: str | None) -> str | None:
+    """The ledger reason a URL must not be fetched at all (``empty_url``, ``bad_url``,
+    ``bad_url_scheme``), or None when it is a plausible http(s) URL.
+
+    Checked before any request, and again for every redirect target, so that neither the pool
+    nor a server can make us read ``file:///etc/passwd`` or talk ftp.
+    """
+    if url is None or not url.strip():
+        return "empty_url"
+    try:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        host = parts.hostname
+        _ = parts.port  # raises ValueError on a port that is not a number in range
+    except ValueError:
+        return "bad_url"
+    if scheme not in ALLOWED_SCHEMES:
+        return "bad_url_scheme"
+    if not host:
+        return "bad_url"
+    return None
+
+
+class _Failed(Exception):
+    """One attempt failed: the ledger reason, and whether trying again could help."""
+
+    def __init__(self, reason: str, retry: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry = retry
+
+
+class _Fetched(NamedTuple):
+    """The outcome for one URL: the body and its format, or the reason there is none."""
+
+    data: bytes | None
+    ext: str | None
+    reason: str | None
+
+
+class _Watchdog:
+    """Shuts the response's socket at the deadline, from a timer thread.
+
+    The deadline check between reads is not enough on its own: one ``read1`` may block for up
+    to the read timeout, and chunked framing is parsed inside http.client with its own reads.
+    ``urllib3.HTTPResponse.shutdown()`` (urllib3 >= 2.3) wakes a blocked read, so the body
+    phase ends at the deadline whatever the server does. Where urllib3 lacks it, the check
+    between reads still bounds the overshoot by ``read_timeout_s``.
+    """
+
+    def __init__(self, raw: urllib3.HTTPResponse, seconds: float) -> None:
+        self.fired = threading.Event()
+        self._raw = raw
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        self.fired.set()
+        shutdown = getattr(self._raw, "shutdown", None)
+        if shutdown is None:
+            return
+        # ValueError/RuntimeError: the response was closed meanwhile, nothing left to cut
+        with contextlib.suppress(ValueError, RuntimeError, OSError):
+            shutdown()
+
+
+def _retryable_status(code: int) -> bool:
+    """429 and 5xx are often transient (rate limits, overloaded origins); other 4xx are not."""
+    return code == 429 or 500 <= code <= 599
+
+
+@dataclass(frozen=True)
+class Download:
+    """Download the image of every live URL row whose image is still missing.
+
+    Rows that are not kept, that already hold image bytes, or whose ``url`` is null (rows of a
+    folder or tar source) pass through untouched; an empty ``url`` string (the url_parquet
+    source's stand-in for a missing URL) becomes ``error``/``empty_url``. On success ``image``,
+    ``bytes`` and ``ext`` (the sniffed format) are set. The output has the input's schema and
+    row order: the stage only fills and marks, it never adds or removes a row.
+    """
+
+    cfg: DownloadConfig
+    name: str = "download"
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        todo = np.flatnonzero(self._wanted(batch))
+        if todo.size == 0:
+            return batch
+        urls = batch["url"].to_pylist()
+        results = self._fetch_all([urls[i] for i in todo])
+
+        images = batch["image"].to_pylist()
+        exts = batch["ext"].to_pylist()
+        sizes = batch["bytes"].to_pylist()
+        reasons: list[str | None] = [None] * batch.num_rows
+        for i, res in zip(todo.tolist(), results, strict=True):
+            if res.reason is not None:
+                reasons[i] = res.reason
+            else:
+                images[i], exts[i], sizes[i] = res.data, res.ext, len(res.data or b"")
+        batch = set_column(batch, "image", images)
+        batch = set_column(batch, "ext", exts)
+        batch = set_column(batch, "bytes", sizes)
+        failed = sum(r is not None for r in reasons)
+        log.debug("%s: %d fetched, %d failed", self.name, len(results) - failed, failed)
+        return errors_to(batch, reasons, stage=self.name)
+
+    @staticmethod
+    def _wanted(batch: pa.Table) -> np.ndarray:
+        """Rows to fetch: still kept, no image yet, and a URL row (``url`` not null)."""
+        no_image = pc.is_null(batch["image"]).to_numpy(zero_copy_only=False)
+        url_row = pc.is_valid(batch["url"]).to_numpy(zero_copy_only=False)
+        return alive(batch) & no_image & url_row
+
+    def _fetch_all(self, urls: list[str | None]) -> list[_Fetched]:
+        """Fetch ``urls`` with ``concurrency`` threads, results in input order.
+
+        One ``requests.Session`` per thread: sessions (cookie jar, adapter) are not documented
+        as thread-safe, and a shared one would need a connection pool as large as the thread
+        count to avoid urllib3's "pool is full" churn.
+        """
+        local = threading.local()
+        sessions: list[requests.Session] = []
+        lock = threading.Lock()
+
+        def fetch(url: str | None) -> _Fetched:
+            session = getattr(local, "session", None)
+            if session is None:
+                session = local.session = self._new_session()
+                with lock:
+                    sessions.append(session)
+            return self._fetch(session, url)
+
+        workers = min(self.cfg.concurrency, len(urls))
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix=self.name) as pool:
+                return list(pool.map(fetch, urls))
+        finally:
+            for session in sessions:
+                session.close()
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        # identity: a compressed body would have to be inflated by urllib3, whose decoder can
+        # loop over many network reads (e.g. a trickled gzip header) between our deadline
+        # checks; images are compressed already, so nothing is lost.
+        session.headers.update(
+            {
+                "User-Agent": self.cfg.user_agent,
+                "Accept": "image/*,*/*;q=0.8",
+                "Accept-Encoding": "identity",
+            }
+        )
+        return session
+
+    def _fetch(self, session: requests.Session, url: str | None) -> _Fetched:
+        """One URL, with retries and exponential backoff, within one overall deadline."""
+        reason = check_url(url)
+        if reason is not None:
+            log.debug("%s: %r refused: %s", self.name, url, reason)
+            return _Fetched(None, None, reason)
+        assert url is not None
+        url = url.strip()
+        deadline = time.monotonic() + self.cfg.total_timeout_s
+        attempt = 0
+        while True:
+            try:
+                data, ext = self._attempt(session, url, deadline)
+                return _Fetched(data, ext, None)
+            except _Failed as e:
+                failure = e
+            except Exception:  # a bug or an odd library error: cost one row, not the batch
+                log.warning("%s: unexpected error fetching %r", self.name, url, exc_info=True)
+                failure = _Failed("download_error")
+            delay = self.cfg.backoff_s * 2**attempt
+            if (
+                not failure.retry
+                or attempt >= self.cfg.retries
+                or time.monotonic() + delay >= deadline
+            ):
+                log.debug(
+                    "%s: %s failed after %d attempt(s): %s",
+                    self.name,
+                    url,
+                    attempt + 1,
+                    failure.reason,
+                )
+                return _Fetched(None, None, failure.reason)
+            time.sleep(delay)
+            attempt += 1
+
+    def _attempt(self, session: requests.Session, url: str, deadline: float) -> tuple[bytes, str]:
+        """GET ``url``, following up to ``max_redirects`` redirects, each target checked."""
+        hops = 0
+        while True:
+            resp = self._get(session, url, deadline)
+            with resp:
+                code = resp.status_code
+                if code in REDIRECT_STATUSES:
+                    location = resp.headers.get("Location")
+                    if not location:
+                        raise _Failed(f"http_{code}")
+                    if hops >= self.cfg.max_redirects:
+                        raise _Failed("too_many_redirects")
+                    try:
+                        url = urljoin(url, location.strip())
+                    except ValueError:
+                        raise _Failed("bad_url") from None
+                    reason = check_url(url)
+                    if reason is not None:
+                        raise _Failed(reason)
+                    hops += 1
+                    continue
+                if not 200 <= code <= 299:
+                    raise _Failed(f"http_{code}", retry=_retryable_status(code))
+                return self._read_body(resp, deadline)
+
+    def _get(self, session: requests.Session, url: str, deadline: float) -> requests.Response:
+        """Send the request and read the headers; map ``requests`` errors to ledger reasons."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Failed("timeout")
+        timeout = (
+            min(self.cfg.connect_timeout_s, remaining),
+            min(self.cfg.read_timeout_s, remaining),
+        )
+        try:
+            return session.get(url, stream=True, allow_redirects=False, timeout=timeout)
+        except requests.Timeout:  # ConnectTimeout included, though it is a ConnectionError too
+            raise _Failed("timeout", retry=True) from None
+        except requests.exceptions.SSLError:  # a bad certificate stays bad
+            raise _Failed("connection_error") from None
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.MissingSchema,
+        ):
+            raise _Failed("bad_url") from None
+        except requests.RequestException:
+            raise _Failed("connection_error", retry=True) from None
+
+    def _read_body(self, resp: requests.Response, deadline: float) -> tuple[bytes, str]:
+        """Stream the body within ``max_bytes`` and the deadline; sniff it as soon as we can."""
+        declared = resp.headers.get("Content-Length")
+        declared = (declared or "").strip()
+        if declared.isascii() and declared.isdigit() and int(declared) > self.cfg.max_bytes:
+            raise _Failed("too_large")
+        raw = resp.raw
+        read = _reader(raw)
+        body = bytearray()
+        ext: str | None = None
+        with _Watchdog(raw, deadline - time.monotonic()) as dog:
+            try:
+                while True:
+                    if time.monotonic() >= deadline:
+                        raise _Failed("timeout")
+                    chunk = read()
+                    if not chunk:
+                        break
+                    body += chunk
+                    if len(body) > self.cfg.max_bytes:
+                        raise _Failed("too_large")
+                    if ext is None and len(body) >= SNIFF_BYTES:
+                        ext = sniff_image_ext(bytes(body[:SNIFF_BYTES]))
+                        if ext is None:
+                            raise _Failed("not_an_image")
+            except urllib3.exceptions.TimeoutError:
+                raise _Failed("timeout", retry=True) from None
+            except (urllib3.exceptions.HTTPError, OSError):  # reset, truncated, cut by the dog
+                if dog.fired.is_set():
+                    raise _Failed("timeout") from None
+                raise _Failed("connection_error", retry=True) from None
+            if dog.fired.is_set():  # a shut socket reads as a clean end of the body
+                raise _Failed("timeout")
+        if not body:
+            raise _Failed("empty_body")
+        ext = ext or sniff_image_ext(bytes(body))
+        if ext is None:
+            raise _Failed("not_an_image")
+        return bytes(body), ext
+
+
+def _reader(raw: urllib3.HTTPResponse) -> Callable[[], bytes]:
+    """A call returning the next bytes of the raw (undecoded) body, b"" at the end.
+
+    Not ``Response.iter_content(n)``: that blocks until ``n`` bytes have arrived, so a server
+    trickling a byte at a time is never interrupted by the socket's read timeout and never
+    reaches our deadline check. ``read1`` returns what one socket read delivered.
+    """
+    if hasattr(raw, "read1"):  # urllib3 >= 2.1
+        return lambda: raw.read1(READ_CHUNK, decode_content=False)
+    return lambda: raw.read(1024, decode_content=False)  # small, so deadline checks come often
