@@ -1,1 +1,7 @@
-"""manifests"""
+"""The data contract every part of vl3data reads and writes (DESIGN §4).
+
+``schema`` (the in-flight row), ``marks`` (marking rows dropped with a reason), ``ledger`` (one
+row per input), ``shards`` (WebDataset writer and reader), ``dataset`` (``dataset.json``),
+``report`` (``report.html``), ``configs`` (validated YAML configs), ``atomic`` (temp + rename).
+This package imports no other package of the project.
+"""

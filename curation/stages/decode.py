@@ -199,3 +199,20 @@ class Decode:
 
 def _rotated(size: tuple[int, int], orientation: int) -> tuple[int, int]:
     return (size[1], size[0]) if orientation in ROTATING_ORIENTATIONS else size
+
+
+def decode_resized(data: bytes, size: tuple[int, int], draft: bool = True) -> Image.Image:
+    """Decode to RGB at exactly ``size`` (width, height), as a model's preprocessing needs.
+
+    With ``draft`` a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still
+    covers ``size``, so a 4000-pixel photo headed for 224x224 never exists at full size.
+    """
+    with _open(data) as im:
+        orientation = _orientation(im)
+        if draft and im.format == "JPEG":
+            want = size if orientation not in ROTATING_ORIENTATIONS else size[::-1]
+            im.draft("RGB", want)
+        im.load()
+        if orientation != 1:
+            im = ImageOps.exif_transpose(im)
+        return _to_rgb(im).resize(size, Image.Resampling.BICUBIC)

@@ -106,3 +106,15 @@ def test_draft_verify_matches_full_decode_verdict(photos):
             slow[name]["reason"],
         ), name
     assert fast["cut.jpg"]["reason"] == "truncated"
+
+
+def test_decode_resized_matches_the_full_decode(photos):
+    import numpy as np
+
+    from curation.stages.decode import decode_resized
+
+    data = jpeg_bytes(np.repeat(np.repeat(photos["coffee"], 4, axis=0), 4, axis=1))  # 2400x1600
+    fast = np.asarray(decode_resized(data, (224, 224)), dtype=np.float64)
+    full = np.asarray(decode_resized(data, (224, 224), draft=False), dtype=np.float64)
+    assert fast.shape == full.shape == (224, 224, 3)
+    assert np.abs(fast - full).mean() < 3.0  # DCT-scaled decode: same picture, not bit-exact
