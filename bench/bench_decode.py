@@ -77,10 +77,11 @@ def main(argv: list[str] | None = None) -> dict:
             "speedup": round(t_naive / t_ours, 2),
         }
         results[f"scale{scale}"] = row
+        naive_rate, our_rate = row["naive_img_per_s_per_core"], row["ours_img_per_s_per_core"]
         print(
-            f"{len(images)} real JPEGs x{scale} ({px:.2f} MP): naive {row['naive_img_per_s_per_core']}"
-            f" img/s, ours {row['ours_img_per_s_per_core']} img/s per core -> {row['speedup']}x"
+            f"{len(images)} real JPEGs x{scale} ({px:.2f} MP): naive {naive_rate} img/s, ", end=""
         )
+        print(f"ours {our_rate} img/s per core -> {row['speedup']}x")
     print(
         json.dumps(
             {

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pools import write_pool  # noqa: E402
+from pools import write_pool
 
 
 def tree_pss(root: psutil.Process) -> int:

@@ -19,14 +19,14 @@ from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pools import write_pool  # noqa: E402
+from pools import write_pool
 
-from curation.config import CurateConfig  # noqa: E402
-from curation.pipeline import build_stages  # noqa: E402
-from curation.runner import WorkDir, run_partitions  # noqa: E402
-from curation.sources import list_partitions, load_partition  # noqa: E402
-from manifests.atomic import write_parquet  # noqa: E402
-from manifests.configs import load_config  # noqa: E402
+from curation.config import CurateConfig
+from curation.pipeline import build_stages
+from curation.runner import WorkDir, run_partitions
+from curation.sources import list_partitions, load_partition
+from manifests.atomic import write_parquet
+from manifests.configs import load_config
 
 
 def main(argv: list[str] | None = None) -> dict:
