@@ -1,15 +1,12 @@
 """One self-contained HTML report of a curated shard set: what came in, what was kept, and why
 the rest went.
 
-The report reads only what a job leaves in its output folder (``dataset.json``, ``stats.json``,
-``ledger/part-*.parquet``, ``shards/*.tar``), so it can be rebuilt at any time, on any machine,
-without Ray or the curation code (``manifests`` imports no other package of this project). It is
-a single HTML file with every plot and thumbnail inlined as base64, so it can be mailed, attached
-to a ticket or opened from a bucket without a server.
-
-The ledger may hold millions of rows, so it is scanned in batches and only the columns each part
-needs are read: counts read three string columns, histograms stream numeric columns twice (range,
-then counts) instead of holding them, and the ``thumb`` bytes are read only where they are set.
+This module renders the page (CSS, one builder per section) and writes it with
+:func:`write_report`; the numbers come from :mod:`manifests.report_data` and the figures from
+:mod:`manifests.report_plots`. The report reads only the job's output folder, so it can be rebuilt
+at any time, on any machine, without Ray or the curation code (``manifests`` imports no other
+package of this project). It is a single HTML file with every plot and thumbnail inlined as
+base64, so it can be mailed, attached to a ticket or opened from a bucket without a server.
 """
 
 from __future__ import annotations
@@ -18,531 +15,33 @@ import base64
 import contextlib
 import datetime as _dt
 import html
-import io
 import json
-import math
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
-from manifests.schema import BASE_SCHEMA, DROPPED, ERROR, KEPT, LEDGER_WRITE_FIELDS
+from manifests.report_data import (
+    dropped_thumbs,
+    histograms,
+    kept_samples,
+    ledger_dataset,
+    read_json,
+    score_columns,
+    summarize_ledger,
+    thresholds_for,
+)
+from manifests.report_plots import funnel_png, hist_png
+from manifests.schema import DROPPED, ERROR, KEPT
+
+__all__ = ["REPORT_NAME", "summarize_ledger", "write_report"]
 
 REPORT_NAME = "report.html"
-#: Longest side of a contact-sheet thumbnail, in pixels.
-THUMB_PX = 128
-#: Stage / reason shown for non-kept rows whose ledger entry names none (a pipeline bug).
-UNKNOWN_STAGE = "(unknown)"
-NO_REASON = "(none)"
-#: Rows per scanned ledger batch: bounds memory whatever the ledger's size.
-BATCH_ROWS = 65_536
-#: Columns that are row bookkeeping, never plotted as scores.
-BASE_COLUMNS = frozenset(BASE_SCHEMA.names) | {f.name for f in LEDGER_WRITE_FIELDS}
-#: Integer base columns that are still worth a histogram.
-SIZE_COLUMNS = ("width", "height", "bytes")
-HIST_BINS = 50
-#: A positive column spanning at least this ratio (max / min) gets logarithmic bins.
-LOG_SPAN = 20.0
 #: Caption text longer than this is cut (the full text is in the tooltip).
 CAPTION_CHARS = 140
 
-COLOR_KEPT = "#2e7d32"
-COLOR_DROPPED = "#ef6c00"
-COLOR_ERROR = "#c62828"
-COLOR_OTHER = "#9e9e9e"
-
-
-# --------------------------------------------------------------------------------------------
-# reading the output folder
-# --------------------------------------------------------------------------------------------
-
-
-def ledger_files(out_dir: str | Path) -> list[Path]:
-    """The ledger's parts in name order, which is partition order: it fixes "first seen"."""
-    return sorted((Path(out_dir) / "ledger").glob("part-*.parquet"))
-
-
-def _ledger(out_dir: str | Path) -> ds.Dataset | None:
-    """The ledger as one dataset, or None when there is none.
-
-    Parts may differ in their score columns (a stage added later, a resumed run); the schemas
-    are unified from the parquet footers alone, so a part lacking a column reads it as null.
-    """
-    files = ledger_files(out_dir)
-    if not files:
-        return None
-    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
-    return ds.dataset([str(f) for f in files], schema=schema, format="parquet")
-
-
-def _read_json(path: Path, notes: list[str] | None = None) -> dict[str, Any] | None:
-    """A JSON object from ``path``, or None (with a note saying why) if missing or unreadable.
-
-    The report must still come out of a job that crashed before writing its metadata: that is
-    exactly when someone wants to look at what happened.
-    """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        if notes is not None:
-            notes.append(f"{path.name} is missing.")
-        return None
-    except (OSError, ValueError) as exc:
-        if notes is not None:
-            notes.append(f"{path.name} could not be read ({exc}).")
-        return None
-    if not isinstance(data, dict):
-        if notes is not None:
-            notes.append(f"{path.name} does not hold a JSON object.")
-        return None
-    return data
-
-
-def _batches(dataset: ds.Dataset, columns: list[str], **kw: Any) -> Iterator[pa.RecordBatch]:
-    yield from dataset.to_batches(columns=columns, batch_size=BATCH_ROWS, **kw)
-
-
-# --------------------------------------------------------------------------------------------
-# counts
-# --------------------------------------------------------------------------------------------
-
-
-def summarize_ledger(out_dir: str | Path) -> dict[str, Any]:
-    """Count the ledger's rows by status and by (stage, reason), and derive the stage funnel.
-
-    Returns a JSON-serialisable dict (the CLI prints it)::
-
-        {"ledger_files": 3, "inputs": N,
-         "by_status": {"kept": K, "dropped": D, "error": E, ...},
-         "by_stage": {stage: {"dropped": d, "error": e}},
-         "reasons": [{"stage", "reason", "status", "count"}, ...],   # count desc
-         "stages": [...],   # stats.json's pipeline order, then ledger-only stages
-         "funnel": [{"stage", "reached", "dropped", "error", "survived"}, ...]}
-
-    Stage order comes from ``stats.json`` when it exists, because a stage that dropped nothing
-    never shows up in the ledger yet belongs in the funnel; stages only the ledger names follow
-    in the order they were first seen. Non-kept rows without a stage go to ``(unknown)``.
-    """
-    out = Path(out_dir)
-    dataset = _ledger(out)
-    counts: dict[tuple[str, str | None, str | None], int] = {}
-    if dataset is not None:
-        names = dataset.schema.names
-        wanted = [c for c in ("status", "stage", "reason") if c in names]
-        for batch in _batches(dataset, wanted):
-            table = pa.Table.from_batches([batch])
-            for col in ("status", "stage", "reason"):
-                if col not in names:
-                    table = table.append_column(col, pa.nulls(table.num_rows, pa.string()))
-            # use_threads=False keeps groups in encounter order: that is "first seen"
-            grouped = table.group_by(["status", "stage", "reason"], use_threads=False).aggregate(
-                [([], "count_all")]
-            )
-            for row in grouped.to_pylist():
-                key = (row["status"] or "(null)", row["stage"], row["reason"])
-                counts[key] = counts.get(key, 0) + row["count_all"]
-
-    by_status: dict[str, int] = {KEPT: 0, DROPPED: 0, ERROR: 0}
-    by_stage: dict[str, dict[str, int]] = {}
-    reasons: dict[tuple[str, str, str], int] = {}
-    for (status, stage, reason), n in counts.items():
-        by_status[status] = by_status.get(status, 0) + n
-        if status == KEPT:
-            continue  # a kept row's stage/reason mean nothing
-        stage_name = stage or UNKNOWN_STAGE
-        slot = by_stage.setdefault(stage_name, {DROPPED: 0, ERROR: 0})
-        slot[status] = slot.get(status, 0) + n
-        rkey = (stage_name, reason or NO_REASON, status)
-        reasons[rkey] = reasons.get(rkey, 0) + n
-    inputs = sum(by_status.values())
-
-    stats = _read_json(out / "stats.json") or {}
-    declared = [str(s) for s in stats.get("stages") or [] if s is not None]
-    stages = list(dict.fromkeys(declared))
-    extra = [s for s in by_stage if s not in stages]
-    # "(unknown)" is a bookkeeping hole, not a stage: show it last
-    stages += [s for s in extra if s != UNKNOWN_STAGE] + [s for s in extra if s == UNKNOWN_STAGE]
-
-    funnel = []
-    reached = inputs
-    for stage in stages:
-        slot = by_stage.get(stage, {})
-        removed = sum(slot.values())
-        survived = reached - removed
-        funnel.append(
-            {
-                "stage": stage,
-                "reached": reached,
-                "dropped": slot.get(DROPPED, 0),
-                "error": slot.get(ERROR, 0),
-                "survived": survived,
-            }
-        )
-        reached = survived
-
-    reason_rows = [
-        {"stage": s, "reason": r, "status": st, "count": n} for (s, r, st), n in reasons.items()
-    ]
-    reason_rows.sort(key=lambda r: (-r["count"], r["stage"], r["reason"], r["status"]))
-    return {
-        "ledger_files": len(ledger_files(out)),
-        "inputs": inputs,
-        "by_status": by_status,
-        "by_stage": by_stage,
-        "reasons": reason_rows,
-        "stages": stages,
-        "funnel": funnel,
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# histograms
-# --------------------------------------------------------------------------------------------
-
-
-def score_columns(schema: pa.Schema) -> list[str]:
-    """Every float column a stage added (scores), then the size columns, in schema order.
-
-    Scores are discovered rather than listed so that a new model stage (aesthetic, CLIP
-    similarity...) shows up in the report without touching it.
-    """
-    scores = [
-        f.name
-        for f in schema
-        if f.name not in BASE_COLUMNS and (pa.types.is_floating(f.type) or pa.types.is_null(f.type))
-    ]
-    return scores + [c for c in SIZE_COLUMNS if c in schema.names]
-
-
-def _as_float(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    if pa.types.is_null(arr.type):
-        return np.full(len(arr), np.nan)
-    return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
-
-
-def _histograms(dataset: ds.Dataset, columns: list[str]) -> dict[str, dict[str, Any]]:
-    """Per column: bin edges, kept and not-kept counts, and whether the bins are logarithmic.
-
-    Two streaming passes (range, then counts) so memory does not grow with the ledger.
-    Columns without a single finite value are left out.
-    """
-    if not columns:
-        return {}
-    lo = dict.fromkeys(columns, math.inf)
-    hi = dict.fromkeys(columns, -math.inf)
-    n_valid = dict.fromkeys(columns, 0)
-    for batch in _batches(dataset, columns):
-        for col in columns:
-            v = _as_float(batch.column(col))
-            v = v[np.isfinite(v)]
-            if v.size:
-                n_valid[col] += int(v.size)
-                lo[col] = min(lo[col], float(v.min()))
-                hi[col] = max(hi[col], float(v.max()))
-
-    hists: dict[str, dict[str, Any]] = {}
-    for col in columns:
-        if not n_valid[col]:
-            continue
-        a, b = lo[col], hi[col]
-        log = a > 0 and b / a >= LOG_SPAN
-        if a == b:
-            edges = np.linspace(a - 0.5, b + 0.5, 2) if a == 0 else np.linspace(a * 0.9, b * 1.1, 2)
-            edges.sort()
-        elif log:
-            edges = np.geomspace(a, b, HIST_BINS + 1)
-        else:
-            edges = np.linspace(a, b, HIST_BINS + 1)
-        hists[col] = {
-            "edges": edges,
-            "kept": np.zeros(len(edges) - 1, dtype=np.int64),
-            "other": np.zeros(len(edges) - 1, dtype=np.int64),
-            "log": log,
-            "n": n_valid[col],
-        }
-    if not hists:
-        return {}
-
-    wanted = list(hists)
-    for batch in _batches(dataset, [*wanted, "status"]):
-        kept = pc.fill_null(pc.equal(batch.column("status"), KEPT), False).to_numpy(
-            zero_copy_only=False
-        )
-        for col in wanted:
-            h = hists[col]
-            v = _as_float(batch.column(col))
-            ok = np.isfinite(v)
-            h["kept"] += np.histogram(v[ok & kept], h["edges"])[0]
-            h["other"] += np.histogram(v[ok & ~kept], h["edges"])[0]
-    return hists
-
-
-def _thresholds(stats: dict[str, Any], column: str) -> list[float]:
-    raw = (stats.get("thresholds") or {}).get(column, [])
-    if not isinstance(raw, list | tuple):
-        raw = [raw]
-    out = []
-    for t in raw:
-        with contextlib.suppress(TypeError, ValueError):
-            x = float(t)
-            if math.isfinite(x):
-                out.append(x)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# plots (matplotlib, imported lazily: summarize_ledger and the CLI do not pay for it)
-# --------------------------------------------------------------------------------------------
-
-
-def _figure(width_in: float, height_in: float) -> Any:
-    """A figure on the Agg canvas, without pyplot: no global state, no display needed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width_in, height_in), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png_b64(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _funnel_png(funnel: list[dict[str, Any]]) -> str:
-    """Horizontal stacked bars, first stage on top: survived | dropped | error per stage."""
-    fig = _figure(9.0, 0.5 * len(funnel) + 1.3)
-    ax = fig.add_subplot()
-    names = [f["stage"] for f in funnel]
-    y = np.arange(len(funnel))
-    surv = np.array([f["survived"] for f in funnel])
-    drop = np.array([f["dropped"] for f in funnel])
-    err = np.array([f["error"] for f in funnel])
-    other = np.array([f["reached"] for f in funnel]) - surv - drop - err
-    ax.barh(y, surv, color=COLOR_KEPT, label="survived")
-    ax.barh(y, drop, left=surv, color=COLOR_DROPPED, label="dropped here")
-    ax.barh(y, err, left=surv + drop, color=COLOR_ERROR, label="error here")
-    if other.any():
-        ax.barh(y, other, left=surv + drop + err, color=COLOR_OTHER, label="other status")
-    top = max([f["reached"] for f in funnel] + [1])
-    for yi, f in zip(y, funnel, strict=True):
-        ax.text(
-            f["reached"] + top * 0.01,
-            yi,
-            f"{f['reached']:,} → {f['survived']:,}",
-            va="center",
-            fontsize=8,
-        )
-    ax.set_yticks(y, names)
-    ax.invert_yaxis()
-    ax.set_xlim(0, top * 1.22)
-    ax.set_xlabel("rows")
-    ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
-    ax.set_title("Rows reaching each stage", fontsize=10)
-    return _png_b64(fig)
-
-
-def _hist_png(column: str, h: dict[str, Any], thresholds: list[float]) -> str:
-    """Kept and not-kept stacked, thresholds as dashed lines (kept into view)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
-
-    fig = _figure(5.6, 3.3)
-    ax = fig.add_subplot()
-    edges = h["edges"]
-    left, width = edges[:-1], np.diff(edges)
-    ax.bar(left, h["kept"], width=width, align="edge", color=COLOR_KEPT, label="kept")
-    ax.bar(
-        left,
-        h["other"],
-        width=width,
-        align="edge",
-        bottom=h["kept"],
-        color=COLOR_DROPPED,
-        alpha=0.85,
-        label="not kept",
-    )
-    lo, hi = float(edges[0]), float(edges[-1])
-    shown = [t for t in thresholds if not h["log"] or t > 0]
-    label = "threshold " + ", ".join(f"{t:g}" for t in shown)
-    for i, t in enumerate(shown):
-        ax.axvline(t, color="#212121", ls="--", lw=1.2, label=label if i == 0 else None)
-        lo, hi = min(lo, t), max(hi, t)
-    fmt = _human_bytes if column == "bytes" else (lambda x: f"{x:g}")
-    if h["log"]:
-        ax.set_xscale("log")
-        ax.set_xlim(lo / 1.15, hi * 1.15)
-        decades = math.log10(hi / lo)
-        # matplotlib's default labels every minor tick on short spans, and they overlap
-        subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    else:
-        pad = (hi - lo) * 0.03 or 0.5
-        ax.set_xlim(lo - pad, hi + pad)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: fmt(x)))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    title = f"{column}  ({h['n']:,} rows"
-    title += ", log x)" if h["log"] else ")"
-    ax.set_title(title, fontsize=10)
-    ax.set_ylabel("rows")
-    ax.spines[["top", "right"]].set_visible(False)
-    # below the axes: inside, it hides bars and threshold lines
-    ax.legend(fontsize=8, frameon=False, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.13))
-    return _png_b64(fig)
-
-
-def _human_bytes(x: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(x) < 1000:
-            return f"{x:.3g} {unit}"
-        x /= 1000
-    return f"{x:.3g} TB"
-
-
-# --------------------------------------------------------------------------------------------
-# thumbnails
-# --------------------------------------------------------------------------------------------
-
-_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
-
-
-def _thumbnail_jpeg(data: bytes, size: int = THUMB_PX) -> bytes:
-    """A small JPEG of an encoded image. ``draft`` lets libjpeg decode at 1/2..1/8 scale, so
-    a 20-megapixel photo costs about as much as a small one."""
-    from PIL import Image, ImageOps
-
-    with Image.open(io.BytesIO(data)) as im:
-        im.draft("RGB", (size, size))
-        img = ImageOps.exif_transpose(im)
-        if img.mode in ("RGBA", "LA", "P", "PA"):
-            rgba = img.convert("RGBA")
-            img = Image.new("RGB", rgba.size, "white")
-            img.paste(rgba, mask=rgba.getchannel("A"))
-        else:
-            img = img.convert("RGB")
-        img.thumbnail((size, size))
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=82)
-        return buf.getvalue()
-
-
-def _mime(data: bytes) -> str:
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "image/jpeg"
-
-
-def _shard_paths(out: Path, dataset_json: dict[str, Any] | None) -> list[Path]:
-    """The shards dataset.json lists, or (without it) whatever tars lie in shards/."""
-    listed = (dataset_json or {}).get("shards") or []
-    paths = [out / s["path"] for s in listed if isinstance(s, dict) and s.get("path")]
-    return paths or sorted((out / "shards").glob("*.tar"))
-
-
-def _kept_samples(
-    out: Path, dataset_json: dict[str, Any] | None, max_thumbs: int, notes: list[str]
-) -> list[dict[str, Any]]:
-    """Up to ``max_thumbs`` samples read back from the shards, spread over the shards.
-
-    Reading the shards (not the ledger) checks that what was written can be read with
-    webdataset. Each shard is read only up to its quota, from its start, so a thousand
-    1 GB shards cost a few small reads.
-    """
-    from webdataset.tariterators import group_by_keys, tar_file_expander
-
-    shards = _shard_paths(out, dataset_json)
-    if max_thumbs <= 0 or not shards:
-        return []
-    quota = max(1, math.ceil(max_thumbs / len(shards)))
-    samples: list[dict[str, Any]] = []
-    missing: list[str] = []
-    for path in shards:
-        if len(samples) >= max_thumbs:
-            break
-        if not path.is_file():
-            missing.append(path.name)
-            continue
-        taken = 0
-        label = path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
-        try:
-            with open(path, "rb") as stream:
-                members = tar_file_expander([{"url": str(path), "stream": stream}])
-                for sample in group_by_keys(members):
-                    if taken >= quota or len(samples) >= max_thumbs:
-                        break
-                    samples.append(_kept_sample(label, sample))
-                    taken += 1
-        except Exception as exc:  # a broken shard is a finding, not a reason to lose the report
-            notes.append(f"Shard {path.name} could not be read: {type(exc).__name__}: {exc}")
-    if missing:
-        notes.append(
-            f"{len(missing)} shard(s) listed in dataset.json are missing, e.g. {missing[0]}."
-        )
-    return samples
-
-
-def _kept_sample(shard: str, sample: dict[str, Any]) -> dict[str, Any]:
-    """Key, caption (from the sample's json) and a thumbnail, or the error that stopped it."""
-    key = str(sample.get("__key__", "?"))
-    text = ""
-    raw_json = sample.get("json")
-    if raw_json:
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            meta = json.loads(raw_json)
-            if isinstance(meta, dict):
-                text = str(meta.get("text") or meta.get("caption") or "")
-    ext = next((e for e in _IMAGE_EXTS if e in sample), None)
-    item: dict[str, Any] = {"key": key, "text": text, "shard": shard}
-    if ext is None:
-        item["error"] = "no image member"
-        return item
-    try:
-        item["jpeg"] = _thumbnail_jpeg(sample[ext])
-    except Exception as exc:  # shown in the sheet: a kept image that does not decode is a bug
-        item["error"] = f"{type(exc).__name__}: {exc}"
-    return item
-
-
-def _dropped_thumbs(
-    dataset: ds.Dataset, reasons: list[str], max_thumbs: int
-) -> dict[str, list[dict[str, Any]]]:
-    """Up to ``max_thumbs`` stored thumbnails per reason.
-
-    The filter on ``thumb`` means only the few rows carrying one are materialised; the scan
-    stops as soon as every reason has its fill.
-    """
-    found: dict[str, list[dict[str, Any]]] = {}
-    if max_thumbs <= 0 or "thumb" not in dataset.schema.names:
-        return found
-    names = dataset.schema.names
-    cols = [c for c in ("source_key", "stage", "reason", "status", "thumb") if c in names]
-    for batch in _batches(dataset, cols, filter=ds.field("thumb").is_valid()):
-        for row in batch.to_pylist():
-            if row.get("status") == KEPT:
-                continue
-            group = found.setdefault(row.get("reason") or NO_REASON, [])
-            if len(group) < max_thumbs:
-                group.append(row)
-        if reasons and all(len(found.get(r, [])) >= max_thumbs for r in reasons):
-            break
-    return found
-
-
-# --------------------------------------------------------------------------------------------
-# HTML
-# --------------------------------------------------------------------------------------------
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#212121;
@@ -618,6 +117,14 @@ def _short(text: str, limit: int = CAPTION_CHARS) -> str:
     """Cut before escaping, so an entity is never cut in half."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _mime(data: bytes) -> str:
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return "image/jpeg"
 
 
 def _img(b64: str, mime: str, cls: str, alt: str, extra: str = "") -> str:
@@ -722,7 +229,7 @@ def _funnel_html(summary: dict[str, Any], stats: dict[str, Any]) -> str:
         ("survival", True),
         ("time", True),
     ]
-    chart = _img(_funnel_png(funnel), "image/png", "plot funnel-chart", "funnel by stage")
+    chart = _img(funnel_png(funnel), "image/png", "plot funnel-chart", "funnel by stage")
     return f'{_table(head, rows)}<div class="funnel">{chart}</div>'
 
 
@@ -754,13 +261,13 @@ def _hist_html(dataset: ds.Dataset | None, stats: dict[str, Any]) -> str:
     if dataset is None:
         return '<p class="muted">No ledger, no scores.</p>'
     columns = score_columns(dataset.schema)
-    hists = _histograms(dataset, columns)
+    hists = histograms(dataset, columns)
     parts = []
     for col in columns:
         if col in hists:
             parts.append(
                 _img(
-                    _hist_png(col, hists[col], _thresholds(stats, col)),
+                    hist_png(col, hists[col], thresholds_for(stats, col)),
                     "image/png",
                     "plot hist",
                     f"histogram of {col}",
@@ -837,20 +344,20 @@ def _dropped_html(summary: dict[str, Any], thumbs: dict[str, list[dict[str, Any]
 
 def _render_html(out: Path, max_thumbs: int) -> str:
     notes: list[str] = []
-    # _read_json notes why a file is absent (exactly one note); add what the report does instead
-    meta = _read_json(out / "dataset.json", notes)
+    # read_json notes why a file is absent (exactly one note); add what the report does instead
+    meta = read_json(out / "dataset.json", notes)
     if meta is None:
         notes[-1] += " Shards are found by listing shards/."
-    stats = _read_json(out / "stats.json", notes)
+    stats = read_json(out / "stats.json", notes)
     if stats is None:
         notes[-1] += " Stage order comes from the ledger; no thresholds or timings."
-    dataset = _ledger(out)
+    dataset = ledger_dataset(out)
     if dataset is None:
         notes.append("The ledger (ledger/part-*.parquet) is missing: no funnel, reasons or scores.")
     summary = summarize_ledger(out)
-    samples = _kept_samples(out, meta, max_thumbs, notes)
+    samples = kept_samples(out, meta, max_thumbs, notes)
     thumbs = (
-        _dropped_thumbs(dataset, [r["reason"] for r in summary["reasons"]], max_thumbs)
+        dropped_thumbs(dataset, [r["reason"] for r in summary["reasons"]], max_thumbs)
         if dataset is not None
         else {}
     )

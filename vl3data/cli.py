@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +39,9 @@ def _cmd_curate(args: argparse.Namespace) -> int:
         overrides.append(f"log_level={args.log_level}")
     cfg = load_config(CurateConfig, args.config, overrides)
     cfg.check_runnable()
+    if not cfg.ray.address:
+        # an embedded Ray serves only this process: keep it on loopback (read at ray import)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     _setup_logging(cfg.log_level)
     doc = curate(cfg, restart=args.restart, progress=not args.no_progress)
     stats = json.loads((Path(cfg.output) / "stats.json").read_text())

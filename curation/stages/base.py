@@ -7,32 +7,16 @@ thumbnail of a few of them per reason so the report can show people what was dro
 
 from __future__ import annotations
 
-import io
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 
 import pyarrow as pa
-from PIL import Image
 
 from manifests.marks import alive, mark, set_column
+from manifests.thumbs import make_thumb
 
+#: Longest side of a dropped row's thumbnail (see ``manifests.thumbs.make_thumb``).
 THUMB_SIDE = 128
-
-
-def make_thumb(data: bytes, side: int = THUMB_SIDE) -> bytes | None:
-    """A small JPEG of an encoded image, or None when it cannot be decoded."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                im.draft("RGB", (side, side))
-                im.thumbnail((side, side))
-                out = io.BytesIO()
-                im.convert("RGB").save(out, "JPEG", quality=80)
-                return out.getvalue()
-    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):
-        return None
 
 
 def add_thumbs(batch: pa.Table, reasons: Sequence[str | None], per_reason: int) -> pa.Table:
@@ -49,7 +33,7 @@ def add_thumbs(batch: pa.Table, reasons: Sequence[str | None], per_reason: int) 
             continue
         data = images[i].as_py()
         if data:
-            thumbs[i] = make_thumb(data)
+            thumbs[i] = make_thumb(data, THUMB_SIDE)
             seen[reason] += 1
             changed = True
     return set_column(batch, "thumb", thumbs) if changed else batch

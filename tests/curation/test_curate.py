@@ -67,6 +67,12 @@ def test_demo_pool_end_to_end(tmp_path, demo_pool, ray_local):
     assert (out / "report.html").stat().st_size > 10_000
     assert not (out / "_work").exists()
 
+    from vl3data.cli import main
+
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert "too_many_pixels" in (out / "report.html").read_text()
+
 
 def test_rerun_is_a_no_op_and_another_config_is_refused(tmp_path, demo_pool, ray_local):
     pool, _ = demo_pool

@@ -1,0 +1,76 @@
+"""The runner: stages with ``setup()`` run as actors (set up once, never at construction)."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import numpy as np
+import pyarrow as pa
+
+from curation.config import InputConfig
+from curation.runner import WorkDir, run_partitions
+from curation.sources import list_partitions, load_partition
+from curation.stages.decode import Decode, Probe
+from curation.stages.shape import ShapeFilter
+from manifests.marks import alive, set_column
+
+
+class MeanBrightness:
+    """A stateful stage of the model-stage shape: its 'model' (a lookup table) loads in
+    setup(), and the stage writes a score per live row."""
+
+    name = "brightness"
+    batch_size = 4
+    concurrency = 1
+    num_gpus = 0
+    num_cpus = 1
+
+    def __init__(self) -> None:
+        self.table: np.ndarray | None = None
+        self.setups = 0
+
+    def setup(self) -> None:
+        self.table = np.arange(256, dtype=np.float64) / 255.0
+        self.setups += 1
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import io
+
+        from PIL import Image
+
+        assert self.table is not None, "setup() must run before the first batch"
+        live = alive(batch)
+        scores = []
+        for i, data in enumerate(batch["image"].to_pylist()):
+            if not live[i] or not data:
+                scores.append(None)
+                continue
+            gray = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+            scores.append(float(self.table[gray].mean()))
+        batch = set_column(batch, "brightness", pa.array(scores, pa.float32()))
+        return set_column(batch, "setups", pa.array([f"{os.getpid()}:{self.setups}"] * len(scores)))
+
+
+def test_actor_stage_is_set_up_once_per_actor(tmp_path, demo_pool, ray_local):
+    pool, expected = demo_pool
+    stage = MeanBrightness()
+    assert stage.table is None  # constructing a stage loads nothing
+    cfg = InputConfig(path=str(pool), partition_size=6)
+    work = WorkDir(tmp_path / "work")
+    parts = list_partitions(cfg)
+    stages = [Probe(), ShapeFilter(), Decode(), stage]  # a model stage after the first stage
+    run_partitions(work, parts, partial(load_partition, cfg=cfg), stages, progress=False)
+    rows = pa.concat_tables([work.read_partition(p.index) for p in parts]).to_pylist()
+    assert len(rows) == len(expected)
+    assert {r["setups"] for r in rows} == {rows[0]["setups"]}  # one actor, set up once
+    assert rows[0]["setups"].endswith(":1")
+    scored = next(r for r in rows if r["source_key"] == "photos/coffee.jpg")
+    assert 0.0 < scored["brightness"] < 1.0
+    assert all(r["brightness"] is None for r in rows if r["status"] != "kept")
+    assert {(r["source_key"], r["status"], r["reason"]) for r in rows} == {
+        (k, *v) for k, v in expected.items()
+    }
+    assert stage.setups == 0  # the driver's copy was never set up: only the actor's
+    timings = work.timings(parts[0].index)
+    assert timings["brightness"] > 0
