@@ -46,6 +46,8 @@ def init_ray(
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    ctx.enable_progress_bars = not quiet
+    ctx.enable_progress_bars = not quiet  # ours (partitions done) is shown instead
     ctx.print_on_execution_start = not quiet
+    if quiet:  # Ray Data's per-run INFO lines and its "progress bars disabled" warning
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     return True
