@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PAIR)
-	$(PIP) install -q -e '.[dev]'
-	$(PY) -c "import torch, torchvision, ray, webdataset, pyarrow, PIL; \
+	$(PIP) install -q -e '.[models,dev]'
+	$(PY) -c "import torch, torchvision, ray, webdataset, pyarrow, PIL, open_clip, faiss; \
 	  torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5); print('setup ok: torch', torch.__version__, 'torchvision', torchvision.__version__, 'ray', ray.__version__)"
 	touch $(STAMP)
 

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from curation.config_models import (
+    AestheticConfig,
+    CaptionConfig,
+    ClipConfig,
+    ClusterConfig,
+    SimilarityConfig,
+)
 from manifests.configs import require
 
 INPUT_KINDS = ("folder", "webdataset", "url_parquet")
@@ -139,6 +146,11 @@ class CurateConfig:
     download: DownloadConfig = field(default_factory=DownloadConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    aesthetic: AestheticConfig = field(default_factory=AestheticConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     log_level: str = "INFO"
@@ -150,6 +162,20 @@ class CurateConfig:
             "log_level",
             f"{self.log_level!r} is not a log level",
             "DEBUG, INFO, WARNING or ERROR",
+        )
+
+        for section in ("aesthetic", "similarity", "cluster"):
+            require(
+                not getattr(self, section).enabled or self.clip.enabled,
+                f"{section}.enabled",
+                "needs the CLIP embedding",
+                "set clip.enabled: true",
+            )
+        require(
+            not self.similarity.enabled or self.caption.enabled,
+            "similarity.enabled",
+            "needs coarse captions to compare",
+            "set caption.enabled: true",
         )
 
     def check_runnable(self) -> None:

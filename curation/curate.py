@@ -1,14 +1,16 @@
 """The ``curate`` job: a raw image pool in, a curated WebDataset shard set out.
 
-Score first (the stages, in parallel, resumable per partition), write last (here, in one
-deterministic pass): shards, the ledger, stats, the report, and ``dataset.json`` as the marker
-that the shard set is complete.
+Score first (passes of stages, in parallel, resumable per partition), select second (global
+steps: top-fraction thresholds, k-means balancing, each recorded as a drop list), write last
+(one deterministic pass): shards, the ledger, embeddings, stats, the report, and
+``dataset.json`` as the marker that the shard set is complete.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -16,22 +18,35 @@ import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from curation.config import CurateConfig
-from curation.pipeline import build_stages, thresholds
+from curation.passes import Drops, LoadPrevious, read_rows, top_fraction
+from curation.pipeline import build_passes, stage_names, thresholds
 from curation.runner import WorkDir, prepare_plan, run_partitions
 from curation.sources import list_partitions, load_partition
 from manifests import ledger
-from manifests.atomic import write_json
+from manifests.atomic import write_bytes, write_json
 from manifests.dataset import DATASET_JSON, read_dataset_json, write_dataset_json
-from manifests.schema import KEPT, STATUSES
+from manifests.schema import HEAVY_COLUMNS, KEPT, STATUSES
 from manifests.shards import ShardSetWriter
 
 log = logging.getLogger(__name__)
 
+EMBEDDING = "clip_embedding"
 # in the ledger but not the training record
-NOT_IN_RECORD = {"image", "thumb", "status", "stage", "reason", "partition", "row", "ext"}
+NOT_IN_RECORD = {
+    "image",
+    "thumb",
+    "status",
+    "stage",
+    "reason",
+    "partition",
+    "row",
+    "ext",
+    *HEAVY_COLUMNS,
+}
 
 
 def config_hash(cfg: CurateConfig) -> str:
@@ -61,19 +76,63 @@ def training_record(row: dict, key: str, ext: str) -> dict:
     return rec
 
 
-def finalize(cfg: CurateConfig, work: WorkDir, parts, wall_s: float) -> dict:
+def _save_embeddings(out: Path, partition: int, rows: pa.Table, dtype: str) -> pa.Table:
+    """Write a partition's embeddings to ``embeddings/part-*.npy``; the ledger keeps the row."""
+    if EMBEDDING not in rows.column_names:
+        return rows
+    vectors = rows[EMBEDDING].to_pylist()
+    index = [None] * len(vectors)
+    kept = []
+    for i, v in enumerate(vectors):
+        if v is not None:
+            index[i] = len(kept)
+            kept.append(v)
+    if kept:
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(kept, dtype=dtype), allow_pickle=False)
+        write_bytes(out / "embeddings" / f"part-{partition:06d}.npy", buf.getvalue())
+    return rows.append_column("embedding_row", pa.array(index, pa.int32()))
+
+
+def _with_clusters(rows: pa.Table, lookup: dict) -> pa.Table:
+    if not lookup:
+        return rows
+    found = [lookup.get(i) for i in rows["id"].to_pylist()]
+    rows = rows.append_column("cluster", pa.array([f[0] if f else None for f in found], pa.int32()))
+    return rows.append_column(
+        "cluster_dist", pa.array([f[1] if f else None for f in found], pa.float32())
+    )
+
+
+def finalize(
+    cfg: CurateConfig,
+    work_root: Path,
+    parts,
+    last: WorkDir,
+    base: WorkDir,
+    drops: Drops,
+    passes: list[str],
+    global_stats: dict,
+    wall_s: float,
+) -> dict:
+    from curation.balance import ClusterLookup
+
     out = Path(cfg.output)
-    for sub in ("shards", "ledger"):  # leftovers of an interrupted final write
+    for sub in ("shards", "ledger", "embeddings"):  # leftovers of an interrupted final write
         shutil.rmtree(out / sub, ignore_errors=True)
     writer = ShardSetWriter(out, cfg.shards.subset, cfg.shards.max_count, cfg.shards.max_bytes)
+    clusters = ClusterLookup(work_root)
     counts = dict.fromkeys(STATUSES, 0)
     timings: dict[str, float] = {}
     for part in parts:
-        rows = work.read_partition(part.index) if _rows(work, part.index) else None
-        for k, v in work.timings(part.index).items():
-            timings[k] = timings.get(k, 0.0) + v
+        for name in passes:
+            for k, v in WorkDir(work_root / name).timings(part.index).items():
+                timings[k] = timings.get(k, 0.0) + v
+        rows = read_rows(last, base, drops, part.index)
         if rows is None:
             continue
+        rows = _with_clusters(rows, clusters.for_partition(part.index))
+        rows = _save_embeddings(out, part.index, rows, cfg.clip.embeddings_dtype)
         shards, keys = [None] * rows.num_rows, [None] * rows.num_rows
         status = rows["status"].to_pylist()
         for i, row in enumerate(rows.to_pylist()):
@@ -88,24 +147,22 @@ def finalize(cfg: CurateConfig, work: WorkDir, parts, wall_s: float) -> dict:
         rows = rows.append_column("key", pa.array(keys, pa.string()))
         ledger.write_part(out, part.index, rows)
     shard_list = writer.close()
-    stages = ["read", *[getattr(s, "name", "?") for s in build_stages(cfg)]]
     stats = {
         "inputs": sum(counts.values()),
         **counts,
-        "stages": stages,
+        "stages": stage_names(cfg),
         "timings_s": timings,
-        "thresholds": thresholds(cfg),
+        "thresholds": {**thresholds(cfg), **global_stats.get("thresholds", {})},
         "wall_s": round(wall_s, 3),
         "partitions": len(parts),
     }
+    if "clusters" in global_stats:
+        stats["clusters"] = global_stats["clusters"]
     write_json(out / "stats.json", stats)
-    try:
-        from manifests.report import write_report
+    from manifests.report import write_report
 
-        write_report(out)
-    except ImportError:  # pragma: no cover - report module arrives with the report issue work
-        log.warning("report module missing; skipping report.html")
-    doc = write_dataset_json(
+    write_report(out)
+    return write_dataset_json(
         out,
         name=cfg.name,
         modality="image",
@@ -115,11 +172,21 @@ def finalize(cfg: CurateConfig, work: WorkDir, parts, wall_s: float) -> dict:
         config_hash=config_hash(cfg),
         extra={"inputs": stats["inputs"], "ledger_parts": len(parts)},
     )
-    return doc
 
 
-def _rows(work: WorkDir, partition: int) -> int:
-    return json.loads(work.done(partition).read_text())["rows"]
+def _global_step(state_path: Path, state: dict, key: str, run) -> None:
+    """Run a global step once; its result is saved so a rerun after a crash reuses it."""
+    if key in state.get("done", []):
+        return
+    result = run()
+    state.setdefault("done", []).append(key)
+    if result is not None:
+        section, value = result
+        if section == "thresholds":
+            state.setdefault("thresholds", {}).update(value)
+        else:
+            state[section] = value
+    write_json(state_path, state)
 
 
 def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -> dict:
@@ -138,31 +205,116 @@ def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -
             f"{out} already holds a shard set built with another config; "
             "choose a new output or pass --restart to rebuild it"
         )
+    work_root = out / "_work"
     if restart:
-        for sub in (DATASET_JSON, "shards", "ledger", "stats.json", "report.html"):
+        for sub in (
+            DATASET_JSON,
+            "shards",
+            "ledger",
+            "embeddings",
+            "clusters",
+            "stats.json",
+            "report.html",
+            "_work",
+        ):
             p = out / sub
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    work = WorkDir(out / "_work")
-    parts = prepare_plan(work, partial(list_partitions, cfg.input), chash, restart=restart)
+    parts = prepare_plan(work_root / "plan.json", partial(list_partitions, cfg.input), chash)
     log.info("%d partitions of up to %d inputs", len(parts), cfg.input.partition_size)
+    passes = build_passes(cfg)
+    drops = Drops(work_root / "drops")
+    state_path = work_root / "global.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    base = last = WorkDir(work_root / passes[0].name)
     started = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb, cfg.log_level)
     try:
         run_partitions(
-            work,
-            parts,
-            partial(load_partition, cfg=cfg.input),
-            build_stages(cfg),
-            progress=progress,
+            base, parts, partial(load_partition, cfg=cfg.input), passes[0].stages, progress=progress
         )
+        a = cfg.aesthetic
+        if a.enabled and a.keep_top_fraction:
+            _global_step(
+                state_path,
+                state,
+                "aesthetic_top",
+                lambda: (
+                    "thresholds",
+                    {
+                        "aesthetic": [
+                            top_fraction(
+                                last,
+                                base,
+                                drops,
+                                parts,
+                                "aesthetic",
+                                a.keep_top_fraction,
+                                "aesthetic",
+                            )
+                        ]
+                    },
+                ),
+            )
+        for p in passes[1:]:
+            work = WorkDir(work_root / p.name)
+            run_partitions(
+                work,
+                parts,
+                LoadPrevious(last, base, drops),
+                p.stages,
+                progress=progress,
+                drop_columns=("image",),
+            )
+            last = work
+        s = cfg.similarity
+        if s.enabled and s.keep_top_fraction:
+            _global_step(
+                state_path,
+                state,
+                "clip_sim_top",
+                lambda: (
+                    "thresholds",
+                    {
+                        "clip_sim": [
+                            top_fraction(
+                                last,
+                                base,
+                                drops,
+                                parts,
+                                "clip_sim",
+                                s.keep_top_fraction,
+                                "clip_sim",
+                            )
+                        ]
+                    },
+                ),
+            )
+        if cfg.cluster.enabled:
+            from curation.balance import cluster_and_balance
+
+            _global_step(
+                state_path,
+                state,
+                "cluster",
+                lambda: (
+                    "clusters",
+                    cluster_and_balance(last, base, drops, parts, cfg.cluster, out, work_root),
+                ),
+            )
     finally:
         if started:
             import ray
 
             ray.shutdown()
-    doc = finalize(cfg, work, parts, time.time() - t0)
+    for section in ("thresholds",):
+        state[section] = {
+            k: [x for x in v if x is not None] for k, v in state.get(section, {}).items()
+        }
+    doc = finalize(
+        cfg, work_root, parts, last, base, drops, [p.name for p in passes], state, time.time() - t0
+    )
     if not cfg.keep_work:
-        shutil.rmtree(work.root, ignore_errors=True)
+        shutil.rmtree(work_root, ignore_errors=True)
     log.info("wrote %d samples in %d shards to %s", doc["samples"], len(doc["shards"]), out)
     return doc

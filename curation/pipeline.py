@@ -1,14 +1,29 @@
-"""The curation pipeline as an explicit list of stages, per input kind."""
+"""The curation pipeline as explicit lists of stages, one list per pass.
+
+Pass ``score``: the first stage (shape, probe, decode), then, when enabled, the CLIP embedding
+(computed once) and the aesthetic score with its value threshold. Pass ``caption`` (when
+enabled): BLIP-2 coarse captions and their CLIP similarity. Between and after the passes run
+the global steps (top-fraction thresholds, k-means balancing) in ``curation.curate``.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from curation.config import CurateConfig
 from curation.runner import Stage
 from curation.stages.decode import Decode, Probe
 from curation.stages.shape import ShapeFilter
+from curation.stages.thresholds import MinScore
 
 
-def build_stages(cfg: CurateConfig) -> list[Stage]:
+@dataclass
+class Pass:
+    name: str
+    stages: list[Stage]
+
+
+def first_stage(cfg: CurateConfig) -> list[Stage]:
     f, d = cfg.filters, cfg.decode
     shape = dict(
         min_aspect=f.min_aspect,
@@ -36,7 +51,105 @@ def build_stages(cfg: CurateConfig) -> list[Stage]:
     return stages
 
 
+def _clip_kw(cfg: CurateConfig) -> dict:
+    c = cfg.clip
+    return dict(
+        backend=c.backend,
+        model=c.model,
+        pretrained=c.pretrained,
+        device=c.device,
+        precision=c.precision,
+        concurrency=c.concurrency,
+        num_gpus=c.num_gpus,
+    )
+
+
+def build_passes(cfg: CurateConfig) -> list[Pass]:
+    score = first_stage(cfg)
+    if cfg.clip.enabled:
+        from curation.stages.clip_embed import ClipEmbed
+
+        score.append(
+            ClipEmbed(**_clip_kw(cfg), draft=cfg.clip.draft, batch_size=cfg.clip.batch_size)
+        )
+    if cfg.aesthetic.enabled:
+        from curation.stages.aesthetic import AestheticScore
+
+        a = cfg.aesthetic
+        score.append(
+            AestheticScore(
+                weights=a.weights,
+                batch_size=a.batch_size,
+                device=cfg.clip.device,
+                num_gpus=cfg.clip.num_gpus,
+            )
+        )
+        if a.min_score is not None:
+            score.append(
+                MinScore(
+                    column="aesthetic",
+                    min_value=a.min_score,
+                    name="aesthetic",
+                    thumbs_per_reason=cfg.decode.thumbs_per_reason,
+                )
+            )
+    passes = [Pass("score", score)]
+    if cfg.caption.enabled:
+        from curation.stages.blip2_caption import Blip2Caption
+
+        c = cfg.caption
+        caption: list[Stage] = [
+            Blip2Caption(
+                model=c.model,
+                prompt=c.prompt,
+                max_new_tokens=c.max_new_tokens,
+                device=c.device,
+                precision=c.precision,
+                batch_size=c.batch_size,
+                concurrency=c.concurrency,
+                num_gpus=c.num_gpus,
+            )
+        ]
+        if cfg.similarity.enabled:
+            from curation.stages.similarity import ClipTextSim
+
+            s = cfg.similarity
+            caption.append(
+                ClipTextSim(**_clip_kw(cfg), alt_text=s.alt_text, batch_size=s.batch_size)
+            )
+            if s.min_sim is not None:
+                caption.append(
+                    MinScore(
+                        column="clip_sim",
+                        min_value=s.min_sim,
+                        name="clip_sim",
+                        thumbs_per_reason=cfg.decode.thumbs_per_reason,
+                    )
+                )
+        passes.append(Pass("caption", caption))
+    return passes
+
+
+def stage_names(cfg: CurateConfig) -> list[str]:
+    """Every stage in pipeline order, global steps included (the report's funnel order)."""
+    names = ["read"]
+    for p in build_passes(cfg):
+        names += [getattr(s, "name", "?") for s in p.stages]
+        if p.name == "score" and cfg.aesthetic.keep_top_fraction:
+            names.append("aesthetic")
+    if cfg.similarity.keep_top_fraction:
+        names.append("clip_sim")
+    if cfg.cluster.enabled:
+        names.append("cluster")
+    return list(dict.fromkeys(names))
+
+
 def thresholds(cfg: CurateConfig) -> dict[str, list[float]]:
     """Score column -> the threshold values the report draws on its histogram."""
     f = cfg.filters
-    return {"aspect_ratio": [f.min_aspect, f.max_aspect], "min_side": [float(f.min_side)]}
+    out = {"aspect_ratio": [f.min_aspect, f.max_aspect], "min_side": [float(f.min_side)]}
+    if cfg.aesthetic.enabled and cfg.aesthetic.min_score is not None:
+        out["aesthetic"] = [cfg.aesthetic.min_score]
+    if cfg.similarity.enabled and cfg.similarity.min_sim is not None:
+        out["clip_sim"] = [cfg.similarity.min_sim]
+    return out

@@ -39,10 +39,6 @@ class WorkDir:
 
     root: Path
 
-    @property
-    def plan(self) -> Path:
-        return self.root / "plan.json"
-
     def scored(self, partition: int) -> Path:
         return self.root / "scored" / f"p{partition:06d}"
 
@@ -52,13 +48,20 @@ class WorkDir:
     def is_done(self, partition: int) -> bool:
         return self.done(partition).is_file()
 
-    def read_partition(self, partition: int) -> pa.Table:
-        """All scored rows of a finished partition, in input order."""
+    def rows(self, partition: int) -> int:
+        return json.loads(self.done(partition).read_text())["rows"]
+
+    def read_partition(self, partition: int, columns: list[str] | None = None) -> pa.Table | None:
+        """All scored rows of a finished partition, in input order (None when it had none)."""
         pieces = sorted(self.scored(partition).glob("*.parquet"))
-        tables = [pq.read_table(p) for p in pieces]
-        if not tables:
+        if not pieces:
+            if self.rows(partition) == 0:
+                return None
             raise FileNotFoundError(f"partition {partition} is marked done but has no pieces")
-        t = pa.concat_tables(tables, promote_options="default")
+        cols = None if columns is None else [*dict.fromkeys(["row", *columns])]
+        t = pa.concat_tables(
+            [pq.read_table(p, columns=cols) for p in pieces], promote_options="default"
+        )
         return t.sort_by("row")
 
     def timings(self, partition: int) -> dict[str, float]:
@@ -66,27 +69,24 @@ class WorkDir:
 
 
 def prepare_plan(
-    work: WorkDir,
+    plan_path: Path,
     partitions: Callable[[], list[Partition]],
     config_hash: str,
-    restart: bool = False,
 ) -> list[Partition]:
     """The partition plan of this output: made once, reused by every rerun.
 
     A rerun with another config would mix results of two jobs: refuse, naming the way out.
     """
-    if restart and work.root.exists():
-        shutil.rmtree(work.root)
-    if work.plan.is_file():
-        plan = json.loads(work.plan.read_text())
+    if plan_path.is_file():
+        plan = json.loads(plan_path.read_text())
         if plan["config_hash"] != config_hash:
             raise RuntimeError(
-                f"{work.root.parent} holds an unfinished run of a different config; "
+                f"{plan_path.parent.parent} holds an unfinished run of a different config; "
                 "rerun with the same config to finish it, or pass --restart to start over"
             )
         return [Partition.from_json(p) for p in plan["partitions"]]
     parts = partitions()
-    write_json(work.plan, {"config_hash": config_hash, "partitions": [p.to_json() for p in parts]})
+    write_json(plan_path, {"config_hash": config_hash, "partitions": [p.to_json() for p in parts]})
     return parts
 
 
@@ -131,10 +131,13 @@ class _ActorStage(_Timed):
 
 
 class _WritePieces:
-    """Ray task: write a batch's rows as parquet pieces, one per partition present."""
+    """Ray task: write a batch's rows as parquet pieces, one per partition present.
 
-    def __init__(self, work: WorkDir):
-        self.work = work
+    ``drop`` names columns not to write again (a later pass leaves the image bytes to the
+    first pass's pieces)."""
+
+    def __init__(self, work: WorkDir, drop: Sequence[str] = ()):
+        self.work, self.drop = work, tuple(drop)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out: dict[str, list] = {"partition": [], "rows": [], "timings": []}
@@ -146,7 +149,9 @@ class _WritePieces:
                 for c in rows.column_names
                 if c.startswith(TIME_PREFIX)
             }
-            data = rows.drop_columns([c for c in rows.column_names if c.startswith(TIME_PREFIX)])
+            data = rows.drop_columns(
+                [c for c in rows.column_names if c.startswith(TIME_PREFIX) or c in self.drop]
+            )
             write_parquet(self.work.scored(p) / f"{lo:08d}-{hi:08d}.parquet", data)
             out["partition"].append(p)
             out["rows"].append(rows.num_rows)
@@ -174,6 +179,7 @@ def run_partitions(
     load: Callable[[Partition], pa.Table],
     stages: Sequence[Stage],
     progress: bool = True,
+    drop_columns: Sequence[str] = (),
 ) -> None:
     """Run every partition without a done marker through ``stages``; mark each one done."""
     import ray.data
@@ -194,11 +200,12 @@ def run_partitions(
     ds = ds.map_batches(_Load(load, work), batch_format="pyarrow", batch_size=1)
     for stage in stages:
         ds = _map_stage(ds, stage)
-    ds = ds.map_batches(_WritePieces(work), batch_format="pyarrow", batch_size=None)
+    ds = ds.map_batches(_WritePieces(work, drop_columns), batch_format="pyarrow", batch_size=None)
 
     written: dict[int, int] = defaultdict(int)
     timings: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    with tqdm(total=len(pending), desc="partitions", unit="part", disable=not progress) as bar:
+    desc = f"{work.root.name}: partitions"
+    with tqdm(total=len(pending), desc=desc, unit="part", disable=not progress) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for p, n, t in zip(
                 *(batch[c].to_pylist() for c in ("partition", "rows", "timings")), strict=True

@@ -118,17 +118,38 @@ def apply_override(data: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
-def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
-    """Read a YAML file (or nothing: all defaults), apply ``--set`` overrides, validate."""
+def merge(base: dict, overlay: dict) -> dict:
+    """Deep-merge ``overlay`` into ``base`` (mappings merge, anything else replaces)."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("<file>", f"no config file at {p}")
+    loaded = yaml.safe_load(p.read_text())
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError("<file>", f"{p} must hold a mapping of fields at the top level")
+    return loaded or {}
+
+
+def load_config(
+    cls: type[T],
+    path: str | Path | list[str | Path] | None,
+    overrides: list[str] | None = None,
+) -> T:
+    """Read one YAML or several (later files override earlier ones, e.g. a job config and a
+    models overlay), apply ``--set`` overrides, validate."""
+    paths = [] if path is None else path if isinstance(path, list) else [path]
     data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("<file>", f"no config file at {p}")
-        loaded = yaml.safe_load(p.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError("<file>", f"{p} must hold a mapping of fields at the top level")
-        data = loaded or {}
+    for p in paths:
+        data = merge(data, _read_yaml(p))
     for assignment in overrides or []:
         apply_override(data, assignment)
     return from_dict(cls, data)

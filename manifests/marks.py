@@ -61,6 +61,8 @@ def mark(
     batch = set_column(batch, "status", statuses)
     batch = set_column(batch, "stage", stages)
     batch = set_column(batch, "reason", whys)
+    if "image" not in batch.column_names:  # a column subset read back for a global step
+        return batch
     # release the bytes of every row that is no longer kept
     image = pc.if_else(pa.array(~alive(batch)), pa.scalar(None, pa.binary()), batch["image"])
     return set_column(batch, "image", image)

@@ -44,8 +44,9 @@ BASE_FIELDS: list[pa.Field] = [
 ]
 BASE_SCHEMA = pa.schema(BASE_FIELDS)
 
-#: In-flight only: never written to the ledger.
-HEAVY_COLUMNS = ("image",)
+#: In-flight only: never written to the ledger. Embeddings are stored beside it instead
+#: (``embeddings/part-*.npy``, referenced by the ledger's ``embedding_row``).
+HEAVY_COLUMNS = ("image", "clip_embedding")
 
 #: Set when the final shards are written.
 LEDGER_WRITE_FIELDS: list[pa.Field] = [

@@ -45,3 +45,39 @@ def demo_pool(tmp_path: Path) -> tuple[Path, dict]:
     root = tmp_path / "pool"
     expected = write_demo_pool(root)
     return root, expected
+
+
+SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "aesthetic"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """Tiny random models of the real classes (open_clip, HF CLIP, BLIP-2), written once."""
+    from vl3data.tiny_models import write_tiny_blip2, write_tiny_hf_clip, write_tiny_open_clip
+
+    root = tmp_path_factory.mktemp("models")
+    write_tiny_open_clip(root / "open_clip")
+    write_tiny_hf_clip(root / "hf_clip")
+    write_tiny_blip2(root / "blip2")
+    return root
+
+
+@pytest.fixture(scope="session")
+def aesthetic_weights(tmp_path_factory) -> Path:
+    """The real LAION improved predictor when shared/ is beside the checkout; otherwise a
+    randomly initialised head of the same format (a user's clone has no shared/)."""
+    real = SHARED_WEIGHTS / "sac+logos+ava1-l14-linearMSE.pth"
+    if real.is_file():
+        return real
+    import torch
+
+    from curation.stages.aesthetic import load_aesthetic_head  # noqa: F401 (format check below)
+
+    sizes = [(768, 1024), (1024, 128), (128, 64), (64, 16), (16, 1)]
+    state = {}
+    for idx, (i, o) in zip((0, 2, 4, 6, 7), sizes, strict=True):
+        state[f"layers.{idx}.weight"] = torch.randn(o, i) * 0.02
+        state[f"layers.{idx}.bias"] = torch.zeros(o)
+    path = tmp_path_factory.mktemp("weights") / "random_mlp_head.pth"
+    torch.save(state, path)
+    return path

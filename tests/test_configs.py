@@ -9,12 +9,21 @@ import pytest
 from curation.config import CurateConfig
 from manifests.configs import ConfigError, load_config
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
-JOBS = {"curate": CurateConfig}
+ROOT = Path(__file__).parent.parent / "configs"
+CONFIGS = sorted(ROOT.rglob("*.yaml"))
+JOBS = {"curate": CurateConfig, "syn7m": CurateConfig}
+# overlays (configs/models/) are loaded on top of the job config they are made for
+OVERLAY_BASE = {"models": ROOT / "syn7m_filters.yaml"}
 
 
 def job_of(path: Path) -> type:
-    return JOBS[path.stem.split("_", 1)[0]]
+    base = OVERLAY_BASE.get(path.parent.name)
+    return job_of(base) if base else JOBS[path.stem.split("_", 1)[0]]
+
+
+def files_for(path: Path) -> list[Path]:
+    base = OVERLAY_BASE.get(path.parent.name)
+    return [base, path] if base else [path]
 
 
 def test_there_are_configs():
@@ -23,7 +32,7 @@ def test_there_are_configs():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads(path):
-    cfg = load_config(job_of(path), path)
+    cfg = load_config(job_of(path), files_for(path))
     assert cfg.name
 
 
@@ -40,6 +49,10 @@ def test_every_shipped_config_loads(path):
         ("shards.subset=a/b", "shards.subset"),
         ("log_level=LOUD", "log_level"),
         ("verify=true", "verify"),
+        ("aesthetic.enabled=true", "aesthetic.enabled"),
+        ("cluster.strategy=best", "cluster.strategy"),
+        ("similarity.keep_top_fraction=1.5", "similarity.keep_top_fraction"),
+        ("clip.backend=lavis", "clip.backend"),
     ],
 )
 def test_bad_values_name_the_field(override, field):
@@ -61,3 +74,16 @@ def test_cli_fails_before_work_with_the_field(tmp_path, capsys):
     assert not out.exists()
     code = main(["curate", str(CONFIGS[0]), "--set", "output="])
     assert code == 2 and "output" in capsys.readouterr().err
+
+
+def test_overlay_overrides_the_job_config():
+    cfg = load_config(CurateConfig, [ROOT / "syn7m_filters.yaml", ROOT / "models" / "tiny.yaml"])
+    assert cfg.clip.model.startswith("local-dir:") and cfg.clip.batch_size == 16
+    assert cfg.clip.embeddings_dtype == "float16"  # kept from the job config
+    assert cfg.aesthetic.min_score is None and cfg.aesthetic.keep_top_fraction == 0.8
+
+
+def test_similarity_needs_captions():
+    with pytest.raises(ConfigError) as err:
+        load_config(CurateConfig, ROOT / "syn7m_filters.yaml", ["caption.enabled=false"])
+    assert err.value.field == "similarity.enabled"

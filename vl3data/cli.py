@@ -70,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("curate", help="curate a raw image pool into a WebDataset shard set")
-    p.add_argument("config", help="YAML config, e.g. configs/curate_local.yaml")
+    p.add_argument(
+        "config",
+        nargs="+",
+        help="YAML config(s), e.g. configs/curate_local.yaml; later files override "
+        "earlier ones (configs/syn7m_filters.yaml configs/models/tiny.yaml)",
+    )
     p.add_argument(
         "--set",
         action="append",

@@ -1,0 +1,181 @@
+"""The global clustering step: k-means on the surviving CLIP embeddings, then a fixed number of
+images per cluster (VL3-Syn7M's balanced, diverse selection).
+
+Centroids are trained on a seeded sample of at most ``cluster.max_train_points`` embeddings (a
+sample that fits one node); every live row is then assigned partition by partition, so memory
+holds one partition's embeddings plus an int and a float per row. Selection runs on those
+assignments (``curation.clustering``). Results: ``OUT/clusters/centroids.npy`` (the artifact),
+``cluster`` and ``cluster_dist`` columns for the ledger, and a drop list (``cluster_quota``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.config_models import ClusterConfig
+from curation.passes import Drops, iter_live
+from curation.runner import WorkDir
+from curation.sources import Partition
+from curation.stages.clip_embed import EMBEDDING
+from manifests.atomic import write_bytes, write_parquet
+
+CLUSTER_TABLE = "clusters.parquet"
+
+
+def _matrix(rows: pa.Table) -> np.ndarray:
+    col = rows[EMBEDDING].combine_chunks()
+    return np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(
+        len(col), -1
+    )
+
+
+def cluster_and_balance(
+    last: WorkDir,
+    base: WorkDir,
+    drops: Drops,
+    parts: Sequence[Partition],
+    cfg: ClusterConfig,
+    out_dir: Path,
+    work_root: Path,
+) -> dict:
+    """Run the step (or reuse its results after a crash) and return stats for the report."""
+    from curation import clustering
+
+    table_path = work_root / CLUSTER_TABLE
+    if table_path.is_file() and drops.exists("cluster"):
+        return _stats(pq.read_table(table_path), cfg)
+
+    def live(columns: list[str]):
+        return iter_live(last, base, drops, parts, columns)
+
+    ids, partitions = [], []
+    for rows in live(["partition"]):
+        ids += rows["id"].to_pylist()
+        partitions += rows["partition"].to_pylist()
+    n = len(ids)
+    if n == 0:
+        drops.write("cluster", [], "cluster", [])
+        write_parquet(
+            table_path,
+            _table([], [], np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool)),
+        )
+        return _stats(pq.read_table(table_path), cfg)
+    rng = np.random.default_rng(cfg.seed)
+    cap = cfg.max_train_points or n
+    take = np.sort(rng.choice(n, size=cap, replace=False)) if n > cap else np.arange(n)
+    sample, offset = [], 0
+    for rows in live([EMBEDDING]):
+        x = _matrix(rows)
+        local = take[(take >= offset) & (take < offset + len(x))] - offset
+        sample.append(x[local])
+        offset += len(x)
+    train = np.concatenate(sample)
+
+    if cfg.levels:  # hierarchical: the level-1 clusters are the ledger's clusters
+        centroids = clustering.train_kmeans(
+            train,
+            min(cfg.levels[0], len(train)),
+            spherical=cfg.spherical,
+            seed=cfg.seed,
+            niter=cfg.niter,
+        )
+    else:
+        centroids = clustering.train_kmeans(
+            train, min(cfg.k, len(train)), spherical=cfg.spherical, seed=cfg.seed, niter=cfg.niter
+        )
+    labels, dists, full = [], [], []
+    for rows in live([EMBEDDING]):
+        x = _matrix(rows)
+        lab, dist = clustering.assign(x, centroids, spherical=cfg.spherical)
+        labels.append(lab)
+        dists.append(dist)
+        if cfg.strategy == "spread" or cfg.levels:
+            full.append(x)
+    labels_all, dists_all = np.concatenate(labels), np.concatenate(dists)
+    if cfg.levels:
+        chosen = clustering.hierarchical_balanced_select(
+            np.concatenate(full), cfg.levels, cfg.target_size, seed=cfg.seed
+        )
+    else:
+        chosen = clustering.balanced_select(
+            labels_all,
+            dists_all,
+            cfg.per_cluster,
+            strategy=cfg.strategy,
+            seed=cfg.seed,
+            x=np.concatenate(full) if full else None,
+        )
+    selected = np.zeros(n, bool)
+    selected[chosen] = True
+
+    (out_dir / "clusters").mkdir(parents=True, exist_ok=True)
+    buf = _npy_bytes(centroids.astype(np.float32))
+    write_bytes(out_dir / "clusters" / "centroids.npy", buf)
+    dropped = [i for i, keep in zip(ids, selected, strict=True) if not keep]
+    drops.write("cluster", dropped, "cluster", ["cluster_quota"] * len(dropped))
+    table = _table(ids, partitions, labels_all, dists_all, selected)
+    write_parquet(table_path, table)  # last: its presence means the step is complete
+    return _stats(table, cfg)
+
+
+def _table(ids, partitions, labels, dists, selected) -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "partition": pa.array(partitions, pa.int32()),
+            "cluster": pa.array(labels, pa.int32()),
+            "cluster_dist": pa.array(dists, pa.float32()),
+            "selected": pa.array(selected, pa.bool_()),
+        }
+    )
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _stats(table: pa.Table, cfg: ClusterConfig) -> dict:
+    labels = table["cluster"].to_numpy()
+    sel = table["selected"].to_numpy(zero_copy_only=False)
+    k = int(labels.max()) + 1 if len(labels) else 0
+    return {
+        "k": k,
+        "per_cluster": cfg.per_cluster,
+        "strategy": cfg.strategy if not cfg.levels else "hierarchical",
+        "levels": cfg.levels,
+        "sizes_before": np.bincount(labels, minlength=k).tolist(),
+        "sizes_after": np.bincount(labels[sel], minlength=k).tolist(),
+    }
+
+
+class ClusterLookup:
+    """Cluster id and distance per row, served one partition at a time for the final write
+    (the table is in partition order, so each partition is one slice)."""
+
+    def __init__(self, work_root: Path):
+        path = work_root / CLUSTER_TABLE
+        self.table = pq.read_table(path) if path.is_file() else None
+        if self.table is not None:
+            self.parts = self.table["partition"].to_numpy()
+
+    def for_partition(self, partition: int) -> dict[str, tuple[int, float]]:
+        if self.table is None:
+            return {}
+        lo, hi = np.searchsorted(self.parts, [partition, partition + 1])
+        t = self.table.slice(lo, hi - lo)
+        return dict(
+            zip(
+                t["id"].to_pylist(),
+                zip(t["cluster"].to_pylist(), t["cluster_dist"].to_pylist(), strict=True),
+                strict=True,
+            )
+        )

@@ -1,0 +1,132 @@
+"""Passes and the global steps between them.
+
+A pass maps stages over every partition (the runner). A global step needs every score first
+(a top-fraction threshold, k-means) and records its decisions as a *drop list*: a small parquet
+of ``id, stage, reason`` under ``_work/drops/``. Drop lists are applied, in order, whenever a
+partition is read back: by the next pass's loader and by the final write. Nothing is rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.runner import WorkDir
+from curation.sources import Partition
+from manifests.atomic import write_parquet
+from manifests.marks import alive, mark, set_column
+
+
+class Drops:
+    """The drop lists of one run, applied in the order they were made."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def files(self) -> list[Path]:
+        return sorted(self.root.glob("*.parquet")) if self.root.is_dir() else []
+
+    def exists(self, step: str) -> bool:
+        return any(f.stem.split("-", 1)[1] == step for f in self.files())
+
+    def write(self, step: str, ids: Sequence[str], stage: str, reasons: Sequence[str]) -> None:
+        order = len(self.files())
+        table = pa.table(
+            {
+                "id": pa.array(ids, pa.string()),
+                "stage": [stage] * len(ids),
+                "reason": pa.array(reasons, pa.string()),
+            }
+        )
+        write_parquet(self.root / f"{order:02d}-{step}.parquet", table)
+
+    def apply(self, rows: pa.Table) -> pa.Table:
+        ids = rows["id"].to_pylist()
+        for f in self.files():
+            drops = pq.read_table(f)
+            if drops.num_rows == 0:
+                continue
+            found = dict(zip(drops["id"].to_pylist(), drops["reason"].to_pylist(), strict=True))
+            stage = drops["stage"][0].as_py()
+            rows = mark(rows, [found.get(i) for i in ids], stage)
+        return rows
+
+
+def read_rows(
+    last: WorkDir, base: WorkDir, drops: Drops, part: int, columns: list[str] | None = None
+) -> pa.Table | None:
+    """A partition as the latest pass left it, with the first pass's image bytes and every drop
+    list applied. ``columns`` limits what is read (``image`` only when asked for)."""
+    if columns is not None:  # the drop lists need the marking columns
+        columns = [*dict.fromkeys(["id", "status", "stage", "reason", *columns])]
+    rows = last.read_partition(part, columns)
+    if rows is None:
+        return None
+    want_image = columns is None or "image" in columns
+    if want_image and "image" not in rows.column_names:
+        image = base.read_partition(part, ["image"])["image"]
+        rows = rows.append_column("image", image)
+    rows = drops.apply(rows)
+    if want_image:  # mark() releases bytes of dropped rows; a dropped row never needs them
+        live = pa.array(alive(rows))
+        rows = set_column(
+            rows, "image", pc.if_else(live, rows["image"], pa.scalar(None, pa.binary()))
+        )
+    return rows
+
+
+class LoadPrevious:
+    """A later pass's loader: the partition from the previous passes, drops applied."""
+
+    def __init__(self, last: WorkDir, base: WorkDir, drops: Drops):
+        self.last, self.base, self.drops = last, base, drops
+
+    def __call__(self, part: Partition) -> pa.Table:
+        rows = read_rows(self.last, self.base, self.drops, part.index)
+        return rows if rows is not None else pa.table({})
+
+
+def iter_live(
+    last: WorkDir, base: WorkDir, drops: Drops, parts: Sequence[Partition], columns: list[str]
+) -> Iterator[pa.Table]:
+    """Live rows of every partition, in order, with only ``columns`` (+ id, status)."""
+    for p in parts:
+        rows = read_rows(last, base, drops, p.index, columns)
+        if rows is not None and rows.num_rows:
+            yield rows.filter(pa.array(alive(rows)))
+
+
+def top_fraction(
+    last: WorkDir,
+    base: WorkDir,
+    drops: Drops,
+    parts: Sequence[Partition],
+    column: str,
+    fraction: float,
+    stage: str,
+) -> float | None:
+    """Keep the top ``fraction`` of live rows by ``column``; the rest go to a drop list.
+
+    Rows without a score are kept (nothing to judge them by). Returns the threshold."""
+    ids, scores = [], []
+    for rows in iter_live(last, base, drops, parts, [column]):
+        ids += rows["id"].to_pylist()
+        scores.append(rows[column].to_numpy(zero_copy_only=False).astype("float64"))
+    if not ids:
+        drops.write(f"{column}_top", [], stage, [])
+        return None
+    s = np.concatenate(scores)
+    valid = ~np.isnan(s)
+    if not valid.any():
+        drops.write(f"{column}_top", [], stage, [])
+        return None
+    threshold = float(np.quantile(s[valid], 1.0 - fraction, method="lower"))
+    out = [i for i, v, ok in zip(ids, s, valid, strict=True) if ok and v < threshold]
+    reason = f"{column}<{threshold:.4g}"
+    drops.write(f"{column}_top", out, stage, [reason] * len(out))
+    return threshold
