@@ -11,7 +11,10 @@ PIP    := $(PY) -m pip
 TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.setup-done
 DEMO_POOL ?= data/demo_pool
-DEMO_OUT  ?= out/demo_curated
+DEMO_MODELS ?= data/models
+DEMO_OUT  ?= out/demo_syn7m
+# the real LAION aesthetic head: from shared/ beside the checkout when there, else fetched by name
+AESTHETIC ?= $(firstword $(wildcard ../shared/weights/aesthetic/sac+logos+ava1-l14-linearMSE.pth) sac+logos+ava1-l14-linearMSE)
 
 .PHONY: help setup demo test test-slow test-all lint format bench clean ffmpeg
 
@@ -36,11 +39,12 @@ ffmpeg:
 	  || echo "warning: could not install ffmpeg with apt-get; video_prep needs it"; \
 	else echo "note: ffmpeg is missing; video_prep needs it: sudo apt-get install ffmpeg"; fi
 
-demo: setup  ## curate the bundled sample photos (embedded Ray, CPU) into $(DEMO_OUT)
+demo: setup  ## VL3-Syn7M-style curation of the bundled photos (tiny models, embedded Ray, CPU)
 	rm -rf $(DEMO_POOL)
 	$(PY) -m vl3data.sample_media $(DEMO_POOL)
-	$(VENV)/bin/vl3data curate configs/curate_local.yaml --restart \
-	  --set input.path=$(DEMO_POOL) --set output=$(DEMO_OUT)
+	test -f $(DEMO_MODELS)/blip2/config.json || $(PY) -m vl3data.tiny_models $(DEMO_MODELS)
+	$(VENV)/bin/vl3data curate configs/syn7m_filters.yaml configs/models/tiny.yaml --restart \
+	  --set input.path=$(DEMO_POOL) --set output=$(DEMO_OUT) --set aesthetic.weights=$(AESTHETIC)
 	@echo "open $(DEMO_OUT)/report.html to look at what was kept and dropped"
 
 test: setup  ## the suite, minus slow and GPU tests

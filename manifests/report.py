@@ -1,5 +1,5 @@
 """One self-contained HTML report of a curated shard set: what came in, what was kept, and why
-the rest went.
+the rest went (and, when the job balanced its data with k-means, how the clusters came out).
 
 This module renders the page (CSS, one builder per section) and writes it with
 :func:`write_report`; the numbers come from :mod:`manifests.report_data` and the figures from
@@ -17,6 +17,7 @@ import datetime as _dt
 import html
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,26 @@ from typing import Any
 import pyarrow.dataset as ds
 
 from manifests.report_data import (
+    CLUSTER_DROPPED,
+    CLUSTER_KEPT,
+    CLUSTER_SHEETS,
+    QUOTA_REASON,
+    cluster_counts,
+    cluster_samples,
+    cluster_sizes,
+    cluster_stats,
     dropped_thumbs,
     histograms,
     kept_samples,
+    largest_clusters,
     ledger_dataset,
     read_json,
     score_columns,
+    size_mismatches,
     summarize_ledger,
     thresholds_for,
 )
-from manifests.report_plots import funnel_png, hist_png
+from manifests.report_plots import cluster_sizes_png, funnel_png, hist_png
 from manifests.schema import DROPPED, ERROR, KEPT
 
 __all__ = ["REPORT_NAME", "summarize_ledger", "write_report"]
@@ -41,6 +52,8 @@ __all__ = ["REPORT_NAME", "summarize_ledger", "write_report"]
 REPORT_NAME = "report.html"
 #: Caption text longer than this is cut (the full text is in the tooltip).
 CAPTION_CHARS = 140
+#: Rows of the largest-clusters table.
+CLUSTER_TABLE_ROWS = 20
 
 
 _CSS = """
@@ -73,6 +86,9 @@ figcaption .k{font-family:ui-monospace,Menlo,Consolas,monospace;color:#1565c0;di
   white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .nopic{width:128px;height:90px;margin:0 auto 4px;background:#eee;color:#9e9e9e;display:flex;
   align-items:center;justify-content:center;font-size:11px}
+figcaption .d{color:#616161;display:block;font-variant-numeric:tabular-nums}
+figcaption .c{font-style:italic;display:block}
+.ok{color:#2e7d32} .bad{color:#c62828;font-weight:600}
 .muted{color:#757575} details{margin:8px 0} pre{background:#fff;border:1px solid #e0e0e0;
   padding:8px;overflow:auto;font-size:12px}
 """
@@ -111,6 +127,14 @@ def _duration(seconds: Any) -> str:
     if s < 3600:
         return f"{int(s // 60)} min {int(s % 60):02d} s"
     return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+#: C0/C1 control characters (whitespace aside): invalid in HTML; model captions may hold them.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _clean(text: str) -> str:
+    return _CONTROL.sub("\ufffd", text)
 
 
 def _short(text: str, limit: int = CAPTION_CHARS) -> str:
@@ -320,9 +344,13 @@ def _dropped_html(summary: dict[str, Any], thumbs: dict[str, list[dict[str, Any]
         rows = thumbs.get(reason, [])
         where = ", ".join(g["where"])
         if not rows:
+            why = (
+                'no thumbnail in the ledger; see <a href="#cluster-samples">samples per cluster</a>'
+                if reason == QUOTA_REASON
+                else "no picture (not decoded)"
+            )
             without.append(
-                f"<li><b>{_e(reason)}</b> ({_e(where)}): {_rows(g['count'])} — "
-                "no picture (not decoded)</li>"
+                f"<li><b>{_e(reason)}</b> ({_e(where)}): {_rows(g['count'])} — {why}</li>"
             )
             continue
         figs = []
@@ -339,6 +367,185 @@ def _dropped_html(summary: dict[str, Any], thumbs: dict[str, list[dict[str, Any]
         )
     if without:
         parts.append(f'<h3>Reasons without pictures</h3><ul class="nopics">{"".join(without)}</ul>')
+    return "".join(parts)
+
+
+def _clusters_html(
+    info: dict[str, Any] | None,
+    before: list[int],
+    after: list[int],
+    source: str,
+    counts: dict[int, dict[str, int]] | None,
+    notes: list[str],
+) -> str:
+    """What the balancing did: settings, sizes before / after (plot and table), and whether
+    stats.json's sizes agree with the ledger (a disagreement also goes to the notes)."""
+    info = info or {}
+    k = len(before)
+    cap = info.get("per_cluster")
+    cap = cap if isinstance(cap, int) and not isinstance(cap, bool) else None
+    facts = [f"k = {_num(info['k']) if isinstance(info.get('k'), int) else _num(k)}"]
+    if info.get("strategy") is not None:
+        facts.append(f"strategy <b>{_e(info['strategy'])}</b>")
+    facts.append(f"per-cluster cap {_num(cap)}" if cap is not None else "no per-cluster cap")
+    if info.get("levels"):
+        facts.append(f"levels {_e(json.dumps(info['levels'], default=str))}")
+    empty = sum(1 for b in before if b == 0)
+    facts.append(
+        f"{_num(sum(before))} rows clustered, {_num(sum(after))} selected"
+        + (f", {_num(empty)} empty cluster(s)" if empty else "")
+    )
+    parts = [f'<p>{" · ".join(facts)}. <span class="muted">Sizes from {_e(source)}.</span></p>']
+
+    stated_k = info.get("k")
+    if isinstance(stated_k, int) and info.get("sizes_before") is not None and stated_k != k:
+        notes.append(f"stats.json says k = {stated_k:,} but lists sizes for {k:,} clusters.")
+    checks: list[str] = []
+    bad: dict[int, int] = {}  # cluster -> kept rows in the ledger, where they disagree
+    if counts is None:
+        if info.get("sizes_after") is not None:
+            notes.append(
+                "stats.json reports clusters but the ledger has no cluster column: cluster "
+                "sizes are not checked and no per-cluster samples are shown."
+            )
+        checks.append('<span class="muted">The ledger has no cluster column: not checked.</span>')
+    elif source != "stats.json":
+        checks.append('<span class="muted">stats.json has no cluster sizes: not checked.</span>')
+    else:
+        for field, name, what in (
+            ("kept", "sizes_after", "kept rows"),
+            ("rows", "sizes_before", "rows with that cluster"),
+        ):
+            sizes = after if field == "kept" else before
+            diff = size_mismatches(sizes, counts, field)
+            if not diff:
+                checks.append(
+                    f'<span class="ok">✓ {name} matches the ledger</span> '
+                    f'<span class="muted">({what} per cluster, all {_num(k)} clusters).</span>'
+                )
+                continue
+            c, stated, seen = diff[0]
+            msg = (
+                f"stats.json's clusters.{name} disagrees with the ledger's {what} in "
+                f"{len(diff):,} cluster(s), e.g. cluster {c}: {stated:,} in stats.json, "
+                f"{seen:,} in the ledger."
+            )
+            notes.append(msg)
+            checks.append(f'<span class="bad">✗ {_e(msg)}</span>')
+            if field == "kept":
+                bad = {c: s for c, _, s in diff}
+    parts.append("<p>" + "<br>".join(checks) + "</p>")
+
+    order = largest_clusters(before, k)
+    if k:
+        chart = cluster_sizes_png(order, [before[c] for c in order], [after[c] for c in order], cap)
+        parts.append(
+            '<div class="funnel">'
+            + _img(chart, "image/png", "plot cluster-sizes", "cluster sizes before and after")
+            + "</div>"
+        )
+    top = order[:CLUSTER_TABLE_ROWS]
+    head = [("cluster", True), ("before", True), ("after", True)]
+    if counts is not None:
+        head += [("kept in ledger", True), (f"dropped by {QUOTA_REASON}", True)]
+    rows = []
+    for c in top:
+        row = [_num(c), _num(before[c]), _num(after[c])]
+        if counts is not None:
+            slot = counts.get(c, {})
+            kept = _num(slot.get("kept", 0))
+            row += [f'<span class="bad">{kept}</span>' if c in bad else kept]
+            row += [_num(slot.get("quota", 0))]
+        rows.append(row)
+    if rows:
+        what = f"The {len(top)} largest" if len(top) < k else f"All {len(top)}"
+        parts.append(f'<h3>{what} clusters <span class="muted">by size before</span></h3>')
+        parts.append(_table(head, rows))
+    return "".join(parts)
+
+
+def _cluster_fig(s: dict[str, Any]) -> str:
+    key = s["key"]
+    if "jpeg" in s:
+        pic = _img(
+            base64.b64encode(s["jpeg"]).decode("ascii"), "image/jpeg", "thumb cluster-kept", key
+        )
+    else:
+        pic = f'<div class="nopic">{_e(s.get("error", "no picture"))}</div>'
+    cap = f'<span class="k" title="{_e(s["shard"])}">{_e(key)}</span>'
+    dist = s.get("cluster_dist")
+    if isinstance(dist, int | float):
+        cap += f'<span class="d">dist {dist:.4g}</span>'
+    text = _clean(s.get("coarse_caption") or "")
+    if text.strip():
+        cap += f'<span class="c" title="{_e(text)}">{_e(_short(text))}</span>'
+    return f"<figure>{pic}<figcaption>{cap}</figcaption></figure>"
+
+
+def _cluster_sheets_html(
+    order: list[int],
+    before: list[int],
+    after: list[int],
+    counts: dict[int, dict[str, int]] | None,
+    samples: dict[int, dict[str, list[dict[str, Any]]]],
+) -> str:
+    if counts is None:
+        return '<p class="muted">The ledger has no cluster column: no samples per cluster.</p>'
+    if not order:
+        return '<p class="muted">No clusters.</p>'
+    k = len(before)
+    which = f"The {len(order)} largest of {k:,}" if len(order) < k else f"All {k:,}"
+    parts = [
+        f'<p class="muted">{which} clusters, largest before selection first. Up to '
+        f"{CLUSTER_KEPT} kept samples each, read back from the shards (the cluster's first "
+        "kept rows in ledger order, shown "
+        f"nearest the centroid first); up to {CLUSTER_DROPPED} rows dropped by "
+        f"{QUOTA_REASON}, where the ledger stored a thumbnail.</p>"
+    ]
+    for c in order:
+        got = samples.get(c, {"kept": [], "dropped": []})
+        quota = counts.get(c, {}).get("quota", 0)
+        sub = f"{_num(before[c])} before, {_num(after[c])} after"
+        if quota:
+            sub += f", {_num(quota)} dropped by {QUOTA_REASON}"
+        parts.append(f'<h3>cluster {_num(c)} <span class="muted">— {sub}</span></h3>')
+        kept_total = counts.get(c, {}).get("kept", 0)
+        if got["kept"]:
+            parts.append(
+                f'<div class="sheet">{"".join(_cluster_fig(s) for s in got["kept"])}</div>'
+            )
+            if kept_total > len(got["kept"]):
+                parts.append(
+                    f'<p class="muted">{len(got["kept"])} of {_num(kept_total)} kept '
+                    "samples shown.</p>"
+                )
+        else:
+            parts.append('<p class="muted">No kept samples in the ledger.</p>')
+        figs = []
+        for row in got["dropped"]:
+            data = row["thumb"]
+            key = row.get("source_key") or "?"
+            pic = _img(
+                base64.b64encode(data).decode("ascii"), _mime(data), "thumb cluster-dropped", key
+            )
+            cap = f'<span class="k" title="{_e(key)}">{_e(key)}</span>'
+            dist = row.get("cluster_dist")
+            if isinstance(dist, int | float):
+                cap += f'<span class="d">dist {dist:.4g}</span>'
+            cap += f"<span>{_e(QUOTA_REASON)}</span>"
+            figs.append(f"<figure>{pic}<figcaption>{cap}</figcaption></figure>")
+        if figs:
+            parts.append(
+                f'<p class="muted">Dropped by {QUOTA_REASON} ({len(figs)} pictured):</p>'
+                f'<div class="sheet">{"".join(figs)}</div>'
+            )
+        if quota > len(figs):
+            more = quota - len(figs)
+            lead = "Other rows" if figs else "Rows"
+            parts.append(
+                f'<p class="muted">{lead} dropped by {QUOTA_REASON}: {_rows(more)}, not pictured '
+                "(the ledger stores no thumbnail for them).</p>"
+            )
     return "".join(parts)
 
 
@@ -362,14 +569,39 @@ def _render_html(out: Path, max_thumbs: int) -> str:
         else {}
     )
     header = _header(out, summary, stats, meta, notes)
+    info = cluster_stats(stats, notes)
+    counts = cluster_counts(dataset)
     stats = stats or {}
     sections = [
         ("funnel", "Funnel by stage", _funnel_html(summary, stats)),
         ("reasons", "Why rows went", _reasons_html(summary)),
+    ]
+    cluster_sheets = None
+    # only for a job that balanced: stats.json says so, or the ledger assigned clusters
+    if info is not None or counts:
+        before, after, source = cluster_sizes(info, counts)
+        sections.append(
+            ("clusters", "Clusters", _clusters_html(info, before, after, source, counts, notes))
+        )
+        order = largest_clusters(before, CLUSTER_SHEETS)
+        got = (
+            cluster_samples(out, dataset, order, notes, counts=counts)
+            if dataset is not None and counts is not None
+            else {}
+        )
+        cluster_sheets = (
+            "cluster-samples",
+            "Samples per cluster",
+            _cluster_sheets_html(order, before, after, counts, got),
+        )
+    sections += [
         ("scores", "Scores and sizes", _hist_html(dataset, stats)),
         ("kept", "Kept samples", _kept_html(samples, summary["by_status"].get(KEPT, 0))),
-        ("dropped", "Dropped samples by reason", _dropped_html(summary, thumbs)),
     ]
+    if cluster_sheets is not None:
+        sections.append(cluster_sheets)
+    sections.append(("dropped", "Dropped samples by reason", _dropped_html(summary, thumbs)))
+    notes = list(dict.fromkeys(notes))  # two readers of one broken shard say the same thing
     extras = []
     if meta and meta.get("config"):
         extras.append(

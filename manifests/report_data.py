@@ -9,6 +9,8 @@ each half can be read and tested on its own.
 The ledger may hold millions of rows, so it is scanned in batches and only the columns each part
 needs are read: counts read three string columns, histograms stream numeric columns twice (range,
 then counts) instead of holding them, and the ``thumb`` bytes are read only where they are set.
+Cluster balancing (``stats.json``'s ``clusters``, the ledger's ``cluster`` column) is counted
+the same way, and its per-cluster samples are read back from only the shards that hold them.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ SIZE_COLUMNS = ("width", "height", "bytes")
 HIST_BINS = 50
 #: A positive column spanning at least this ratio (max / min) gets logarithmic bins.
 LOG_SPAN = 20.0
+#: Reason the k-means balancing gives the rows it leaves out of a cluster.
+QUOTA_REASON = "cluster_quota"
+#: Per-cluster contact sheets: how many clusters (the largest), kept samples each, and stored
+#: thumbnails of quota-dropped rows each.
+CLUSTER_SHEETS = 12
+CLUSTER_KEPT = 8
+CLUSTER_DROPPED = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,8 +315,6 @@ def kept_samples(
     webdataset. Each shard is read only up to its quota, from its start, so a thousand
     1 GB shards cost a few small reads.
     """
-    from webdataset.tariterators import group_by_keys, tar_file_expander
-
     shards = _shard_paths(out, dataset_json)
     if max_thumbs <= 0 or not shards:
         return []
@@ -321,11 +328,10 @@ def kept_samples(
             missing.append(path.name)
             continue
         taken = 0
-        label = path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
+        label = _label(out, path)
         try:
-            with open(path, "rb") as stream:
-                members = tar_file_expander([{"url": str(path), "stream": stream}])
-                for sample in group_by_keys(members):
+            with contextlib.closing(_shard_samples(path)) as stream:
+                for sample in stream:
                     if taken >= quota or len(samples) >= max_thumbs:
                         break
                     samples.append(_kept_sample(label, sample))
@@ -337,6 +343,27 @@ def kept_samples(
             f"{len(missing)} shard(s) listed in dataset.json are missing, e.g. {missing[0]}."
         )
     return samples
+
+
+def _label(out: Path, path: Path) -> str:
+    return path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
+
+
+def _shard_samples(path: Path, keys: set[str] | None = None) -> Iterator[dict[str, Any]]:
+    """The samples of one shard, streamed from its start; with ``keys``, only those samples.
+
+    Members of other samples are skipped without being held, so picking a few keys out of a
+    large shard costs one sequential read and no memory. Close the generator (or exhaust it)
+    to close the file.
+    """
+    from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
+
+    def wanted(fname: str) -> bool:
+        return keys is None or base_plus_ext(fname)[0] in keys
+
+    with open(path, "rb") as stream:
+        members = tar_file_expander([{"url": str(path), "stream": stream}], select_files=wanted)
+        yield from group_by_keys(members)
 
 
 def _kept_sample(shard: str, sample: dict[str, Any]) -> dict[str, Any]:
@@ -390,3 +417,251 @@ def dropped_thumbs(
         if reasons and all(len(found.get(r, [])) >= max_thumbs for r in reasons):
             break
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# clusters: k-means balancing, from stats.json and the ledger's ``cluster`` column
+# --------------------------------------------------------------------------------------------
+
+
+def _int_list(raw: Any) -> list[int] | None:
+    if not isinstance(raw, list):
+        return None
+    out = []
+    for v in raw:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return None
+        out.append(int(v))
+    return out
+
+
+def cluster_stats(stats: dict[str, Any] | None, notes: list[str]) -> dict[str, Any] | None:
+    """stats.json's ``clusters`` entry, checked, or None when the job did no balancing.
+
+    Returns ``{"k", "per_cluster", "strategy", "levels", "sizes_before", "sizes_after"}``;
+    a size list that is absent or not a list of numbers comes back as None (with a note).
+    """
+    raw = (stats or {}).get("clusters")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        notes.append("stats.json's clusters entry is not an object; it is ignored.")
+        return None
+    info: dict[str, Any] = {
+        "k": raw.get("k"),
+        "per_cluster": raw.get("per_cluster"),
+        "strategy": raw.get("strategy"),
+        "levels": raw.get("levels") or [],
+    }
+    for name in ("sizes_before", "sizes_after"):
+        sizes = _int_list(raw.get(name))
+        if raw.get(name) is not None and sizes is None:
+            notes.append(f"stats.json's clusters.{name} is not a list of numbers; it is ignored.")
+        info[name] = sizes
+    return info
+
+
+def cluster_counts(dataset: ds.Dataset | None) -> dict[int, dict[str, int]] | None:
+    """Per cluster id, from the ledger: rows assigned to it, kept rows, rows the quota dropped.
+
+    ``{cluster: {"rows": n, "kept": k, "quota": q}}``, or None when the ledger has no
+    ``cluster`` column. Only ``cluster``, ``status`` and ``reason`` are read, in batches;
+    rows that never reached clustering (null ``cluster``) are filtered out by the scan.
+    """
+    if dataset is None or "cluster" not in dataset.schema.names:
+        return None
+    names = dataset.schema.names
+    cols = ["cluster", "status"] + (["reason"] if "reason" in names else [])
+    counts: dict[int, dict[str, int]] = {}
+    for batch in _batches(dataset, cols, filter=ds.field("cluster").is_valid()):
+        if not batch.num_rows:
+            continue
+        kept = pc.fill_null(pc.equal(batch.column("status"), KEPT), False)
+        if "reason" in names:
+            quota = pc.and_(
+                pc.invert(kept), pc.fill_null(pc.equal(batch.column("reason"), QUOTA_REASON), False)
+            )
+        else:
+            quota = pa.array(np.zeros(batch.num_rows, dtype=bool))
+        table = pa.table(
+            {
+                "cluster": pc.cast(batch.column("cluster"), pa.int64()),
+                "kept": pc.cast(kept, pa.int64()),
+                "quota": pc.cast(quota, pa.int64()),
+            }
+        )
+        grouped = table.group_by("cluster").aggregate(
+            [([], "count_all"), ("kept", "sum"), ("quota", "sum")]
+        )
+        for row in grouped.to_pylist():
+            slot = counts.setdefault(int(row["cluster"]), {"rows": 0, "kept": 0, "quota": 0})
+            slot["rows"] += row["count_all"]
+            slot["kept"] += row["kept_sum"]
+            slot["quota"] += row["quota_sum"]
+    return counts
+
+
+def cluster_sizes(
+    info: dict[str, Any] | None, counts: dict[int, dict[str, int]] | None
+) -> tuple[list[int], list[int], str]:
+    """Sizes before and after selection, indexed by cluster id, and where they come from.
+
+    stats.json's lists when it has them (they are what the job decided), else the ledger's
+    counts: rows with that cluster (before) and kept rows (after).
+    """
+    before = (info or {}).get("sizes_before")
+    after = (info or {}).get("sizes_after")
+    if before is not None and after is not None and len(before) == len(after):
+        return before, after, "stats.json"
+    counts = counts or {}
+    n = max([len(before or []), len(after or [])] + [c + 1 for c in counts if c >= 0] + [0])
+    if before is None or len(before) != n:
+        before = [counts.get(c, {}).get("rows", 0) for c in range(n)]
+    if after is None or len(after) != n:
+        after = [counts.get(c, {}).get("kept", 0) for c in range(n)]
+    return before, after, "the ledger"
+
+
+def size_mismatches(
+    sizes: list[int], counts: dict[int, dict[str, int]], field: str
+) -> list[tuple[int, int, int]]:
+    """``(cluster, size in stats.json, ledger count)`` wherever the two disagree, by id."""
+    ids = sorted(set(range(len(sizes))) | set(counts))
+    out = []
+    for c in ids:
+        stated = sizes[c] if 0 <= c < len(sizes) else 0
+        seen = counts.get(c, {}).get(field, 0)
+        if stated != seen:
+            out.append((c, stated, seen))
+    return out
+
+
+def largest_clusters(before: list[int], n: int) -> list[int]:
+    """Ids of the ``n`` largest clusters by size before selection (ties: lower id first)."""
+    order = sorted(range(len(before)), key=lambda c: (-before[c], c))
+    return order[:n]
+
+
+def cluster_samples(
+    out: Path,
+    dataset: ds.Dataset,
+    clusters: list[int],
+    notes: list[str],
+    *,
+    counts: dict[int, dict[str, int]] | None = None,
+    per_cluster: int = CLUSTER_KEPT,
+    dropped_per_cluster: int = CLUSTER_DROPPED,
+) -> dict[int, dict[str, list[dict[str, Any]]]]:
+    """For each of ``clusters``: up to ``per_cluster`` kept samples and quota-dropped thumbs.
+
+    ``{cluster: {"kept": [...], "dropped": [...]}}``. Kept samples are the first kept rows of
+    the cluster in ledger order (shown nearest the centroid first), read back from the shards
+    by the ledger's ``shard`` and ``key``: only the shards that hold one are opened, each is
+    streamed once and left as soon as its samples are found. Dropped rows come with the
+    ``thumb`` the ledger stored, where it stored one (usually it does not). Both ledger scans
+    read a handful of columns, filter to the wanted clusters and stop once every one is full;
+    with ``counts`` (from :func:`cluster_counts`) a cluster smaller than its quota counts as
+    full once all its rows are found, so small clusters do not force a scan to the end.
+    """
+    result: dict[int, dict[str, list[dict[str, Any]]]] = {
+        c: {"kept": [], "dropped": []} for c in clusters
+    }
+    names = dataset.schema.names
+    if not clusters or "cluster" not in names:
+        return result
+    in_clusters = ds.field("cluster").isin(pa.array(clusters, pa.int64()))
+    extra = [c for c in ("cluster_dist", "coarse_caption") if c in names]
+
+    def need(field: str, most: int) -> dict[int, int]:
+        if counts is None:
+            return dict.fromkeys(clusters, most)
+        return {c: min(most, counts.get(c, {}).get(field, 0)) for c in clusters}
+
+    rows: dict[int, list[dict[str, Any]]] = {c: [] for c in clusters}
+    need_kept, need_dropped = need("kept", per_cluster), need("quota", dropped_per_cluster)
+    if any(need_kept.values()) and {"shard", "key"} <= set(names):
+        wanted = (
+            in_clusters
+            & (ds.field("status") == KEPT)
+            & ds.field("shard").is_valid()
+            & ds.field("key").is_valid()
+        )
+        for batch in _batches(dataset, ["cluster", "shard", "key", *extra], filter=wanted):
+            for row in batch.to_pylist():
+                group = rows[int(row["cluster"])]
+                if len(group) < per_cluster:
+                    group.append(row)
+            if all(len(rows[c]) >= need_kept[c] for c in clusters):
+                break
+
+    if any(need_dropped.values()) and {"thumb", "reason"} <= set(names):
+        wanted = (
+            in_clusters
+            & (ds.field("status") != KEPT)
+            & (ds.field("reason") == QUOTA_REASON)
+            & ds.field("thumb").is_valid()
+        )
+        cols = ["cluster", "thumb", *[c for c in ("source_key", "cluster_dist") if c in names]]
+        for batch in _batches(dataset, cols, filter=wanted):
+            for row in batch.to_pylist():
+                group = result[int(row["cluster"])]["dropped"]
+                if len(group) < dropped_per_cluster:
+                    group.append(row)
+            if all(len(result[c]["dropped"]) >= need_dropped[c] for c in clusters):
+                break
+
+    # read back: shard -> {key: ledger row}
+    by_shard: dict[str, dict[str, dict[str, Any]]] = {}
+    for group in rows.values():
+        for row in group:
+            by_shard.setdefault(row["shard"], {})[row["key"]] = row
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    missing_shards: list[str] = []
+    for shard in sorted(by_shard):
+        want = by_shard[shard]
+        path = out / shard
+        if not path.is_file():
+            missing_shards.append(shard)
+            continue
+        left = set(want)
+        try:
+            with contextlib.closing(_shard_samples(path, left.copy())) as stream:
+                for sample in stream:
+                    key = str(sample.get("__key__"))
+                    if key not in left:
+                        continue
+                    left.discard(key)
+                    found[(shard, key)] = _kept_sample(_label(out, path), sample)
+                    if not left:
+                        break
+        except Exception as exc:  # a broken shard is a finding, not a reason to lose the report
+            notes.append(f"Shard {path.name} could not be read: {type(exc).__name__}: {exc}")
+    if missing_shards:
+        notes.append(
+            f"{len(missing_shards)} shard(s) named in the ledger for cluster samples are "
+            f"missing, e.g. {missing_shards[0]}."
+        )
+    lost = []
+    for c, group in rows.items():
+        for row in group:
+            sample = found.get((row["shard"], row["key"]))
+            if sample is None:
+                if row["shard"] not in missing_shards:
+                    lost.append(f"{row['shard']}:{row['key']}")
+                sample = {"key": row["key"], "text": "", "shard": row["shard"]}
+                sample["error"] = "not in its shard"
+            sample["cluster_dist"] = row.get("cluster_dist")
+            sample["coarse_caption"] = row.get("coarse_caption")
+            result[c]["kept"].append(sample)
+        result[c]["kept"].sort(key=_dist_order)
+    if lost:
+        notes.append(
+            f"{len(lost)} kept row(s) of the ledger were not found in their shard, e.g. {lost[0]}."
+        )
+    return result
+
+
+def _dist_order(sample: dict[str, Any]) -> tuple[bool, float]:
+    d = sample.get("cluster_dist")
+    ok = isinstance(d, int | float) and math.isfinite(d)
+    return (not ok, float(d) if ok else 0.0)

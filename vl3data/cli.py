@@ -25,6 +25,8 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if level.upper() != "DEBUG":  # libraries that narrate their imports at INFO
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 def _cmd_curate(args: argparse.Namespace) -> int:
