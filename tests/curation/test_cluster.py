@@ -32,7 +32,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def ray_head():
     port = free_port()
     temp_dir = tempfile.mkdtemp(prefix="vl3ray-")  # short: Ray's socket paths must fit 107 bytes
@@ -126,3 +126,54 @@ def test_curate_on_a_local_cluster_matches_embedded(tmp_path, demo_pool, ray_hea
     assert shards == read_dataset_json(embedded)["shards"]
     for s in shards:
         assert (out / s["path"]).read_bytes() == (embedded / s["path"]).read_bytes()
+
+
+def test_syn7m_filters_on_a_local_cluster(
+    tmp_path, demo_pool, tiny_models, aesthetic_weights, ray_head, ray_local
+):
+    """The model stages run as actor pools on the cluster; same result as embedded."""
+    pool, _ = demo_pool
+    overrides = [
+        f"input.path={pool}",
+        f"clip.model=local-dir:{tiny_models / 'open_clip'}",
+        f"caption.model={tiny_models / 'blip2'}",
+        f"aesthetic.weights={aesthetic_weights}",
+    ]
+    configs = ["configs/syn7m_filters.yaml", "configs/models/tiny.yaml"]
+    out = tmp_path / "cluster_out"
+    sets = [a for o in [*overrides, f"output={out}"] for a in ("--set", o)]
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vl3data.cli",
+            "curate",
+            *configs,
+            *sets,
+            "--ray-address",
+            ray_head,
+            "--no-progress",
+        ],
+        env={**os.environ, **LOOPBACK_ENV},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    from curation.config import CurateConfig
+    from curation.curate import curate
+    from manifests.configs import load_config
+
+    embedded = tmp_path / "embedded_out"
+    curate(load_config(CurateConfig, configs, [*overrides, f"output={embedded}"]), progress=False)
+    got = sorted(read_ledger(out).to_pylist(), key=lambda r: r["id"])
+    want = sorted(read_ledger(embedded).to_pylist(), key=lambda r: r["id"])
+    assert [(r["id"], r["status"], r["reason"], r["cluster"]) for r in got] == [
+        (r["id"], r["status"], r["reason"], r["cluster"]) for r in want
+    ]
+    for a, b in zip(got, want, strict=True):
+        for col in ("aesthetic", "clip_sim"):
+            assert (a[col] is None) == (b[col] is None)
+            assert a[col] is None or abs(a[col] - b[col]) < 1e-4
+    assert read_dataset_json(out)["samples"] == read_dataset_json(embedded)["samples"]
