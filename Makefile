@@ -68,6 +68,8 @@ bench: setup  ## side-by-side benchmarks; results go in docs/BENCHMARKS.md
 	$(PY) bench/bench_decode.py
 	$(PY) bench/bench_memory.py
 	$(PY) bench/bench_runner.py
+	$(PY) bench/bench_clip.py
+	$(PY) bench/bench_kmeans.py
 
 clean:
 	rm -rf out data/demo_pool .pytest_cache

@@ -173,6 +173,28 @@ def _map_stage(ds, stage: Stage):
     return ds.map_batches(_Timed(stage), batch_format="pyarrow", batch_size=None)
 
 
+def check_resources(stages: Sequence[Stage]) -> None:
+    """An actor pool that reserves every CPU can never start: the tasks feeding it keep taking
+    a CPU, and Ray Data waits forever. Refuse such a plan before any work starts.
+
+    (Several pools that together reserve every CPU do finish: Ray Data retires a pool once its
+    input is exhausted, freeing its CPUs for the stages after it.)"""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0)
+    for s in stages:
+        if not hasattr(s, "setup") or getattr(s, "num_gpus", 0):
+            continue
+        reserved = getattr(s, "num_cpus", 1) * getattr(s, "concurrency", 1)
+        if reserved > total - 1:
+            raise ValueError(
+                f"model stage {getattr(s, 'name', '?')!r} reserves {reserved:g} of the "
+                f"cluster's {total:g} CPUs (num_cpus x concurrency), leaving none for the tasks "
+                "that read and write partitions; lower its concurrency or num_cpus, or give "
+                "Ray more CPUs (ray.num_cpus)"
+            )
+
+
 def run_partitions(
     work: WorkDir,
     parts: Sequence[Partition],
@@ -185,6 +207,7 @@ def run_partitions(
     import ray.data
     from tqdm import tqdm
 
+    check_resources(stages)
     pending = [p for p in parts if not work.is_done(p.index)]
     if len(pending) < len(parts):
         log.info(

@@ -70,10 +70,15 @@ class ClipEmbed:
     concurrency: int = 1
     num_gpus: float = 0
     num_cpus: float = 1
+    threads: int | None = None  # torch intra-op threads (Ray pins actors to num_cpus threads)
     name: str = "clip"
     clip: ClipHandle | None = field(default=None, init=False, repr=False)
 
     def setup(self) -> None:
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
         self.clip = load_clip(
             self.backend, self.model, self.pretrained, self.device, self.precision
         )

@@ -74,3 +74,21 @@ def test_actor_stage_is_set_up_once_per_actor(tmp_path, demo_pool, ray_local):
     assert stage.setups == 0  # the driver's copy was never set up: only the actor's
     timings = work.timings(parts[0].index)
     assert timings["brightness"] > 0
+
+
+def test_actor_pools_that_take_every_cpu_are_refused(tmp_path, demo_pool, ray_local):
+    """Ray Data would wait forever for a CPU to run the loading tasks: fail fast instead."""
+    import pytest
+
+    pool, _ = demo_pool
+    stage = MeanBrightness()
+    stage.num_cpus = 2  # the session's Ray has 2 CPUs
+    cfg = InputConfig(path=str(pool), partition_size=6)
+    with pytest.raises(ValueError, match="brightness.*leaving none for the tasks"):
+        run_partitions(
+            WorkDir(tmp_path / "w"),
+            list_partitions(cfg),
+            partial(load_partition, cfg=cfg),
+            [stage],
+            progress=False,
+        )
