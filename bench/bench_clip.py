@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pools import write_pool  # noqa: E402
+from pools import write_pool
 
-from curation.config import InputConfig  # noqa: E402
-from curation.runner import WorkDir, run_partitions  # noqa: E402
-from curation.sources import list_partitions, load_partition  # noqa: E402
-from curation.stages.clip_embed import ClipEmbed, preprocess  # noqa: E402
-from curation.stages.clip_model import load_clip  # noqa: E402
+from curation.config import InputConfig
+from curation.runner import WorkDir, run_partitions
+from curation.sources import list_partitions, load_partition
+from curation.stages.clip_embed import ClipEmbed, preprocess
+from curation.stages.clip_model import load_clip
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -84,7 +84,7 @@ def test_actor_pools_that_take_every_cpu_are_refused(tmp_path, demo_pool, ray_lo
     stage = MeanBrightness()
     stage.num_cpus = 2  # the session's Ray has 2 CPUs
     cfg = InputConfig(path=str(pool), partition_size=6)
-    with pytest.raises(ValueError, match="brightness.*leaving none for the tasks"):
+    with pytest.raises(ValueError, match=r"brightness.*leaving none for the tasks"):
         run_partitions(
             WorkDir(tmp_path / "w"),
             list_partitions(cfg),
