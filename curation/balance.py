@@ -2,8 +2,8 @@
 images per cluster (VL3-Syn7M's balanced, diverse selection).
 
 Centroids are trained on a seeded sample of at most ``cluster.max_train_points`` embeddings (a
-sample that fits one node); every live row is then assigned partition by partition, so memory
-holds one partition's embeddings plus an int and a float per row. Selection runs on those
+sample that fits one node); every live row is then assigned in a Ray Data pass over the
+partitions, and the driver holds only an int and a float per row. Selection runs on those
 assignments (``curation.clustering``). Results: ``OUT/clusters/centroids.npy`` (the artifact),
 ``cluster`` and ``cluster_dist`` columns for the ledger, and a drop list (``cluster_quota``).
 """
@@ -11,18 +11,21 @@ assignments (``curation.clustering``). Results: ``OUT/clusters/centroids.npy`` (
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.config_models import ClusterConfig
-from curation.passes import Drops, iter_live
-from curation.runner import WorkDir
+from curation.passes import Drops, LoadPrevious, iter_live
+from curation.runner import WorkDir, run_partitions
 from curation.sources import Partition
 from curation.stages.clip_embed import EMBEDDING
 from manifests.atomic import write_bytes, write_parquet
+from manifests.marks import alive, set_column
 
 CLUSTER_TABLE = "clusters.parquet"
 
@@ -34,6 +37,32 @@ def _matrix(rows: pa.Table) -> np.ndarray:
     )
 
 
+@dataclass
+class AssignClusters:
+    """CPU stage: nearest centroid and its distance for every live row with an embedding."""
+
+    centroids: np.ndarray
+    spherical: bool = True
+    name: str = "assign"
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from curation import clustering
+
+        labels = np.full(batch.num_rows, -1, np.int64)
+        dists = np.full(batch.num_rows, np.nan, np.float32)
+        ok = alive(batch) & pc.is_valid(batch[EMBEDDING]).to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(ok)
+        if rows.size:
+            lab, dist = clustering.assign(
+                _matrix(batch.take(rows)), self.centroids, spherical=self.spherical
+            )
+            labels[rows], dists[rows] = lab, dist
+        batch = set_column(batch, "cluster", pa.array(labels, pa.int32(), mask=labels < 0))
+        return set_column(
+            batch, "cluster_dist", pa.array(dists, pa.float32(), mask=np.isnan(dists))
+        )
+
+
 def cluster_and_balance(
     last: WorkDir,
     base: WorkDir,
@@ -42,6 +71,7 @@ def cluster_and_balance(
     cfg: ClusterConfig,
     out_dir: Path,
     work_root: Path,
+    progress: bool = True,
 ) -> dict:
     """Run the step (or reuse its results after a crash) and return stats for the report."""
     from curation import clustering
@@ -88,15 +118,30 @@ def cluster_and_balance(
         centroids = clustering.train_kmeans(
             train, min(cfg.k, len(train)), spherical=cfg.spherical, seed=cfg.seed, niter=cfg.niter
         )
+    # assignment is a Ray Data pass over the partitions (it scales with the pool, training
+    # does not); only hierarchical and 'spread' selection need the vectors back on the driver
+    assigned = WorkDir(work_root / "assign")
+    run_partitions(
+        assigned,
+        parts,
+        LoadPrevious(last, base, drops),
+        [AssignClusters(centroids, cfg.spherical)],
+        progress=progress,
+        drop_columns=("image", EMBEDDING, "thumb"),
+    )
     labels, dists, full = [], [], []
-    for rows in live([EMBEDDING]):
-        x = _matrix(rows)
-        lab, dist = clustering.assign(x, centroids, spherical=cfg.spherical)
-        labels.append(lab)
-        dists.append(dist)
-        if cfg.strategy == "spread" or cfg.levels:
-            full.append(x)
+    for p in parts:
+        rows = assigned.read_partition(p.index, ["id", "status", "cluster", "cluster_dist"])
+        if rows is None:
+            continue
+        rows = rows.filter(pa.array(alive(rows)))
+        labels.append(rows["cluster"].to_numpy(zero_copy_only=False).astype(np.int64))
+        dists.append(rows["cluster_dist"].to_numpy(zero_copy_only=False).astype(np.float32))
+    if cfg.strategy == "spread" or cfg.levels:
+        full = [_matrix(rows) for rows in live([EMBEDDING])]
     labels_all, dists_all = np.concatenate(labels), np.concatenate(dists)
+    if len(labels_all) != n:  # both walks see the same live rows in the same order
+        raise RuntimeError(f"cluster assignment covered {len(labels_all)} rows, expected {n}")
     if cfg.levels:
         chosen = clustering.hierarchical_balanced_select(
             np.concatenate(full), cfg.levels, cfg.target_size, seed=cfg.seed

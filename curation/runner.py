@@ -119,7 +119,11 @@ class _Timed:
         t0 = time.perf_counter()
         out = self.stage(batch)
         per_row = (time.perf_counter() - t0) / max(1, out.num_rows)
-        return out.append_column(self.column, pa.array([per_row] * out.num_rows, pa.float64()))
+        spent = pa.array([per_row] * out.num_rows, pa.float64())
+        if self.column in out.column_names:  # stages sharing a name (a score and its filter)
+            idx = out.schema.get_field_index(self.column)
+            return out.set_column(idx, self.column, pc.add(out[self.column], spent))
+        return out.append_column(self.column, spent)
 
 
 class _ActorStage(_Timed):

@@ -123,3 +123,34 @@ def test_syn7m_is_deterministic_and_resumable(
         assert (tmp_path / "a" / s["path"]).read_bytes() == (
             tmp_path / "b" / s["path"]
         ).read_bytes()
+
+
+def test_value_thresholds_and_hierarchical_selection(
+    tmp_path, demo_pool, tiny_models, aesthetic_weights, ray_local
+):
+    pool, _ = demo_pool
+    out = tmp_path / "out"
+    cfg = syn7m_cfg(
+        pool,
+        out,
+        tiny_models,
+        aesthetic_weights,
+        "aesthetic.keep_top_fraction=null",
+        "aesthetic.min_score=4.75",
+        "similarity.keep_top_fraction=null",
+        "similarity.min_sim=-0.01",
+        "cluster.levels=[4, 2]",
+        "cluster.target_size=5",
+    )
+    doc = curate(cfg, progress=False)
+    rows = read_ledger(out).to_pylist()
+    for r in rows:
+        if r["aesthetic"] is not None and r["aesthetic"] < 4.75:
+            assert (r["stage"], r["reason"]) == ("aesthetic", "aesthetic<4.75")
+        if r["stage"] == "clip_sim":
+            assert r["clip_sim"] < -0.01 and r["reason"] == "clip_sim<-0.01"
+    survivors = [r for r in rows if r["cluster"] is not None]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["clusters"]["strategy"] == "hierarchical"
+    assert stats["thresholds"]["aesthetic"] == [4.75]
+    assert doc["samples"] == min(5, len(survivors))
