@@ -16,7 +16,7 @@ DEMO_OUT  ?= out/demo_syn7m
 # the real LAION aesthetic head: from shared/ beside the checkout when there, else fetched by name
 AESTHETIC ?= $(firstword $(wildcard ../shared/weights/aesthetic/sac+logos+ava1-l14-linearMSE.pth) sac+logos+ava1-l14-linearMSE)
 
-.PHONY: help setup demo test test-slow test-all lint format bench clean ffmpeg
+.PHONY: help setup demo test test-slow test-gpu test-all lint format bench clean ffmpeg
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ test: setup  ## the suite, minus slow and GPU tests
 
 test-slow: setup  ## the slow tests (benchmark-sized runs, cluster mode)
 	$(VENV)/bin/pytest -m "slow" -q
+
+test-gpu: setup  ## the GPU tests (CUDA machine)
+	$(VENV)/bin/pytest -m "gpu" -q
 
 test-all: setup  ## every CPU test
 	$(VENV)/bin/pytest -m "not gpu" -q

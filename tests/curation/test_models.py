@@ -129,3 +129,22 @@ def test_open_clip_config_and_checkpoint_file_round_trip(photos, tiny_models, tm
     assert np.allclose(a, b, atol=1e-5)
     hf = load_clip("transformers", str(tiny_models / "hf_clip"))
     assert type(hf.model).__name__ == "CLIPModel"
+
+
+def test_a_broken_torchvision_gives_the_fix_not_a_stack_trace(monkeypatch):
+    """A CPU torch with a CUDA-only torchvision breaks `import open_clip` with a RuntimeError
+    deep in torchvision (DESIGN §8); the user must be told what to install instead."""
+    import builtins
+
+    from curation.stages import clip_model
+
+    real_import = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if name == "open_clip":
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(ImportError, match="matching pair.*torchvision"):
+        clip_model._import("open_clip")
