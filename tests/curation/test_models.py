@@ -146,5 +146,5 @@ def test_a_broken_torchvision_gives_the_fix_not_a_stack_trace(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", broken)
-    with pytest.raises(ImportError, match="matching pair.*torchvision"):
+    with pytest.raises(ImportError, match=r"matching pair.*torchvision"):
         clip_model._import("open_clip")
