@@ -159,10 +159,7 @@ def finalize(
     if "clusters" in global_stats:
         stats["clusters"] = global_stats["clusters"]
     write_json(out / "stats.json", stats)
-    from manifests.report import write_report
-
-    write_report(out)
-    return write_dataset_json(
+    doc = write_dataset_json(
         out,
         name=cfg.name,
         modality="image",
@@ -172,6 +169,15 @@ def finalize(
         config_hash=config_hash(cfg),
         extra={"inputs": stats["inputs"], "ledger_parts": len(parts)},
     )
+    _write_report(out)
+    return doc
+
+
+def _write_report(out: Path) -> None:
+    """After dataset.json (the report reads it); a rerun redoes it if a crash came between."""
+    from manifests.report import write_report
+
+    write_report(out)
 
 
 def _global_step(state_path: Path, state: dict, key: str, run) -> None:
@@ -199,6 +205,8 @@ def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -
     if (out / DATASET_JSON).is_file() and not restart:
         doc = read_dataset_json(out)
         if doc.get("config_hash") == chash:
+            if not (out / "report.html").is_file():
+                _write_report(out)
             log.info("%s is already complete (same config); nothing to do", out)
             return doc
         raise RuntimeError(

@@ -78,8 +78,11 @@ def test_rerun_is_a_no_op_and_another_config_is_refused(tmp_path, demo_pool, ray
     pool, _ = demo_pool
     out = tmp_path / "out"
     first = curate(make_cfg(pool, out), progress=False)
+    assert "dataset.json is missing" not in (out / "report.html").read_text()
+    (out / "report.html").unlink()  # a crash between dataset.json and the report
     again = curate(make_cfg(pool, out), progress=False)
     assert again == first
+    assert (out / "report.html").is_file()
     with pytest.raises(RuntimeError, match="another config"):
         curate(make_cfg(pool, out, "filters.min_side=10"), progress=False)
     rebuilt = curate(make_cfg(pool, out, "filters.min_side=10"), restart=True, progress=False)
