@@ -8,6 +8,7 @@ the global steps (top-fraction thresholds, k-means balancing) in ``curation.cura
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from curation.config import CurateConfig
@@ -51,17 +52,14 @@ def first_stage(cfg: CurateConfig) -> list[Stage]:
     return stages
 
 
+def _fields(section, drop: tuple[str, ...] = ("enabled",)) -> dict:
+    """A config section's fields as stage keyword arguments: sections mirror their stages."""
+    return {k: v for k, v in dataclasses.asdict(section).items() if k not in drop}
+
+
 def _clip_kw(cfg: CurateConfig) -> dict:
-    c = cfg.clip
-    return dict(
-        backend=c.backend,
-        model=c.model,
-        pretrained=c.pretrained,
-        device=c.device,
-        precision=c.precision,
-        concurrency=c.concurrency,
-        num_gpus=c.num_gpus,
-    )
+    """The CLIP model's identity and placement, shared by the embedding and similarity stages."""
+    return _fields(cfg.clip, ("enabled", "draft", "batch_size", "embeddings_dtype"))
 
 
 def build_passes(cfg: CurateConfig) -> list[Pass]:
@@ -69,9 +67,7 @@ def build_passes(cfg: CurateConfig) -> list[Pass]:
     if cfg.clip.enabled:
         from curation.stages.clip_embed import ClipEmbed
 
-        score.append(
-            ClipEmbed(**_clip_kw(cfg), draft=cfg.clip.draft, batch_size=cfg.clip.batch_size)
-        )
+        score.append(ClipEmbed(**_fields(cfg.clip, ("enabled", "embeddings_dtype"))))
     if cfg.aesthetic.enabled:
         from curation.stages.aesthetic import AestheticScore
 
@@ -97,19 +93,7 @@ def build_passes(cfg: CurateConfig) -> list[Pass]:
     if cfg.caption.enabled:
         from curation.stages.blip2_caption import Blip2Caption
 
-        c = cfg.caption
-        caption: list[Stage] = [
-            Blip2Caption(
-                model=c.model,
-                prompt=c.prompt,
-                max_new_tokens=c.max_new_tokens,
-                device=c.device,
-                precision=c.precision,
-                batch_size=c.batch_size,
-                concurrency=c.concurrency,
-                num_gpus=c.num_gpus,
-            )
-        ]
+        caption: list[Stage] = [Blip2Caption(**_fields(cfg.caption))]
         if cfg.similarity.enabled:
             from curation.stages.similarity import ClipTextSim
 
