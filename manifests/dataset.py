@@ -14,6 +14,8 @@ from manifests.atomic import write_json
 from manifests.schema import SCHEMA_VERSION
 
 DATASET_JSON = "dataset.json"
+#: "mixed" is a stage mixture (mixtures/) holding several modalities
+MODALITIES = ("image", "video", "text", "mixed")
 VERSIONED_PACKAGES = (
     "vl3data",
     "ray",
@@ -48,8 +50,8 @@ def write_dataset_json(
     config_hash: str,
     extra: dict | None = None,
 ) -> dict:
-    if modality not in ("image", "video", "text"):
-        raise ValueError(f"modality must be image, video or text, got {modality!r}")
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
     subsets: dict[str, dict] = {}
     for s in shards:
         sub = subsets.setdefault(s["subset"], {"samples": 0, "shards": 0, "bytes": 0})

@@ -65,6 +65,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mix(args: argparse.Namespace) -> int:
+    from mixtures.recipe import check_recipe, load_recipe
+
+    _setup_logging(args.log_level or "INFO")
+    recipe = load_recipe(args.recipe, args.set or [])
+    problems = check_recipe(recipe)
+    from mixtures.sampler import build_plan, format_summary
+
+    if problems:  # missing or empty sources, amounts that cannot be met (and by how much)
+        print(f"{args.recipe}: {len(problems)} problem(s)", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    print(f"{recipe.stage} (seed {recipe.seed})")
+    print(format_summary(build_plan(recipe)))
+    if args.check:
+        return 0
+    if not args.output:
+        print("vl3data: error: give --output OUT to write the mixture, or --check", file=sys.stderr)
+        return 2
+    from mixtures.materialise import materialise
+
+    doc = materialise(recipe, args.output, shuffle_buffer=args.shuffle_buffer)
+    print(f"{args.output}: {doc['samples']} samples in {len(doc['shards'])} shards")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vl3data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -93,6 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_curate)
+
+    p = sub.add_parser("mix", help="check a stage mixture recipe, or write it as shards")
+    p.add_argument("recipe", help="e.g. mixtures/recipes/stage1.yaml")
+    p.add_argument("--check", action="store_true", help="validate and print the plan only")
+    p.add_argument("--output", help="write the mixture as a shard set here")
+    p.add_argument(
+        "--shuffle-buffer",
+        type=int,
+        default=10_000,
+        help="samples held to shuffle across sources (bounds memory)",
+    )
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.set_defaults(func=_cmd_mix)
 
     p = sub.add_parser("report", help="(re)write OUT/report.html for a shard set")
     p.add_argument("out", help="a shard set directory")

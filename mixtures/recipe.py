@@ -1,0 +1,327 @@
+"""Stage recipes: which shard sets a training stage mixes, and how much of each.
+
+A recipe is one YAML file::
+
+    stage: stage1
+    seed: 0
+    groups:
+      - name: scene_images
+        sources:
+          - name: syn7m_short
+            path: /data/vl3/syn7m_short  # a shard set directory (has dataset.json)
+            modality: image              # image | video | text
+            strategy: all                # all, first:N, first:P%, random:N, random:P%, repeat:K
+            target: null                 # the paper's table amount, for reporting only
+        target: 11840000                 # a group may carry the table's amount too
+
+Relative paths are relative to the recipe file's folder. A text source may instead be a ``.jsonl``
+file of ``{"conversations": [...]}`` records, one per line. Anything wrong with a field raises
+:class:`~manifests.configs.ConfigError` naming it (``groups[1].sources[0].strategy``);
+:func:`check_recipe` finds what only the file system can tell (missing sets, amounts that cannot be
+met, a modality that disagrees with ``dataset.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+
+from manifests.configs import ConfigError, from_dict, merge, require
+from manifests.dataset import DATASET_JSON
+
+MODALITIES = ("image", "video", "text")
+STRATEGY_FORMS = "all, first:N, first:P%, random:N, random:P%, repeat:K"
+_STRATEGY_RE = re.compile(r"^(all|first|random|repeat)(?::\s*([0-9]+(?:\.[0-9]+)?)\s*(%?))?$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+class Strategy(NamedTuple):
+    """A parsed ``strategy`` string."""
+
+    kind: str  # all | first | random | repeat
+    count: int | None = None  # first:N, random:N
+    percent: float | None = None  # first:P%, random:P%
+    times: int = 1  # repeat:K
+
+    def amount(self, available: int) -> int:
+        """How many distinct samples this strategy asks for out of ``available``."""
+        if self.kind in ("all", "repeat"):
+            return available
+        if self.percent is not None:
+            return math.floor(available * self.percent / 100 + 1e-9)
+        assert self.count is not None
+        return self.count
+
+
+def parse_strategy(text: str) -> Strategy:
+    """Parse ``all``, ``first:N``, ``first:P%``, ``random:N``, ``random:P%`` or ``repeat:K``.
+
+    Raises ``ValueError`` with a message that says what is wrong."""
+    m = _STRATEGY_RE.match(str(text).strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a strategy; use one of {STRATEGY_FORMS}")
+    kind, number, pct = m.group(1), m.group(2), m.group(3)
+    if kind == "all":
+        if number is not None:
+            raise ValueError(f"{text!r}: 'all' takes no amount")
+        return Strategy("all")
+    if number is None:
+        raise ValueError(f"{text!r}: '{kind}' needs an amount, e.g. {kind}:1000")
+    value = float(number)
+    if kind == "repeat":
+        if pct or value != int(value) or int(value) < 1:
+            raise ValueError(f"{text!r}: repeat:K needs a whole number K >= 1 of passes")
+        return Strategy("repeat", times=int(value))
+    if pct:
+        if not 0 < value <= 100:
+            raise ValueError(f"{text!r}: a percentage must be above 0 and at most 100")
+        return Strategy(kind, percent=value)
+    if value != int(value) or int(value) < 1:
+        raise ValueError(f"{text!r}: {kind}:N needs a whole number N >= 1 of samples")
+    return Strategy(kind, count=int(value))
+
+
+@dataclass
+class Source:
+    """One shard set (or, for text, a JSONL file) and how much of it the stage takes."""
+
+    name: str = ""
+    path: str = ""
+    modality: str = "image"
+    strategy: str = "all"
+    target: int | None = None  # the paper's table amount: reported beside the plan, not enforced
+
+    def __post_init__(self) -> None:
+        require(bool(self.name), "name", "every source needs a name", "e.g. name: syn7m_short")
+        require(
+            bool(_NAME_RE.match(self.name)),
+            "name",
+            f"{self.name!r} must be letters, digits, '_', '-', '.' or '+'",
+        )
+        require(
+            bool(str(self.path).strip()),
+            "path",
+            "every source needs a path",
+            "a shard set directory with dataset.json, or a .jsonl file for text",
+        )
+        require(
+            self.modality in MODALITIES,
+            "modality",
+            f"{self.modality!r} is not one of {MODALITIES}",
+        )
+        require(
+            not str(self.path).endswith(".jsonl") or self.modality == "text",
+            "path",
+            f"a .jsonl file is only a source for modality text, not {self.modality}",
+            "point image and video sources at a shard set directory",
+        )
+        try:
+            parse_strategy(self.strategy)
+        except ValueError as exc:
+            raise ConfigError("strategy", str(exc), STRATEGY_FORMS) from None
+        require(
+            self.target is None or self.target >= 0,
+            "target",
+            "must be a sample count of 0 or more, or null",
+        )
+
+    @property
+    def parsed(self) -> Strategy:
+        return parse_strategy(self.strategy)
+
+
+@dataclass
+class Group:
+    """A named part of a stage's mixture (e.g. scene images), holding one or more sources."""
+
+    name: str = ""
+    sources: list[Source] = field(default_factory=list)
+    target: int | None = None  # the paper's table amount for the whole group, for reporting
+
+    def __post_init__(self) -> None:
+        require(bool(self.name), "name", "every group needs a name", "e.g. name: scene_images")
+        require(bool(self.sources), "sources", "a group needs at least one source")
+        require(
+            self.target is None or self.target >= 0,
+            "target",
+            "must be a sample count of 0 or more, or null",
+        )
+
+
+@dataclass
+class Recipe:
+    """One training stage's mixture."""
+
+    stage: str = ""
+    seed: int = 0
+    groups: list[Group] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        require(bool(self.stage), "stage", "the recipe needs a stage name", "e.g. stage: stage1")
+        require(self.seed >= 0, "seed", "must be 0 or more")
+        require(bool(self.groups), "groups", "the recipe needs at least one group of sources")
+        seen_groups: set[str] = set()
+        seen: dict[str, str] = {}
+        for g, group in enumerate(self.groups):
+            require(
+                group.name not in seen_groups,
+                f"groups[{g}].name",
+                f"group {group.name!r} appears twice",
+            )
+            seen_groups.add(group.name)
+            for s, src in enumerate(group.sources):
+                where = f"groups[{g}].sources[{s}]"
+                require(
+                    src.name not in seen,
+                    f"{where}.name",
+                    f"source {src.name!r} is already {seen.get(src.name)}",
+                    "source names seed their selection and tag every sample: make them unique",
+                )
+                seen[src.name] = where
+
+    def sources(self) -> list[tuple[str, Group, Source]]:
+        """``(dotted field, group, source)`` for every source, in recipe order."""
+        return [
+            (f"groups[{g}].sources[{s}]", group, src)
+            for g, group in enumerate(self.groups)
+            for s, src in enumerate(group.sources)
+        ]
+
+
+_PART_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)$")
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply ``a.b[0].c=value`` (value parsed as YAML); list items are addressed by index."""
+    if "=" not in assignment:
+        raise ConfigError(assignment, "an override must look like 'groups[0].sources[1].name=x'")
+    path, raw = assignment.split("=", 1)
+    path = path.strip()
+    value = yaml.safe_load(raw) if raw != "" else ""
+    steps: list[str | int] = []
+    for part in path.split("."):
+        m = _PART_RE.match(part)
+        if not m:
+            raise ConfigError(path, f"cannot address {part!r}", "e.g. groups[0].sources[1].name")
+        steps.append(m.group(1))
+        steps.extend(int(i) for i in re.findall(r"\[(\d+)\]", m.group(2)))
+    node: dict | list = data
+    for i, step in enumerate(steps[:-1]):
+        here = path if i == len(steps) - 2 else str(step)
+        if isinstance(step, int):
+            if not isinstance(node, list) or step >= len(node):
+                raise ConfigError(path, f"there is no item [{step}] here")
+            node = node[step]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(path, f"{here!r} is not a group of fields")
+            node = node.setdefault(step, {})
+    last = steps[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(path, f"there is no item [{last}] here")
+        node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(path, "is not a field")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe YAML, apply overrides, validate, and make source paths absolute (relative
+    paths are relative to the recipe file's folder)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("<file>", f"no recipe file at {p}")
+    loaded = yaml.safe_load(p.read_text())
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError("<file>", f"{p} must hold a mapping of fields at the top level")
+    data = merge({}, loaded or {})
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    recipe = from_dict(Recipe, data)
+    base = p.resolve().parent
+    for _, _, src in recipe.sources():
+        src.path = str((base / Path(src.path).expanduser()).resolve())
+    return recipe
+
+
+def source_kind(src: Source) -> str:
+    """``jsonl`` for a text file source, else ``shards`` (a shard set directory)."""
+    return "jsonl" if src.modality == "text" and src.path.endswith(".jsonl") else "shards"
+
+
+def count_jsonl(path: str | Path) -> int:
+    """Samples in a JSONL source: its non-blank lines."""
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _available(src: Source) -> tuple[int | None, list[str]]:
+    """Samples the source holds, and problems found on the way (None: cannot be read)."""
+    p = Path(src.path)
+    if source_kind(src) == "jsonl":
+        if not p.is_file():
+            return None, [f"no JSONL file at {p}"]
+        problems = []
+        n = 0
+        with open(p, "rb") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                n += 1
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    problems.append(f"{p}:{lineno} is not JSON ({exc.msg})")
+                    break
+                if not isinstance(rec, dict) or not isinstance(rec.get("conversations"), list):
+                    problems.append(f"{p}:{lineno} has no 'conversations' list")
+                    break
+        return n, problems
+    if not (p / DATASET_JSON).is_file():
+        what = "directory without dataset.json" if p.is_dir() else "nothing"
+        return None, [f"no shard set at {p} ({what} there)"]
+    doc = json.loads((p / DATASET_JSON).read_text())
+    problems = []
+    if doc.get("modality") and doc["modality"] != src.modality:
+        problems.append(f"modality is {src.modality} but {p / DATASET_JSON} says {doc['modality']}")
+    missing = [s["path"] for s in doc.get("shards", []) if not (p / s["path"]).is_file()]
+    if missing:
+        problems.append(f"{len(missing)} shard(s) in dataset.json are missing, e.g. {missing[0]}")
+    return sum(int(s["samples"]) for s in doc.get("shards", [])), problems
+
+
+def check_recipe(recipe: Recipe) -> list[str]:
+    """Problems only the file system can show, one line each, naming the source's field; empty
+    when the recipe can be read as written."""
+    out = []
+    for where, _, src in recipe.sources():
+        label = f"{where} ({src.name})"
+        try:
+            strat = parse_strategy(src.strategy)
+        except ValueError as exc:
+            out.append(f"{label}: {exc}")
+            continue
+        if strat.percent is not None and strat.percent > 100:
+            out.append(f"{label}: {src.strategy} asks for more than 100 %")
+        available, problems = _available(src)
+        out.extend(f"{label}: {p}" for p in problems)
+        if available is None:
+            continue
+        if available == 0:
+            out.append(f"{label}: {src.path} holds no samples")
+            continue
+        wanted = strat.amount(available)
+        if wanted > available:
+            out.append(
+                f"{label}: {src.strategy} asks for {wanted} samples but {src.path} holds "
+                f"{available}: {wanted - available} short"
+            )
+    return out
