@@ -45,6 +45,8 @@ demo: setup  ## VL3-Syn7M-style curation of the bundled photos (tiny models, emb
 	test -f $(DEMO_MODELS)/blip2/config.json || $(PY) -m vl3data.tiny_models $(DEMO_MODELS)
 	$(VENV)/bin/vl3data curate configs/syn7m_filters.yaml configs/models/tiny.yaml --restart \
 	  --set input.path=$(DEMO_POOL) --set output=$(DEMO_OUT) --set aesthetic.weights=$(AESTHETIC)
+	rm -rf out/demo_stage1
+	$(VENV)/bin/vl3data mix mixtures/recipes/demo_stage1.yaml --output out/demo_stage1
 	@echo "open $(DEMO_OUT)/report.html to look at what was kept and dropped"
 
 test: setup  ## the suite, minus slow and GPU tests
@@ -73,6 +75,7 @@ bench: setup  ## side-by-side benchmarks; results go in docs/BENCHMARKS.md
 	$(PY) bench/bench_runner.py
 	$(PY) bench/bench_clip.py
 	$(PY) bench/bench_kmeans.py
+	$(PY) bench/bench_mixture.py
 
 clean:
 	rm -rf out data/demo_pool .pytest_cache

@@ -10,7 +10,7 @@ stage's raw WebDataset samples in the recipe's proportions and resumes mid-epoch
     ds = mixtures.open_stage("mixtures/recipes/stage1.yaml")
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=4)
 
-The paper's four stages are in ``mixtures/recipes/``; ``python -m mixtures RECIPE`` checks a
+The paper's four stages are in ``mixtures/recipes/``; ``vl3data mix RECIPE --check`` checks a
 recipe against the file system and prints its plan. Shard sets are read through ``manifests``.
 Importing this package does not import torch; the dataset class loads it on first use.
 """

@@ -11,7 +11,7 @@ import yaml
 
 from manifests.configs import ConfigError
 from mixtures import Strategy, check_recipe, load_recipe, parse_strategy
-from mixtures.__main__ import main as cli
+from vl3data.cli import main as vl3data_main
 
 from .conftest import source, write_recipe
 
@@ -254,10 +254,18 @@ def test_cli_checks_and_prints_the_plan(tmp_path, shard_sets, capsys):
             }
         ],
     )
-    assert cli([str(path)]) == 0
+    assert vl3data_main(["mix", str(path), "--check"]) == 0
     out = capsys.readouterr().out
     assert "m  " in out and "800" in out and "500" in out
-    assert cli([str(path), "--set", "groups[0].sources[0].strategy=first:401"]) == 1
+    assert (
+        vl3data_main(
+            ["mix", str(path), "--check", "--set", "groups[0].sources[0].strategy=first:401"]
+        )
+        == 1
+    )
     assert "1 short" in capsys.readouterr().err
-    assert cli([str(path), "--set", "groups[0].sources[0].modality=sound"]) == 2
+    assert (
+        vl3data_main(["mix", str(path), "--check", "--set", "groups[0].sources[0].modality=sound"])
+        == 2
+    )
     assert "groups[0].sources[0].modality" in capsys.readouterr().err
