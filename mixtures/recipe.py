@@ -12,7 +12,9 @@ A recipe is one YAML file::
             modality: image              # image | video | text
             strategy: all                # all, first:N, first:P%, random:N, random:P%, repeat:K
             target: null                 # the paper's table amount, for reporting only
+            amount: null                 # optional: samples per epoch: N, a fraction, or "P%"
         target: 11840000                 # a group may carry the table's amount too
+    total: null                          # samples per epoch of the stage; fractions need it
 
 Relative paths are relative to the recipe file's folder. A text source may instead be a ``.jsonl``
 file of ``{"conversations": [...]}`` records, one per line. Anything wrong with a field raises
@@ -28,7 +30,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -39,6 +41,71 @@ MODALITIES = ("image", "video", "text")
 STRATEGY_FORMS = "all, first:N, first:P%, random:N, random:P%, repeat:K"
 _STRATEGY_RE = re.compile(r"^(all|first|random|repeat)(?::\s*([0-9]+(?:\.[0-9]+)?)\s*(%?))?$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_PERCENT_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*%\s*$")
+AMOUNT_FORMS = "a whole number of samples N >= 0, a fraction of the stage in (0, 1], or 'P%'"
+AMOUNT_STRATEGIES = ("all", "first", "random")
+
+
+class Amount(NamedTuple):
+    """A parsed ``amount``: an absolute count, or a fraction of the stage's ``total``."""
+
+    count: int | None = None
+    fraction: float | None = None
+
+    def resolve(self, total: int | None) -> int:
+        """Samples per epoch; a fraction is ``floor(fraction * total)``."""
+        if self.count is not None:
+            return self.count
+        assert self.fraction is not None and total is not None
+        return math.floor(self.fraction * total + 1e-9)
+
+
+def parse_amount(value: Any) -> Amount:
+    """``1000`` (samples), ``0.25`` (a float in (0, 1]: a fraction of the stage) or ``"25%"``.
+
+    Raises ``ValueError`` saying what is wrong."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an amount")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value!r}: a count of samples must be 0 or more")
+        return Amount(count=value)
+    if isinstance(value, float):
+        if not 0 < value <= 1:
+            raise ValueError(
+                f"{value!r}: a float is a fraction of the stage and must be above 0 and at most "
+                "1; write a whole number (no '.0') for a count of samples"
+            )
+        return Amount(fraction=value)
+    if isinstance(value, str):
+        text = value.strip()
+        m = _PERCENT_RE.match(text)
+        if m:
+            pct = float(m.group(1))
+            if not 0 < pct <= 100:
+                raise ValueError(f"{value!r}: a percentage must be above 0 and at most 100")
+            return Amount(fraction=pct / 100)
+        if text.isdigit():
+            return Amount(count=int(text))
+    raise ValueError(f"{value!r} is not an amount")
+
+
+def parse_pick(text: str) -> Strategy:
+    """A strategy beside an ``amount``: ``all``, ``first`` or ``random`` (only how samples are
+    picked; the amount says how many)."""
+    kind = str(text).strip()
+    if kind in AMOUNT_STRATEGIES:
+        return Strategy(kind)
+    parsed = parse_strategy(text)  # raises for what is not a strategy at all
+    raise ValueError(
+        f"{text!r} says how many and so does amount: with amount, strategy is only how they "
+        f"are picked ({', '.join(AMOUNT_STRATEGIES)})"
+        + (
+            ", and repeat:K is not allowed (amount above the set's size repeats it)"
+            if parsed.kind == "repeat"
+            else ""
+        )
+    )
 
 
 class Strategy(NamedTuple):
@@ -96,6 +163,9 @@ class Source:
     modality: str = "image"
     strategy: str = "all"
     target: int | None = None  # the paper's table amount: reported beside the plan, not enforced
+    # samples per epoch: an int, a fraction of the stage (float in (0, 1]) or "P%"; None: the
+    # strategy decides. Typed Any so YAML's 1.0 stays a fraction (from_dict would make it 1).
+    amount: Any = None
 
     def __post_init__(self) -> None:
         require(bool(self.name), "name", "every source needs a name", "e.g. name: syn7m_short")
@@ -121,10 +191,20 @@ class Source:
             f"a .jsonl file is only a source for modality text, not {self.modality}",
             "point image and video sources at a shard set directory",
         )
-        try:
-            parse_strategy(self.strategy)
-        except ValueError as exc:
-            raise ConfigError("strategy", str(exc), STRATEGY_FORMS) from None
+        if self.amount is not None:
+            try:
+                parse_amount(self.amount)
+            except ValueError as exc:
+                raise ConfigError("amount", str(exc), AMOUNT_FORMS) from None
+            try:
+                parse_pick(self.strategy)
+            except ValueError as exc:
+                raise ConfigError("strategy", str(exc), "strategy: random") from None
+        else:
+            try:
+                parse_strategy(self.strategy)
+            except ValueError as exc:
+                raise ConfigError("strategy", str(exc), STRATEGY_FORMS) from None
         require(
             self.target is None or self.target >= 0,
             "target",
@@ -133,7 +213,13 @@ class Source:
 
     @property
     def parsed(self) -> Strategy:
-        return parse_strategy(self.strategy)
+        return (
+            parse_pick(self.strategy) if self.amount is not None else parse_strategy(self.strategy)
+        )
+
+    @property
+    def parsed_amount(self) -> Amount | None:
+        return None if self.amount is None else parse_amount(self.amount)
 
 
 @dataclass
@@ -161,6 +247,7 @@ class Recipe:
     stage: str = ""
     seed: int = 0
     groups: list[Group] = field(default_factory=list)
+    total: int | None = None  # samples per epoch of the stage: what fractional amounts are of
 
     def __post_init__(self) -> None:
         require(bool(self.stage), "stage", "the recipe needs a stage name", "e.g. stage: stage1")
@@ -184,6 +271,38 @@ class Recipe:
                     "source names seed their selection and tag every sample: make them unique",
                 )
                 seen[src.name] = where
+        require(
+            self.total is None or self.total >= 1,
+            "total",
+            "must be a number of samples per epoch of 1 or more, or null",
+        )
+        fractions = 0.0
+        for where, _, src in self.sources():
+            amount = src.parsed_amount
+            if amount is None or amount.fraction is None:
+                continue
+            require(
+                self.total is not None,
+                f"{where}.amount",
+                f"{src.amount!r} is a fraction of the stage but the recipe has no total",
+                "set total: N at the top (samples per epoch of the stage), or give a count",
+            )
+            fractions += amount.fraction
+        require(
+            fractions <= 1 + 1e-9,
+            "total",
+            f"the sources' fractional amounts sum to {fractions:.4g} ({100 * fractions:.4g}%), "
+            "above 1",
+            "lower the fractions so they sum to at most 1 (100%)",
+        )
+
+    def amounts(self) -> dict[str, int]:
+        """Samples per epoch that each source with an ``amount`` asks for, by source name."""
+        return {
+            src.name: src.parsed_amount.resolve(self.total)
+            for _, _, src in self.sources()
+            if src.parsed_amount is not None
+        }
 
     def sources(self) -> list[tuple[str, Group, Source]]:
         """``(dotted field, group, source)`` for every source, in recipe order."""
@@ -298,14 +417,19 @@ def _available(src: Source) -> tuple[int | None, list[str]]:
     return sum(int(s["samples"]) for s in doc.get("shards", [])), problems
 
 
-def check_recipe(recipe: Recipe) -> list[str]:
+def check_recipe(recipe: Recipe, notes: list[str] | None = None) -> list[str]:
     """Problems only the file system can show, one line each, naming the source's field; empty
-    when the recipe can be read as written."""
+    when the recipe can be read as written.
+
+    Pass a list as ``notes`` to also collect what is allowed but worth knowing: a source whose
+    ``amount`` is above what it holds (it will be repeated, and by how much), and amounts that
+    do not add up to ``total``."""
     out = []
+    amounts = recipe.amounts()
     for where, _, src in recipe.sources():
         label = f"{where} ({src.name})"
         try:
-            strat = parse_strategy(src.strategy)
+            strat = src.parsed
         except ValueError as exc:
             out.append(f"{label}: {exc}")
             continue
@@ -316,12 +440,30 @@ def check_recipe(recipe: Recipe) -> list[str]:
         if available is None:
             continue
         if available == 0:
-            out.append(f"{label}: {src.path} holds no samples")
+            if src.name not in amounts or amounts[src.name] > 0:
+                out.append(f"{label}: {src.path} holds no samples")
+            continue
+        if src.name in amounts:
+            wanted = amounts[src.name]
+            if wanted > available and notes is not None:
+                passes, rest = divmod(wanted, available)
+                notes.append(
+                    f"{label}: amount {src.amount!r} is {wanted} samples but {src.path} holds "
+                    f"{available}: oversampled {wanted / available:.2f}x ({passes} whole "
+                    f"pass(es) + {rest} picked {strat.kind}), {wanted - available} repeats"
+                )
             continue
         wanted = strat.amount(available)
         if wanted > available:
             out.append(
                 f"{label}: {src.strategy} asks for {wanted} samples but {src.path} holds "
                 f"{available}: {wanted - available} short"
+            )
+    if notes is not None and recipe.total is not None and len(amounts) == len(recipe.sources()):
+        asked = sum(amounts.values())
+        if asked != recipe.total:
+            notes.append(
+                f"total: the sources' amounts add up to {asked} samples per epoch, not "
+                f"total {recipe.total} (fractions are rounded down; counts are absolute)"
             )
     return out

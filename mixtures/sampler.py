@@ -4,9 +4,13 @@
   ``dataset.json``; a JSONL text source is one "shard" of its non-blank lines) and the
   **selection**: which sample indices the strategy takes, sorted, per shard. ``random:`` draws
   are seeded by ``(recipe.seed, source name)``, so a source's subset does not change when other
-  sources are added. ``repeat:K`` takes the selection K times.
-* **Epoch sequence**: per source, K passes over its selected samples, shard by shard, the shard
-  order shuffled per pass and per epoch (seeded by ``(seed, epoch, source)``); inside a shard
+  sources are added. ``repeat:K`` takes the selection K times. A source with an ``amount``
+  of M samples out of A available takes ``M // A`` whole passes (``times``) plus a remainder of
+  ``M % A`` samples (``extra``) picked by its strategy (``first``; ``random`` and ``all``: a
+  seeded random subset); with ``M <= A`` that is one pass over M picked samples.
+* **Epoch sequence**: per source, K passes over its selected samples (then one over ``extra``),
+  shard by shard, the shard order shuffled per pass and per epoch (seeded by
+  ``(seed, epoch, source)``); inside a shard
   samples stay in tar order, so tars are read front to back.
 * **Readers**: ``world = ranks x DataLoader workers``. Reader ``r`` of ``R`` takes the contiguous
   slice ``[r*L//R, (r+1)*L//R)`` of each source's epoch sequence of length ``L``: readers are
@@ -74,8 +78,10 @@ class SourcePlan:
     shards: list[str]  # absolute paths of tars (or the one JSONL file)
     shard_samples: list[int]
     selection: list[Selection]  # per shard: sorted local sample indices taken
-    times: int = 1  # repeat:K
-    short: int = 0  # samples the strategy asked for but the source does not hold
+    times: int = 1  # repeat:K, or whole passes of an amount above the source's size
+    short: int = 0  # samples the strategy (or amount) asked for but the source does not hold
+    amount: int | None = None  # samples per epoch the recipe's ``amount`` asks for
+    extra: list[Selection] = field(default_factory=list)  # per shard: an amount's remainder
 
     @property
     def available(self) -> int:
@@ -87,7 +93,7 @@ class SourcePlan:
 
     @property
     def epoch_samples(self) -> int:
-        return self.selected * self.times
+        return self.selected * self.times + sum(len(s) for s in self.extra)
 
 
 @dataclass
@@ -98,6 +104,7 @@ class Plan:
     seed: int
     sources: list[SourcePlan] = field(default_factory=list)
     group_targets: dict[str, int | None] = field(default_factory=dict)
+    total: int | None = None  # the recipe's samples per epoch, if it gives one
 
     @property
     def epoch_samples(self) -> int:
@@ -118,9 +125,29 @@ class Plan:
                 "share": sp.epoch_samples / total,
                 "target": sp.target,
                 "short": sp.short,
+                "amount": sp.amount,
             }
             for sp in self.sources
         ]
+
+
+def _pick(kind: str, counts: list[int], take: int, seed: int, name: str) -> list[Selection]:
+    """Per-shard sorted local indices of ``take`` samples: the first ones (``first``) or a
+    random subset seeded by ``(seed, name)`` (``random``, and ``all`` when it cannot take all)."""
+    available = sum(counts)
+    if take >= available:
+        return [range(n) for n in counts]
+    if kind == "first":
+        out, left = [], take
+        for n in counts:
+            out.append(range(min(n, left)))
+            left -= len(out[-1])
+        return out
+    rng = np.random.default_rng([seed, name_seed(name)])
+    chosen = np.sort(rng.choice(available, size=take, replace=False)).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    cuts = np.searchsorted(chosen, offsets)
+    return [chosen[cuts[i] : cuts[i + 1]] - offsets[i] for i in range(len(counts))]
 
 
 def _select(src: Source, counts: list[int], seed: int) -> tuple[list[Selection], int]:
@@ -131,18 +158,25 @@ def _select(src: Source, counts: list[int], seed: int) -> tuple[list[Selection],
         return [range(n) for n in counts], 0
     wanted = strat.amount(available)
     take = min(wanted, available)
-    if strat.kind == "first":
-        out, left = [], take
-        for n in counts:
-            out.append(range(min(n, left)))
-            left -= len(out[-1])
-        return out, wanted - take
-    rng = np.random.default_rng([seed, name_seed(src.name)])
-    chosen = np.sort(rng.choice(available, size=take, replace=False)).astype(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    cuts = np.searchsorted(chosen, offsets)
-    out = [chosen[cuts[i] : cuts[i + 1]] - offsets[i] for i in range(len(counts))]
-    return out, wanted - take
+    return _pick(strat.kind, counts, take, seed, src.name), wanted - take
+
+
+def _select_amount(
+    src: Source, counts: list[int], seed: int, amount: int
+) -> tuple[list[Selection], int, list[Selection], int]:
+    """An ``amount`` of M samples out of A: ``(selection, times, extra, short)`` with
+    ``times = M // A`` whole passes and ``extra`` the ``M % A`` remainder picked by the
+    strategy; when ``M < A`` the selection is the M picked samples, once. ``short`` is M when
+    the source is empty."""
+    kind = src.parsed.kind
+    available = sum(counts)
+    if available == 0:
+        return [range(0) for _ in counts], 1, [], amount
+    passes, rest = divmod(amount, available)
+    if passes == 0:
+        return _pick(kind, counts, rest, seed, src.name), 1, [], 0
+    extra = _pick(kind, counts, rest, seed, src.name) if rest else []
+    return [range(n) for n in counts], passes, extra, 0
 
 
 def build_plan(recipe: Recipe) -> Plan:
@@ -155,7 +189,9 @@ def build_plan(recipe: Recipe) -> Plan:
         stage=recipe.stage,
         seed=recipe.seed,
         group_targets={g.name: g.target for g in recipe.groups},
+        total=recipe.total,
     )
+    amounts = recipe.amounts()
     for where, group, src in recipe.sources():
         if source_kind(src) == "jsonl":
             if not Path(src.path).is_file():
@@ -170,10 +206,17 @@ def build_plan(recipe: Recipe) -> Plan:
                 )
             shards = [str(Path(src.path) / s["path"]) for s in doc["shards"]]
             counts = [int(s["samples"]) for s in doc["shards"]]
-        selection, short = _select(src, counts, recipe.seed)
+        amount = amounts.get(src.name)
+        extra: list[Selection] = []
+        if amount is None:
+            selection, short = _select(src, counts, recipe.seed)
+            times = parse_strategy(src.strategy).times
+        else:
+            selection, times, extra, short = _select_amount(src, counts, recipe.seed, amount)
         if short:
+            what = src.strategy if amount is None else f"amount {src.amount!r}"
             warnings.warn(
-                f"{where} ({src.name}): {src.strategy} is {short} samples short of what it asks "
+                f"{where} ({src.name}): {what} is {short} samples short of what it asks "
                 f"for; taking all {sum(counts)}",
                 stacklevel=2,
             )
@@ -188,8 +231,10 @@ def build_plan(recipe: Recipe) -> Plan:
                 shards=shards,
                 shard_samples=counts,
                 selection=selection,
-                times=parse_strategy(src.strategy).times,
+                times=times,
                 short=short,
+                amount=amount,
+                extra=extra,
             )
         )
     return plan
@@ -200,13 +245,18 @@ def build_plan(recipe: Recipe) -> Plan:
 
 def epoch_sequence(sp: SourcePlan, seed: int, epoch: int) -> list[tuple[int, Selection]]:
     """The source's epoch as ``(shard index, local indices)`` runs: ``times`` passes, each over
-    the shards holding selected samples in a per-pass, per-epoch shuffled order."""
+    the shards holding selected samples in a per-pass, per-epoch shuffled order, then (for an
+    ``amount`` that is not a whole number of passes) one pass over ``extra`` likewise."""
     nonempty = [i for i, sel in enumerate(sp.selection) if len(sel)]
     rng = np.random.default_rng([seed, epoch, name_seed(sp.name), 1])
     out = []
     for _ in range(sp.times):
         order = rng.permutation(len(nonempty))
         out.extend((nonempty[j], sp.selection[nonempty[j]]) for j in order)
+    rest = [i for i, sel in enumerate(sp.extra) if len(sel)]
+    if rest:
+        order = rng.permutation(len(rest))
+        out.extend((rest[j], sp.extra[rest[j]]) for j in order)
     return out
 
 
@@ -511,7 +561,7 @@ def format_summary(plan: Plan) -> str:
                     g,
                     r["source"],
                     r["modality"],
-                    r["strategy"],
+                    r["strategy"] if r["amount"] is None else f"{r['strategy']} {fmt(r['amount'])}",
                     fmt(r["available"]),
                     epoch,
                     f"{100 * r['share']:.1f}%",

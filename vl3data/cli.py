@@ -70,7 +70,9 @@ def _cmd_mix(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level or "INFO")
     recipe = load_recipe(args.recipe, args.set or [])
-    problems = check_recipe(recipe)
+    notes: list[str] = []
+    problems = check_recipe(recipe, notes)
+    from mixtures.report import composition, format_composition, format_tokens, token_estimate
     from mixtures.sampler import build_plan, format_summary
 
     if problems:  # missing or empty sources, amounts that cannot be met (and by how much)
@@ -78,8 +80,18 @@ def _cmd_mix(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"  {p}", file=sys.stderr)
         return 1
-    print(f"{recipe.stage} (seed {recipe.seed})")
-    print(format_summary(build_plan(recipe)))
+    total = "" if recipe.total is None else f", total {recipe.total:,}"
+    print(f"{recipe.stage} (seed {recipe.seed}{total})")
+    for note in notes:  # oversampling by how much, amounts that do not add up to total
+        print(f"note: {note}")
+    plan = build_plan(recipe)
+    print(format_summary(plan))
+    rows = composition(plan)
+    tokens = token_estimate(plan)
+    print()
+    print(format_composition(rows))
+    print()
+    print(format_tokens(tokens))
     if args.check:
         return 0
     if not args.output:
@@ -88,6 +100,8 @@ def _cmd_mix(args: argparse.Namespace) -> int:
     from mixtures.materialise import materialise
 
     doc = materialise(recipe, args.output, shuffle_buffer=args.shuffle_buffer)
+    report = {"stage": recipe.stage, "composition": rows, "tokens": tokens, "notes": notes}
+    (Path(args.output) / "composition.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"{args.output}: {doc['samples']} samples in {len(doc['shards'])} shards")
     return 0
 

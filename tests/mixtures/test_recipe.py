@@ -124,7 +124,7 @@ BAD = [
     ("no_name", lambda d: _del(d, 0, 0, "name"), "groups[0].sources[0].name"),
     ("bad_name", lambda d: _set(d, 0, 0, "name", "a b"), "groups[0].sources[0].name"),
     ("duplicate_name", lambda d: _set(d, 1, 0, "name", "x"), "groups[1].sources[0].name"),
-    ("unknown_field", lambda d: _set(d, 1, 0, "amount", 5), "groups[1].sources[0].amount"),
+    ("unknown_field", lambda d: _set(d, 1, 0, "weight", 5), "groups[1].sources[0].weight"),
     ("negative_target", lambda d: _set(d, 0, 0, "target", -1), "groups[0].sources[0].target"),
     ("target_text", lambda d: _set(d, 0, 0, "target", "lots"), "groups[0].sources[0].target"),
     ("no_groups", lambda d: d.pop("groups"), "groups"),
