@@ -9,13 +9,13 @@ SigLIP-style processors, then normalised.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageOps
 
-from curation.stages.clip_model import ClipHandle, PreprocessSpec, load_clip
+from curation.stages.clip_model import ClipStage, PreprocessSpec
 from curation.stages.decode import _open, _orientation, _to_rgb
 from manifests.marks import alive, errors_to, set_column
 
@@ -57,31 +57,20 @@ def preprocess(data: bytes, spec: PreprocessSpec, draft: bool = True) -> np.ndar
 
 
 @dataclass
-class ClipEmbed:
+class ClipEmbed(ClipStage):
     """Model stage: writes ``clip_embedding`` (unit float32 vector) for every live row."""
 
-    backend: str = "open_clip"
-    model: str = "ViT-L-14"
-    pretrained: str | None = "openai"
-    device: str = "auto"
-    precision: str = "auto"
     draft: bool = True
     batch_size: int = 64
-    concurrency: int = 1
-    num_gpus: float = 0
-    num_cpus: float = 1
     threads: int | None = None  # torch intra-op threads (Ray pins actors to num_cpus threads)
     name: str = "clip"
-    clip: ClipHandle | None = field(default=None, init=False, repr=False)
 
     def setup(self) -> None:
         if self.threads:
             import torch
 
             torch.set_num_threads(self.threads)
-        self.clip = load_clip(
-            self.backend, self.model, self.pretrained, self.device, self.precision
-        )
+        self.load_model()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self.clip is None:

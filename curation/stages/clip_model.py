@@ -14,7 +14,7 @@ Model names:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,30 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class ClipStage:
+    """What the CLIP stages share: which model, where, and its loaded handle.
+
+    Subclasses (the embedding and the similarity stage) load it in ``setup()`` through
+    :meth:`load_model`; they name the same model, so the similarity stage scores texts in the
+    space the images were embedded in."""
+
+    backend: str = "open_clip"
+    model: str = "ViT-L-14"
+    pretrained: str | None = "openai"
+    device: str = "auto"
+    precision: str = "auto"
+    concurrency: int = 1
+    num_gpus: float = 0
+    num_cpus: float = 1
+    clip: ClipHandle | None = field(default=None, init=False, repr=False)
+
+    def load_model(self) -> None:
+        self.clip = load_clip(
+            self.backend, self.model, self.pretrained, self.device, self.precision
+        )
 
 
 class ClipHandle:

@@ -3,41 +3,30 @@ original alt-text). The image side is the ``clip_embedding`` column: never recom
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.stages.clip_embed import EMBEDDING, embedding_matrix
-from curation.stages.clip_model import ClipHandle, load_clip
+from curation.stages.clip_model import ClipStage
 from manifests.marks import alive, set_column
 
 
 @dataclass
-class ClipTextSim:
+class ClipTextSim(ClipStage):
     """Model stage: ``clip_sim`` = cosine(image embedding, text embedding of ``text_column``).
 
     With ``alt_text`` it also writes ``clip_sim_alt`` against the source's own ``text``."""
 
-    backend: str = "open_clip"
-    model: str = "ViT-L-14"
-    pretrained: str | None = "openai"
-    device: str = "auto"
-    precision: str = "auto"
     text_column: str = "coarse_caption"
     alt_text: bool = False
     batch_size: int = 256
-    concurrency: int = 1
-    num_gpus: float = 0
-    num_cpus: float = 1
     name: str = "clip_sim"
-    clip: ClipHandle | None = field(default=None, init=False, repr=False)
 
     def setup(self) -> None:
-        self.clip = load_clip(
-            self.backend, self.model, self.pretrained, self.device, self.precision
-        )
+        self.load_model()
 
     def _sims(self, batch: pa.Table, column: str) -> pa.Array:
         ok = alive(batch) & pc.is_valid(batch[EMBEDDING]).to_numpy(zero_copy_only=False)
