@@ -16,12 +16,12 @@ DEMO_OUT  ?= out/demo_syn7m
 # the real LAION aesthetic head: from shared/ beside the checkout when there, else fetched by name
 AESTHETIC ?= $(firstword $(wildcard ../shared/weights/aesthetic/sac+logos+ava1-l14-linearMSE.pth) sac+logos+ava1-l14-linearMSE)
 
-.PHONY: help setup demo test test-slow test-gpu test-all lint format bench clean ffmpeg
+.PHONY: help setup demo test test-gpu test-all lint format bench clean ffmpeg
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ffmpeg  ## venv + torch pair + vl3data[dev] + Debian's ffmpeg (idempotent)
+setup: $(STAMP) ffmpeg  ## venv + torch pair + vl3data[models,dev] + Debian's ffmpeg (idempotent)
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ ffmpeg:
 	  || echo "warning: could not install ffmpeg with apt-get; video_prep needs it"; \
 	else echo "note: ffmpeg is missing; video_prep needs it: sudo apt-get install ffmpeg"; fi
 
-demo: setup  ## VL3-Syn7M-style curation of the bundled photos (tiny models, embedded Ray, CPU)
+demo: setup  ## Syn7M-style curation of the bundled photos, then a stage-1 mixture (CPU)
 	rm -rf $(DEMO_POOL)
 	$(PY) -m vl3data.sample_media $(DEMO_POOL)
 	test -f $(DEMO_MODELS)/blip2/config.json || $(PY) -m vl3data.tiny_models $(DEMO_MODELS)
@@ -49,11 +49,8 @@ demo: setup  ## VL3-Syn7M-style curation of the bundled photos (tiny models, emb
 	$(VENV)/bin/vl3data mix mixtures/recipes/demo_stage1.yaml --output out/demo_stage1
 	@echo "open $(DEMO_OUT)/report.html to look at what was kept and dropped"
 
-test: setup  ## the suite, minus slow and GPU tests
+test: setup  ## the suite (CPU; GPU tests are make test-gpu)
 	$(VENV)/bin/pytest -m "not slow and not gpu" -q
-
-test-slow: setup  ## the slow tests (benchmark-sized runs, cluster mode)
-	$(VENV)/bin/pytest -m "slow" -q
 
 test-gpu: setup  ## the GPU tests (CUDA machine)
 	$(VENV)/bin/pytest -m "gpu" -q
