@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.config import CurateConfig
-from curation.passes import Drops, LoadPrevious, read_rows, top_fraction
+from curation.passes import FIRST_PASS_ONLY, Drops, LoadPrevious, read_rows, top_fraction
 from curation.pipeline import build_passes, stage_names, thresholds
 from curation.runner import WorkDir, prepare_plan, run_partitions
 from curation.sources import list_partitions, load_partition
@@ -272,7 +272,7 @@ def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -
                 LoadPrevious(last, base, drops),
                 p.stages,
                 progress=progress,
-                drop_columns=("image",),
+                drop_columns=FIRST_PASS_ONLY,
             )
             last = work
         s = cfg.similarity

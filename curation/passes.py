@@ -57,22 +57,30 @@ class Drops:
         return rows
 
 
+#: Heavy columns the first pass writes once; later passes leave them in its pieces.
+FIRST_PASS_ONLY = ("image", "clip_embedding")
+
+
 def read_rows(
     last: WorkDir, base: WorkDir, drops: Drops, part: int, columns: list[str] | None = None
 ) -> pa.Table | None:
-    """A partition as the latest pass left it, with the first pass's image bytes and every drop
-    list applied. ``columns`` limits what is read (``image`` only when asked for)."""
+    """A partition as the latest pass left it, with the first pass's heavy columns (image bytes,
+    embeddings) attached and every drop list applied. ``columns`` limits what is read."""
     if columns is not None:  # the drop lists need the marking columns
         columns = [*dict.fromkeys(["id", "status", "stage", "reason", *columns])]
     rows = last.read_partition(part, columns)
     if rows is None:
         return None
-    want_image = columns is None or "image" in columns
-    if want_image and "image" not in rows.column_names:
-        image = base.read_partition(part, ["image"])["image"]
-        rows = rows.append_column("image", image)
+    if last is not base:
+        wanted = [c for c in FIRST_PASS_ONLY if columns is None or c in columns]
+        missing = [c for c in wanted if c not in rows.column_names]
+        if missing:
+            extra = base.read_partition(part, missing)  # same rows, same (row) order
+            for c in missing:
+                if c in extra.column_names:
+                    rows = rows.append_column(c, extra[c])
     rows = drops.apply(rows)
-    if want_image:  # mark() releases bytes of dropped rows; a dropped row never needs them
+    if "image" in rows.column_names:  # mark() releases bytes only of rows it marks now
         live = pa.array(alive(rows))
         rows = set_column(
             rows, "image", pc.if_else(live, rows["image"], pa.scalar(None, pa.binary()))

@@ -58,7 +58,10 @@ class WorkDir:
             if self.rows(partition) == 0:
                 return None
             raise FileNotFoundError(f"partition {partition} is marked done but has no pieces")
-        cols = None if columns is None else [*dict.fromkeys(["row", *columns])]
+        cols = None
+        if columns is not None:  # columns a pass did not write are simply absent
+            present = set(pq.read_schema(pieces[0]).names)
+            cols = [c for c in dict.fromkeys(["row", *columns]) if c in present]
         t = pa.concat_tables(
             [pq.read_table(p, columns=cols) for p in pieces], promote_options="default"
         )
