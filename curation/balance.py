@@ -23,18 +23,12 @@ from curation.config_models import ClusterConfig
 from curation.passes import Drops, LoadPrevious, iter_live
 from curation.runner import WorkDir, run_partitions
 from curation.sources import Partition
-from curation.stages.clip_embed import EMBEDDING
+from curation.stages.clip_embed import embedding_matrix
 from manifests.atomic import write_bytes, write_parquet
 from manifests.marks import alive, set_column
+from manifests.schema import EMBEDDING
 
 CLUSTER_TABLE = "clusters.parquet"
-
-
-def _matrix(rows: pa.Table) -> np.ndarray:
-    col = rows[EMBEDDING].combine_chunks()
-    return np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(
-        len(col), -1
-    )
 
 
 @dataclass
@@ -54,7 +48,7 @@ class AssignClusters:
         rows = np.flatnonzero(ok)
         if rows.size:
             lab, dist = clustering.assign(
-                _matrix(batch.take(rows)), self.centroids, spherical=self.spherical
+                embedding_matrix(batch, rows), self.centroids, spherical=self.spherical
             )
             labels[rows], dists[rows] = lab, dist
         batch = set_column(batch, "cluster", pa.array(labels, pa.int32(), mask=labels < 0))
@@ -100,7 +94,7 @@ def cluster_and_balance(
     take = np.sort(rng.choice(n, size=cap, replace=False)) if n > cap else np.arange(n)
     sample, offset = [], 0
     for rows in live([EMBEDDING]):
-        x = _matrix(rows)
+        x = embedding_matrix(rows)
         local = take[(take >= offset) & (take < offset + len(x))] - offset
         sample.append(x[local])
         offset += len(x)
@@ -138,7 +132,7 @@ def cluster_and_balance(
         labels.append(rows["cluster"].to_numpy(zero_copy_only=False).astype(np.int64))
         dists.append(rows["cluster_dist"].to_numpy(zero_copy_only=False).astype(np.float32))
     if cfg.strategy == "spread" or cfg.levels:
-        full = [_matrix(rows) for rows in live([EMBEDDING])]
+        full = [embedding_matrix(rows) for rows in live([EMBEDDING])]
     labels_all, dists_all = np.concatenate(labels), np.concatenate(dists)
     if len(labels_all) != n:  # both walks see the same live rows in the same order
         raise RuntimeError(f"cluster assignment covered {len(labels_all)} rows, expected {n}")

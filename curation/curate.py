@@ -29,12 +29,11 @@ from curation.sources import list_partitions, load_partition
 from manifests import ledger
 from manifests.atomic import write_bytes, write_json
 from manifests.dataset import DATASET_JSON, read_dataset_json, write_dataset_json
-from manifests.schema import HEAVY_COLUMNS, KEPT, STATUSES
+from manifests.schema import EMBEDDING, HEAVY_COLUMNS, KEPT, STATUSES
 from manifests.shards import ShardSetWriter
 
 log = logging.getLogger(__name__)
 
-EMBEDDING = "clip_embedding"
 # in the ledger but not the training record
 NOT_IN_RECORD = {
     "image",

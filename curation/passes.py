@@ -20,6 +20,7 @@ from curation.runner import WorkDir
 from curation.sources import Partition
 from manifests.atomic import write_parquet
 from manifests.marks import alive, mark, set_column
+from manifests.schema import HEAVY_COLUMNS
 
 
 class Drops:
@@ -58,7 +59,7 @@ class Drops:
 
 
 #: Heavy columns the first pass writes once; later passes leave them in its pieces.
-FIRST_PASS_ONLY = ("image", "clip_embedding")
+FIRST_PASS_ONLY = HEAVY_COLUMNS
 
 
 def read_rows(

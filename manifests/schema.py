@@ -44,9 +44,13 @@ BASE_FIELDS: list[pa.Field] = [
 ]
 BASE_SCHEMA = pa.schema(BASE_FIELDS)
 
-#: In-flight only: never written to the ledger. Embeddings are stored beside it instead
-#: (``embeddings/part-*.npy``, referenced by the ledger's ``embedding_row``).
-HEAVY_COLUMNS = ("image", "clip_embedding")
+#: The CLIP image embedding column (a unit float32 vector per row), computed once and read by
+#: every later stage. Stored beside the ledger (``embeddings/part-*.npy``, referenced by the
+#: ledger's ``embedding_row``), never in it.
+EMBEDDING = "clip_embedding"
+
+#: In-flight only: never written to the ledger.
+HEAVY_COLUMNS = ("image", EMBEDDING)
 
 #: Set when the final shards are written.
 LEDGER_WRITE_FIELDS: list[pa.Field] = [

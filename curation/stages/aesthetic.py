@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 
 from curation.download import REDIRECT_STATUSES, check_url
 from manifests.marks import alive, set_column
+from manifests.schema import EMBEDDING
 
 if TYPE_CHECKING:
     import torch
@@ -361,7 +362,7 @@ class AestheticScore:
     num_cpus: float = 1
     device: str = "auto"
     cache_dir: str | None = None
-    input_column: str = "clip_embedding"
+    input_column: str = EMBEDDING
     output_column: str = "aesthetic"
     #: Forward passes run so far (one per batch with anything to score).
     calls: int = field(default=0, init=False)

@@ -18,8 +18,7 @@ from PIL import Image, ImageOps
 from curation.stages.clip_model import ClipStage, PreprocessSpec
 from curation.stages.decode import _open, _orientation, _to_rgb
 from manifests.marks import alive, errors_to, set_column
-
-EMBEDDING = "clip_embedding"
+from manifests.schema import EMBEDDING
 
 
 def preprocess(data: bytes, spec: PreprocessSpec, draft: bool = True) -> np.ndarray:
@@ -93,7 +92,11 @@ class ClipEmbed(ClipStage):
         return errors_to(batch, errors, self.name)
 
 
-def embedding_matrix(batch: pa.Table, rows: np.ndarray) -> np.ndarray:
-    """The embeddings of ``rows`` as an (n, d) float32 array."""
+def embedding_matrix(batch: pa.Table, rows: np.ndarray | None = None) -> np.ndarray:
+    """The embeddings of ``rows`` (default: every row, none of them null) as an (n, d) float32
+    array, without a Python object per value."""
+    if rows is not None:
+        batch = batch.take(pa.array(rows, pa.int64()))
     col = batch[EMBEDDING].combine_chunks()
-    return np.stack([np.asarray(col[int(i)].as_py(), np.float32) for i in rows])
+    flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32)
+    return flat.reshape(len(col), -1)

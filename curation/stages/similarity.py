@@ -9,9 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.stages.clip_embed import EMBEDDING, embedding_matrix
+from curation.stages.clip_embed import embedding_matrix
 from curation.stages.clip_model import ClipStage
 from manifests.marks import alive, set_column
+from manifests.schema import EMBEDDING
 
 
 @dataclass
