@@ -28,6 +28,20 @@ class Drops:
 
     def __init__(self, root: Path):
         self.root = root
+        self._loaded: dict[str, tuple[str, dict[str, str]]] = {}
+
+    def __getstate__(self) -> dict:  # ship the path to Ray tasks, not the loaded lists
+        return {"root": self.root, "_loaded": {}}
+
+    def _load(self, f: Path) -> tuple[str, dict[str, str]]:
+        """(stage, id -> reason) of one drop list. Lists never change once written (temp +
+        rename; only --restart removes them), so each is read once, not once per partition."""
+        if f.name not in self._loaded:
+            t = pq.read_table(f)
+            stage = t["stage"][0].as_py() if t.num_rows else ""
+            ids, reasons = t["id"].to_pylist(), t["reason"].to_pylist()
+            self._loaded[f.name] = (stage, dict(zip(ids, reasons, strict=True)))
+        return self._loaded[f.name]
 
     def files(self) -> list[Path]:
         return sorted(self.root.glob("*.parquet")) if self.root.is_dir() else []
@@ -49,12 +63,9 @@ class Drops:
     def apply(self, rows: pa.Table) -> pa.Table:
         ids = rows["id"].to_pylist()
         for f in self.files():
-            drops = pq.read_table(f)
-            if drops.num_rows == 0:
-                continue
-            found = dict(zip(drops["id"].to_pylist(), drops["reason"].to_pylist(), strict=True))
-            stage = drops["stage"][0].as_py()
-            rows = mark(rows, [found.get(i) for i in ids], stage)
+            stage, found = self._load(f)
+            if found:
+                rows = mark(rows, [found.get(i) for i in ids], stage)
         return rows
 
 

@@ -233,6 +233,7 @@ def run_partitions(
     ds = ds.map_batches(_WritePieces(work, drop_columns), batch_format="pyarrow", batch_size=None)
 
     written: dict[int, int] = defaultdict(int)
+    expected: dict[int, int] = {}  # rows per partition, as its loader counted them
     timings: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     desc = f"{work.root.name}: partitions"
     with tqdm(total=len(pending), desc=desc, unit="part", disable=not progress) as bar:
@@ -243,9 +244,10 @@ def run_partitions(
                 written[p] += n
                 for k, v in json.loads(t).items():
                     timings[p][k] += v
-                expected = int((work.scored(p) / "expected").read_text())
-                if written[p] == expected and not work.is_done(p):
-                    write_json(work.done(p), {"rows": expected, "timings_s": timings[p]})
+                if p not in expected:
+                    expected[p] = int((work.scored(p) / "expected").read_text())
+                if written[p] == expected[p] and not work.is_done(p):
+                    write_json(work.done(p), {"rows": expected[p], "timings_s": timings[p]})
                     bar.update(1)
     # a partition with no rows at all (an empty tar) never shows up in the stream
     for p in pending:
