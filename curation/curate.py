@@ -28,6 +28,7 @@ from curation.runner import WorkDir, prepare_plan, run_partitions
 from curation.sources import list_partitions, load_partition
 from manifests import ledger
 from manifests.atomic import write_bytes, write_json
+from manifests.configs import merge
 from manifests.dataset import DATASET_JSON, read_dataset_json, write_dataset_json
 from manifests.schema import EMBEDDING, HEAVY_COLUMNS, KEPT, STATUSES
 from manifests.shards import ShardSetWriter
@@ -179,19 +180,15 @@ def _write_report(out: Path) -> None:
     write_report(out)
 
 
-def _global_step(state_path: Path, state: dict, key: str, run) -> None:
-    """Run a global step once; its result is saved so a rerun after a crash reuses it."""
+def _global_step(state_path: Path, state: dict, key: str, run) -> dict:
+    """Run a global step once. ``run`` returns what to merge into the saved state, so a rerun
+    after a crash reuses the result instead of redoing the step."""
     if key in state.get("done", []):
-        return
-    result = run()
-    state.setdefault("done", []).append(key)
-    if result is not None:
-        section, value = result
-        if section == "thresholds":
-            state.setdefault("thresholds", {}).update(value)
-        else:
-            state[section] = value
+        return state
+    state = merge(state, run())
+    state["done"] = [*state.get("done", []), key]
     write_json(state_path, state)
+    return state
 
 
 def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -> dict:
@@ -240,28 +237,20 @@ def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -
         run_partitions(
             base, parts, partial(load_partition, cfg=cfg.input), passes[0].stages, progress=progress
         )
-        a = cfg.aesthetic
-        if a.enabled and a.keep_top_fraction:
-            _global_step(
+
+        def keep_top(column: str, fraction: float):
+            def run() -> dict:
+                t = top_fraction(last, base, drops, parts, column, fraction, column)
+                return {} if t is None else {"thresholds": {column: [t]}}
+
+            return run
+
+        if cfg.aesthetic.enabled and cfg.aesthetic.keep_top_fraction:
+            state = _global_step(
                 state_path,
                 state,
                 "aesthetic_top",
-                lambda: (
-                    "thresholds",
-                    {
-                        "aesthetic": [
-                            top_fraction(
-                                last,
-                                base,
-                                drops,
-                                parts,
-                                "aesthetic",
-                                a.keep_top_fraction,
-                                "aesthetic",
-                            )
-                        ]
-                    },
-                ),
+                keep_top("aesthetic", cfg.aesthetic.keep_top_fraction),
             )
         for p in passes[1:]:
             work = WorkDir(work_root / p.name)
@@ -274,50 +263,31 @@ def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -
                 drop_columns=FIRST_PASS_ONLY,
             )
             last = work
-        s = cfg.similarity
-        if s.enabled and s.keep_top_fraction:
-            _global_step(
+        if cfg.similarity.enabled and cfg.similarity.keep_top_fraction:
+            state = _global_step(
                 state_path,
                 state,
                 "clip_sim_top",
-                lambda: (
-                    "thresholds",
-                    {
-                        "clip_sim": [
-                            top_fraction(
-                                last,
-                                base,
-                                drops,
-                                parts,
-                                "clip_sim",
-                                s.keep_top_fraction,
-                                "clip_sim",
-                            )
-                        ]
-                    },
-                ),
+                keep_top("clip_sim", cfg.similarity.keep_top_fraction),
             )
         if cfg.cluster.enabled:
             from curation.balance import cluster_and_balance
 
-            _global_step(
+            state = _global_step(
                 state_path,
                 state,
                 "cluster",
-                lambda: (
-                    "clusters",
-                    cluster_and_balance(last, base, drops, parts, cfg.cluster, out, work_root),
-                ),
+                lambda: {
+                    "clusters": cluster_and_balance(
+                        last, base, drops, parts, cfg.cluster, out, work_root, progress
+                    )
+                },
             )
     finally:
         if started:
             import ray
 
             ray.shutdown()
-    for section in ("thresholds",):
-        state[section] = {
-            k: [x for x in v if x is not None] for k, v in state.get(section, {}).items()
-        }
     doc = finalize(
         cfg, work_root, parts, last, base, drops, [p.name for p in passes], state, time.time() - t0
     )
