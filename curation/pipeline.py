@@ -62,6 +62,13 @@ def _clip_kw(cfg: CurateConfig) -> dict:
     return _fields(cfg.clip, ("enabled", "draft", "batch_size", "embeddings_dtype"))
 
 
+def _min_score(cfg: CurateConfig, column: str, value: float) -> MinScore:
+    """A value threshold on a score; the stage has the score's name, as the ledger reports."""
+    return MinScore(
+        column=column, min_value=value, name=column, thumbs_per_reason=cfg.decode.thumbs_per_reason
+    )
+
+
 def build_passes(cfg: CurateConfig) -> list[Pass]:
     score = first_stage(cfg)
     if cfg.clip.enabled:
@@ -81,14 +88,7 @@ def build_passes(cfg: CurateConfig) -> list[Pass]:
             )
         )
         if a.min_score is not None:
-            score.append(
-                MinScore(
-                    column="aesthetic",
-                    min_value=a.min_score,
-                    name="aesthetic",
-                    thumbs_per_reason=cfg.decode.thumbs_per_reason,
-                )
-            )
+            score.append(_min_score(cfg, "aesthetic", a.min_score))
     passes = [Pass("score", score)]
     if cfg.caption.enabled:
         from curation.stages.blip2_caption import Blip2Caption
@@ -102,14 +102,7 @@ def build_passes(cfg: CurateConfig) -> list[Pass]:
                 ClipTextSim(**_clip_kw(cfg), alt_text=s.alt_text, batch_size=s.batch_size)
             )
             if s.min_sim is not None:
-                caption.append(
-                    MinScore(
-                        column="clip_sim",
-                        min_value=s.min_sim,
-                        name="clip_sim",
-                        thumbs_per_reason=cfg.decode.thumbs_per_reason,
-                    )
-                )
+                caption.append(_min_score(cfg, "clip_sim", s.min_sim))
         passes.append(Pass("caption", caption))
     return passes
 

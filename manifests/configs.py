@@ -35,14 +35,13 @@ def _coerce(value: Any, typ: Any, field: str) -> Any:
         args = typing.get_args(typ)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, field)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(field, f"{value!r} matches none of {typ}")
     if dataclasses.is_dataclass(typ):
         if not isinstance(value, dict):

@@ -21,6 +21,7 @@ import pytest
 
 from manifests.dataset import read_dataset_json
 from manifests.ledger import read_ledger
+from tests.cli import curate_cmd
 
 RAY = Path(sys.executable).parent / "ray"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
@@ -84,22 +85,11 @@ def test_curate_on_a_local_cluster_matches_embedded(tmp_path, demo_pool, ray_hea
     out = tmp_path / "cluster_out"
     env = {**os.environ, **LOOPBACK_ENV}
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vl3data.cli",
-            "curate",
+        curate_cmd(
             "configs/curate_local.yaml",
-            "--set",
-            f"input.path={pool}",
-            "--set",
-            f"output={out}",
-            "--set",
-            "input.partition_size=4",
-            "--ray-address",
-            ray_head,
-            "--no-progress",
-        ],
+            sets=[f"input.path={pool}", f"output={out}", "input.partition_size=4"],
+            extra=["--ray-address", ray_head],
+        ),
         env=env,
         capture_output=True,
         text=True,
@@ -141,19 +131,8 @@ def test_syn7m_filters_on_a_local_cluster(
     ]
     configs = ["configs/syn7m_filters.yaml", "configs/models/tiny.yaml"]
     out = tmp_path / "cluster_out"
-    sets = [a for o in [*overrides, f"output={out}"] for a in ("--set", o)]
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vl3data.cli",
-            "curate",
-            *configs,
-            *sets,
-            "--ray-address",
-            ray_head,
-            "--no-progress",
-        ],
+        curate_cmd(*configs, sets=[*overrides, f"output={out}"], extra=["--ray-address", ray_head]),
         env={**os.environ, **LOOPBACK_ENV},
         capture_output=True,
         text=True,

@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,26 +16,20 @@ from curation.curate import curate
 from manifests.configs import load_config
 from manifests.dataset import read_dataset_json
 from manifests.ledger import read_ledger
-
-ARGS = ["--set", "input.partition_size=2", "--set", "shards.max_count=7"]
+from tests.cli import curate_cmd
 
 
 def cli(pool: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "vl3data.cli",
-        "curate",
+    return curate_cmd(
         "configs/curate_local.yaml",
-        "--set",
-        f"input.path={pool}",
-        "--set",
-        f"output={out}",
-        "--no-progress",
-        "--set",
-        "ray.num_cpus=2",
-        *ARGS,
-    ]
+        sets=[
+            f"input.path={pool}",
+            f"output={out}",
+            "ray.num_cpus=2",
+            "input.partition_size=2",
+            "shards.max_count=7",
+        ],
+    )
 
 
 def big_pool(pool: Path) -> None:
