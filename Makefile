@@ -13,6 +13,8 @@ STAMP  := $(VENV)/.setup-done
 DEMO_POOL ?= data/demo_pool
 DEMO_MODELS ?= data/models
 DEMO_OUT  ?= out/demo_syn7m
+DEMO_VIDEOS ?= data/demo_videos
+VTEST := /usr/share/doc/opencv-doc/examples/data/vtest.avi
 # the real LAION aesthetic head: from shared/ beside the checkout when there, else fetched by name
 AESTHETIC ?= $(firstword $(wildcard ../shared/weights/aesthetic/sac+logos+ava1-l14-linearMSE.pth) sac+logos+ava1-l14-linearMSE)
 
@@ -32,14 +34,15 @@ $(STAMP): pyproject.toml
 	  torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5); print('setup ok: torch', torch.__version__, 'torchvision', torchvision.__version__, 'ray', ray.__version__)"
 	touch $(STAMP)
 
+# Debian's ffmpeg (video_prep decodes with it) and opencv-doc (its vtest.avi is a sample video)
 ffmpeg:
-	@if command -v ffmpeg >/dev/null 2>&1; then :; \
+	@if command -v ffmpeg >/dev/null 2>&1 && [ -f $(VTEST) ]; then :; \
 	elif [ "$$(id -u)" = "0" ]; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null) \
-	  || echo "warning: could not install ffmpeg with apt-get; video_prep needs it"; \
-	else echo "note: ffmpeg is missing; video_prep needs it: sudo apt-get install ffmpeg"; fi
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg opencv-doc >/dev/null) \
+	  || echo "warning: could not install ffmpeg/opencv-doc with apt-get; video_prep needs ffmpeg"; \
+	else echo "note: video_prep needs ffmpeg: sudo apt-get install ffmpeg opencv-doc"; fi
 
-demo: setup  ## Syn7M-style curation of the bundled photos, then a stage-1 mixture (CPU)
+demo: setup  ## Syn7M curation of bundled photos, a stage-1 mixture, the video sets (CPU)
 	rm -rf $(DEMO_POOL)
 	$(PY) -m vl3data.sample_media $(DEMO_POOL)
 	test -f $(DEMO_MODELS)/blip2/config.json || $(PY) -m vl3data.tiny_models $(DEMO_MODELS)
@@ -47,7 +50,12 @@ demo: setup  ## Syn7M-style curation of the bundled photos, then a stage-1 mixtu
 	  --set input.path=$(DEMO_POOL) --set output=$(DEMO_OUT) --set aesthetic.weights=$(AESTHETIC)
 	rm -rf out/demo_stage1
 	$(VENV)/bin/vl3data mix mixtures/recipes/demo_stage1.yaml --output out/demo_stage1
+	rm -rf $(DEMO_VIDEOS)
+	$(PY) -m video_prep.sample_videos $(DEMO_VIDEOS) >/dev/null
+	$(VENV)/bin/vl3data video configs/video_demo.yaml --restart \
+	  --set input.videos=$(DEMO_VIDEOS)/videos --set input.annotations=$(DEMO_VIDEOS)/annotations.jsonl
 	@echo "open $(DEMO_OUT)/report.html to look at what was kept and dropped"
+	@echo "open out/demo_videos/{caption,streaming,grounding}/report.html for the video sets"
 
 test: setup  ## the suite (CPU; GPU tests are make test-gpu)
 	$(VENV)/bin/pytest -m "not slow and not gpu" -q
@@ -75,4 +83,4 @@ bench: setup  ## side-by-side benchmarks; results go in docs/BENCHMARKS.md
 	$(PY) bench/bench_mixture.py
 
 clean:
-	rm -rf out data/demo_pool .pytest_cache
+	rm -rf out data/demo_pool data/demo_videos .pytest_cache

@@ -19,3 +19,12 @@ def curate_cmd(*configs: str, sets: list[str] = (), extra: list[str] = ()) -> li
         "--no-progress",
         *extra,
     ]
+
+
+def video_cmd(*configs: str, sets: list[str] = (), extra: list[str] = ()) -> list[str]:
+    """``python -m vl3data.cli video CONFIG... --set A=B ... --no-progress EXTRA...``."""
+    return [
+        *curate_cmd(*configs, sets=sets, extra=extra)[:3],
+        "video",
+        *curate_cmd(*configs, sets=sets, extra=extra)[4:],
+    ]

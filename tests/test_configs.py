@@ -8,10 +8,11 @@ import pytest
 
 from curation.config import CurateConfig
 from manifests.configs import ConfigError, load_config
+from video_prep.config import VideoConfig
 
 ROOT = Path(__file__).parent.parent / "configs"
 CONFIGS = sorted(ROOT.rglob("*.yaml"))
-JOBS = {"curate": CurateConfig, "syn7m": CurateConfig}
+JOBS = {"curate": CurateConfig, "syn7m": CurateConfig, "video": VideoConfig}
 # overlays (configs/models/) are loaded on top of the job config they are made for
 OVERLAY_BASE = {"models": ROOT / "syn7m_filters.yaml"}
 
@@ -87,3 +88,21 @@ def test_similarity_needs_captions():
     with pytest.raises(ConfigError) as err:
         load_config(CurateConfig, ROOT / "syn7m_filters.yaml", ["caption.enabled=false"])
     assert err.value.field == "similarity.enabled"
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("input.format=csv", "input.format"),
+        ("frames.fps=0", "frames.fps"),
+        ("frames.max_frames=0", "frames.max_frames"),
+        ("clips.max_len_s=0", "clips.max_len_s"),
+        ("tasks=[caption,caption]", "tasks"),
+        ("grounding.questions=[when]", "grounding.questions[0]"),
+        ("streaming.max_frames=0", "streaming.max_frames"),
+    ],
+)
+def test_bad_video_values_name_the_field(override, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(VideoConfig, ROOT / "video_demo.yaml", [override])
+    assert err.value.field == field

@@ -2,6 +2,7 @@
 
 vl3data curate configs/curate_local.yaml --set input.path=/data/pool --set output=/data/out
 vl3data curate configs/curate_local.yaml --ray-address auto
+vl3data video configs/video_activitynet.yaml --set input.videos=/data/v --set output=/data/vout
 vl3data report /data/out
 """
 
@@ -53,6 +54,32 @@ def _cmd_curate(args: argparse.Namespace) -> int:
         f"{doc['samples']} samples in {len(doc['shards'])} shards; "
         f"report: {cfg.output}/report.html"
     )
+    return 0
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    from manifests.configs import load_config
+    from video_prep.config import VideoConfig
+    from video_prep.job import run_video_job
+
+    overrides = list(args.set or [])
+    if args.ray_address:
+        overrides.append(f"ray.address={args.ray_address}")
+    if args.log_level:
+        overrides.append(f"log_level={args.log_level}")
+    cfg = load_config(VideoConfig, args.config, overrides)
+    cfg.check_runnable()
+    if not cfg.ray.address:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    _setup_logging(cfg.log_level)
+    docs = run_video_job(cfg, restart=args.restart, progress=not args.no_progress)
+    for task in docs:
+        stats = json.loads((Path(cfg.output) / task / "stats.json").read_text())
+        print(
+            f"{cfg.output}/{task}: {stats['inputs']} videos -> {stats['kept']} kept, "
+            f"{stats['dropped']} dropped, {stats['error']} errors; {stats['samples']} samples, "
+            f"{stats['frames']} frames; report: {cfg.output}/{task}/report.html"
+        )
     return 0
 
 
@@ -134,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_curate)
+
+    p = sub.add_parser("video", help="videos + annotations into caption/streaming/grounding sets")
+    p.add_argument("config", nargs="+", help="YAML config(s), e.g. configs/video_activitynet.yaml")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="override a config field, e.g. --set input.videos=/data/videos (repeatable)",
+    )
+    p.add_argument("--ray-address", help="join a Ray cluster: 'auto' or 'ray://host:10001'")
+    p.add_argument("--restart", action="store_true", help="discard earlier output and start over")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_video)
 
     p = sub.add_parser("mix", help="check a stage mixture recipe, or write it as shards")
     p.add_argument("recipe", help="e.g. mixtures/recipes/stage1.yaml")

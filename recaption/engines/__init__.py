@@ -1,0 +1,1 @@
+"""Captioning engines behind one interface (see ``base``)."""

@@ -1,0 +1,177 @@
+"""``report.html`` of a video shard set: the funnel and reasons (as for images), clip lengths and
+caption densities against the job's bounds, and frame strips of the first samples with their
+conversations, so a person can see what the trainer will get.
+
+Built from the output folder alone (dataset.json, stats.json, the ledger, the shards), with the
+page parts of :mod:`manifests.report`; one self-contained HTML file.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from manifests.atomic import write_bytes
+from manifests.dataset import shard_paths
+from manifests.ledger import read_ledger
+from manifests.report import (
+    _CSS,
+    _e,
+    _funnel_html,
+    _header,
+    _img,
+    _num,
+    _reasons_html,
+    _table,
+    summarize_ledger,
+)
+from manifests.report_data import read_json
+from manifests.report_plots import hist_png
+from manifests.shards import iter_samples
+from manifests.thumbs import make_thumb
+
+STRIP_SAMPLES = 12
+STRIP_FRAMES = 8
+BINS = 20
+
+
+def _hist(values_kept: list[float], values_other: list[float], log: bool = False) -> dict:
+    allv = np.asarray(values_kept + values_other, dtype=float)
+    lo, hi = float(allv.min()), float(allv.max())
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.geomspace(lo, hi, BINS + 1) if log and lo > 0 else np.linspace(lo, hi, BINS + 1)
+    return {
+        "edges": edges,
+        "kept": np.histogram(values_kept, edges)[0],
+        "other": np.histogram(values_other, edges)[0],
+        "log": bool(log and lo > 0),
+        "n": int(allv.size),
+    }
+
+
+def _clips_html(clips: list[dict], cfg: dict) -> str:
+    if not clips:
+        return '<p class="muted">No clips were cut (no video got past probing).</p>'
+    kept = [c for c in clips if c["status"] == "kept"]
+    other = [c for c in clips if c["status"] != "kept"]
+    bounds = cfg.get("clips") or {}
+    plots = [
+        hist_png(
+            "clip length (s)",
+            _hist([c["length"] for c in kept], [c["length"] for c in other]),
+            [bounds["max_len_s"]] if "max_len_s" in bounds else [],
+        ),
+        hist_png(
+            "captions per minute",
+            _hist([c["per_min"] for c in kept], [c["per_min"] for c in other]),
+            [
+                v
+                for v in (bounds.get("min_captions_per_min"), bounds.get("max_captions_per_min"))
+                if v is not None
+            ],
+        ),
+    ]
+    reasons: dict[str, int] = {}
+    for c in other:
+        reasons[c["reason"]] = reasons.get(c["reason"], 0) + 1
+    table = _table(
+        [("clips", False), ("count", True)],
+        [["kept", _num(len(kept))]] + [[f"<b>{_e(r)}</b>", _num(n)] for r, n in reasons.items()],
+    )
+    imgs = "".join(_img(p, "image/png", "plot hist", "clip histogram") for p in plots)
+    return f'{table}<div class="plots">{imgs}</div>'
+
+
+def _strip(sample: dict) -> str:
+    rec = json.loads(sample["json"])
+    names = [n.split(".", 1)[1] for n in rec.get("frames", [])]
+    ts = rec.get("timestamps", [])
+    pick = np.linspace(0, len(names) - 1, min(STRIP_FRAMES, len(names)), dtype=int) if names else []
+    figs = []
+    for i in dict.fromkeys(int(x) for x in pick):
+        thumb = make_thumb(sample.get(names[i], b""), 112)
+        pic = (
+            _img(base64.b64encode(thumb).decode(), "image/jpeg", "frame", names[i])
+            if thumb
+            else '<div class="nopic">no frame</div>'
+        )
+        t = f"{ts[i]:.1f} s" if i < len(ts) else ""
+        figs.append(f"<figure>{pic}<figcaption><span class='d'>{t}</span></figcaption></figure>")
+    if rec.get("stream"):
+        turns = [f"[{m['time']:.1f} s] {m['role']}: {m['content']}" for m in rec["conversation"]]
+    else:
+        turns = [f"{m['from']}: {m['value']}" for m in rec.get("conversations", [])]
+    text = "\n".join(turns)
+    head = f"<b>{_e(rec.get('key', sample['__key__']))}</b> · {len(names)} frames"
+    if rec.get("clip"):
+        c = rec["clip"]
+        head += f" · clip {c['start']:.1f}-{c['end']:.1f} s of {_e(rec.get('source_video'))}"
+    return (
+        f'<div class="sample"><div>{head}</div>'
+        f'<div class="sheet">{"".join(figs)}</div><pre>{_e(text)}</pre></div>'
+    )
+
+
+def _samples_html(out: Path, meta: dict | None) -> str:
+    if not meta or not meta.get("shards"):
+        return '<p class="muted">No samples were written.</p>'
+    strips = []
+    for sample in iter_samples(shard_paths(out)):
+        strips.append(_strip(sample))
+        if len(strips) >= STRIP_SAMPLES:
+            break
+    return "".join(strips)
+
+
+def render(out: Path) -> str:
+    notes: list[str] = []
+    meta = read_json(out / "dataset.json", notes)
+    stats = read_json(out / "stats.json", notes) or {}
+    summary = summarize_ledger(out)
+    clips: list[dict] = []
+    if summary["ledger_files"]:
+        for text in read_ledger(out, ["clips"])["clips"].to_pylist():
+            clips += json.loads(text or "[]")
+    sections = [
+        ("funnel", "Funnel by stage", _funnel_html(summary, stats)),
+        ("reasons", "Why videos went", _reasons_html(summary)),
+        ("clips", "Clips", _clips_html(clips, (meta or {}).get("config") or {})),
+        ("samples", "Samples (frame strips)", _samples_html(out, meta)),
+    ]
+    header = _header(out, summary, stats, meta, notes)
+    nav = "<nav>" + "".join(f'<a href="#{s}">{_e(t)}</a>' for s, t, _ in sections) + "</nav>"
+    body = "".join(f'<section id="{s}"><h2>{_e(t)}</h2>{c}</section>' for s, t, c in sections)
+    note_html = (
+        '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+        if notes
+        else ""
+    )
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    css = _CSS + ".sample{margin:14px 0}.sheet figure img{max-width:112px}"
+    title = _e(f"{(meta or {}).get('name') or out.name} — video report")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{css}</style></head><body><main>{header}{note_html}{nav}{body}"
+        f'<p class="muted">Report generated {generated} by video_prep.report.</p>'
+        "</main></body></html>\n"
+    )
+
+
+def write_video_report(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    target = out / "report.html"
+    write_bytes(target, render(out).encode())
+    return target
+
+
+def summary_line(stats: dict[str, Any]) -> str:
+    return (
+        f"{stats.get('task')}: {stats.get('inputs')} videos, {stats.get('kept')} kept, "
+        f"{stats.get('samples')} samples, {stats.get('frames')} frames"
+    )
