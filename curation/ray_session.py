@@ -26,11 +26,13 @@ def init_ray(
     if address:
         import curation
         import manifests
+        import recaption
+        import video_prep
 
         log.info("joining the Ray cluster at %s", address)
         ray.init(
             address=address,
-            runtime_env={"py_modules": [manifests, curation]},
+            runtime_env={"py_modules": [manifests, curation, recaption, video_prep]},
             logging_level=logging.WARNING if quiet else logging.INFO,
             log_to_driver=not quiet,
         )

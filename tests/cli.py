@@ -28,3 +28,12 @@ def video_cmd(*configs: str, sets: list[str] = (), extra: list[str] = ()) -> lis
         "video",
         *curate_cmd(*configs, sets=sets, extra=extra)[4:],
     ]
+
+
+def recaption_cmd(*configs: str, sets: list[str] = (), extra: list[str] = ()) -> list[str]:
+    """``python -m vl3data.cli recaption CONFIG... --set A=B ... --no-progress EXTRA...``."""
+    return [
+        *curate_cmd(*configs, sets=sets, extra=extra)[:3],
+        "recaption",
+        *curate_cmd(*configs, sets=sets, extra=extra)[4:],
+    ]

@@ -8,22 +8,35 @@ import pytest
 
 from curation.config import CurateConfig
 from manifests.configs import ConfigError, load_config
+from recaption.config import RecaptionConfig
 from video_prep.config import VideoConfig
 
 ROOT = Path(__file__).parent.parent / "configs"
 CONFIGS = sorted(ROOT.rglob("*.yaml"))
-JOBS = {"curate": CurateConfig, "syn7m": CurateConfig, "video": VideoConfig}
+JOBS = {
+    "curate": CurateConfig,
+    "syn7m": CurateConfig,
+    "video": VideoConfig,
+    "recaption": RecaptionConfig,
+}
 # overlays (configs/models/) are loaded on top of the job config they are made for
-OVERLAY_BASE = {"models": ROOT / "syn7m_filters.yaml"}
+OVERLAY_BASE = {"recaption": ROOT / "recaption_internvl2.yaml"}
+DEFAULT_BASE = ROOT / "syn7m_filters.yaml"
+
+
+def base_of(path: Path) -> Path | None:
+    if path.parent.name != "models":
+        return None
+    return OVERLAY_BASE.get(path.stem.split("_", 1)[0], DEFAULT_BASE)
 
 
 def job_of(path: Path) -> type:
-    base = OVERLAY_BASE.get(path.parent.name)
+    base = base_of(path)
     return job_of(base) if base else JOBS[path.stem.split("_", 1)[0]]
 
 
 def files_for(path: Path) -> list[Path]:
-    base = OVERLAY_BASE.get(path.parent.name)
+    base = base_of(path)
     return [base, path] if base else [path]
 
 

@@ -3,6 +3,7 @@
 vl3data curate configs/curate_local.yaml --set input.path=/data/pool --set output=/data/out
 vl3data curate configs/curate_local.yaml --ray-address auto
 vl3data video configs/video_activitynet.yaml --set input.videos=/data/v --set output=/data/vout
+vl3data recaption configs/recaption_internvl2.yaml --input /data/out --output /data/syn7m
 vl3data report /data/out
 """
 
@@ -79,6 +80,44 @@ def _cmd_video(args: argparse.Namespace) -> int:
             f"{cfg.output}/{task}: {stats['inputs']} videos -> {stats['kept']} kept, "
             f"{stats['dropped']} dropped, {stats['error']} errors; {stats['samples']} samples, "
             f"{stats['frames']} frames; report: {cfg.output}/{task}/report.html"
+        )
+    return 0
+
+
+def _cmd_recaption(args: argparse.Namespace) -> int:
+    from manifests.configs import load_config
+    from recaption.config import RecaptionConfig
+
+    overrides = list(args.set or [])
+    if args.input:
+        overrides.append(f"input.path={args.input}")
+    if args.output:
+        overrides.append(f"output={args.output}")
+    if args.ray_address:
+        overrides.append(f"ray.address={args.ray_address}")
+    if args.log_level:
+        overrides.append(f"log_level={args.log_level}")
+    cfg = load_config(RecaptionConfig, args.config, overrides)
+    if args.plan:
+        from recaption.plan import plan_main
+
+        _setup_logging(cfg.log_level)
+        print(plan_main(cfg))
+        return 0
+    cfg.check_runnable()
+    if not cfg.ray.address:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    _setup_logging(cfg.log_level)
+    from recaption.job import run_recaption
+
+    docs = run_recaption(cfg, restart=args.restart, progress=not args.no_progress)
+    for kind in docs:
+        stats = json.loads((Path(cfg.output) / kind / "stats.json").read_text())
+        rate = stats["per_worker"]["output_tokens_per_s"]
+        print(
+            f"{cfg.output}/{kind}: {stats['inputs']} images -> {stats['kept']} captioned, "
+            f"{stats['dropped']} failed a gate, {stats['error']} errors; {rate} output tokens/s "
+            f"per worker; report: {cfg.output}/{kind}/report.html"
         )
     return 0
 
@@ -175,6 +214,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_video)
+
+    p = sub.add_parser("recaption", help="InternVL2 short and detailed captions of curated images")
+    p.add_argument(
+        "config", nargs="+", help="YAML config(s), e.g. configs/recaption_internvl2.yaml"
+    )
+    p.add_argument("--input", help="a curated shard set (sets input.path)")
+    p.add_argument("--output", help="where OUT/short and OUT/detailed go (sets output)")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="caption a few input images here and print worker-hours per million images",
+    )
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field")
+    p.add_argument("--ray-address", help="join a Ray cluster: 'auto' or 'ray://host:10001'")
+    p.add_argument("--restart", action="store_true", help="discard earlier output and start over")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_recaption)
 
     p = sub.add_parser("mix", help="check a stage mixture recipe, or write it as shards")
     p.add_argument("recipe", help="e.g. mixtures/recipes/stage1.yaml")

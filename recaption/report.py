@@ -1,0 +1,164 @@
+"""``report.html`` of a caption subset: funnel and gate failures, caption length distribution,
+throughput per worker, and examples (kept captions with their images, failed ones with text)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+from pathlib import Path
+
+import numpy as np
+
+from manifests.atomic import write_bytes
+from manifests.dataset import shard_paths
+from manifests.ledger import read_ledger
+from manifests.report import (
+    _CSS,
+    _e,
+    _funnel_html,
+    _header,
+    _img,
+    _num,
+    _reasons_html,
+    _table,
+    summarize_ledger,
+)
+from manifests.report_data import read_json
+from manifests.report_plots import hist_png
+from manifests.shards import iter_samples
+from manifests.thumbs import make_thumb
+
+EXAMPLES = 12
+FAILED_PER_REASON = 3
+
+
+def _lengths_html(rows: list[dict]) -> str:
+    kept = [r["words"] for r in rows if r["status"] == "kept" and r["words"]]
+    other = [r["words"] for r in rows if r["status"] != "kept" and r["words"]]
+    if not kept and not other:
+        return '<p class="muted">No captions were generated.</p>'
+    allv = np.asarray(kept + other, dtype=float)
+    lo, hi = float(allv.min()), float(allv.max())
+    edges = np.linspace(lo - 0.5, hi + 0.5, min(30, int(hi - lo) + 2))
+    h = {
+        "edges": edges,
+        "kept": np.histogram(kept, edges)[0],
+        "other": np.histogram(other, edges)[0],
+        "log": False,
+        "n": int(allv.size),
+    }
+    q = np.percentile(np.asarray(kept or other), [5, 50, 95]).round(1).tolist()
+    table = _table(
+        [("words per caption", False), ("p5", True), ("median", True), ("p95", True)],
+        [["kept" if kept else "all", *(_num(x) for x in q)]],
+    )
+    img = _img(hist_png("caption words", h, []), "image/png", "plot hist", "caption lengths")
+    return f'{table}<div class="plots">{img}</div>'
+
+
+def _throughput_html(stats: dict) -> str:
+    pw = stats.get("per_worker") or {}
+    tok = stats.get("tokens") or {}
+    rows = [
+        ["model", _e(stats.get("model")), ""],
+        ["engine", _e(stats.get("engine")), ""],
+        ["images / s / worker", _num(pw.get("images_per_s")), ""],
+        [
+            "prompt tokens / s / worker",
+            _num(pw.get("prompt_tokens_per_s")),
+            _num(tok.get("prompt")),
+        ],
+        [
+            "output tokens / s / worker",
+            _num(pw.get("output_tokens_per_s")),
+            _num(tok.get("output")),
+        ],
+    ]
+    att = stats.get("attempts") or {}
+    rows += [[f"captions taking {k} attempt(s)", _num(v), ""] for k, v in att.items()]
+    return _table([("", False), ("rate", True), ("total tokens", True)], rows)
+
+
+def _examples_html(out: Path, meta: dict | None) -> str:
+    if not meta or not meta.get("shards"):
+        return '<p class="muted">No caption was kept.</p>'
+    figs = []
+    for sample in iter_samples(shard_paths(out)):
+        rec = json.loads(sample["json"])
+        ext = rec["image"][0].rsplit(".", 1)[1]
+        thumb = make_thumb(sample.get(ext, b""), 160)
+        pic = _img(base64.b64encode(thumb).decode(), "image/jpeg", "t", rec["key"]) if thumb else ""
+        human, gpt = (c["value"] for c in rec["conversations"][:2])
+        figs.append(
+            f"<figure>{pic}<figcaption><span class='k'>{_e(rec['key'])}</span>"
+            f"<span class='d'>{_e(human.removeprefix('<image>').strip())}</span>"
+            f"<span class='c'>{_e(gpt)}</span></figcaption></figure>"
+        )
+        if len(figs) >= EXAMPLES:
+            break
+    return f'<div class="sheet">{"".join(figs)}</div>'
+
+
+def _failures_html(rows: list[dict]) -> str:
+    by_reason: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["status"] != "kept" and r["reason"]:
+            by_reason.setdefault(r["reason"], []).append(r)
+    if not by_reason:
+        return '<p class="muted">Every caption passed the gates.</p>'
+    body = []
+    for reason, rs in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+        examples = [
+            [
+                _e(r["id"]),
+                _e(r.get("finish_reason")),
+                _num(r.get("attempts")),
+                _e(r.get("caption") or ""),
+            ]
+            for r in rs[:FAILED_PER_REASON]
+        ]
+        head = [("key", False), ("finish", False), ("attempts", True), ("caption", False)]
+        body.append(f"<h3>{_e(reason)} ({len(rs)})</h3>{_table(head, examples)}")
+    return "".join(body)
+
+
+def render(out: Path) -> str:
+    notes: list[str] = []
+    meta = read_json(out / "dataset.json", notes)
+    stats = read_json(out / "stats.json", notes) or {}
+    summary = summarize_ledger(out)
+    cols = ["id", "status", "reason", "words", "caption", "finish_reason", "attempts"]
+    rows = read_ledger(out, cols).to_pylist() if summary["ledger_files"] else []
+    sections = [
+        ("funnel", "Funnel by stage", _funnel_html(summary, stats)),
+        ("reasons", "Why captions failed", _reasons_html(summary)),
+        ("lengths", "Caption lengths", _lengths_html(rows)),
+        ("throughput", "Throughput", _throughput_html(stats)),
+        ("examples", "Kept captions", _examples_html(out, meta)),
+        ("failures", "Failed captions by gate", _failures_html(rows)),
+    ]
+    header = _header(out, summary, stats, meta, notes)
+    nav = "<nav>" + "".join(f'<a href="#{s}">{_e(t)}</a>' for s, t, _ in sections) + "</nav>"
+    body = "".join(f'<section id="{s}"><h2>{_e(t)}</h2>{c}</section>' for s, t, c in sections)
+    note_html = (
+        '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+        if notes
+        else ""
+    )
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    css = _CSS + ".sheet{grid-template-columns:repeat(auto-fill,minmax(220px,1fr))}"
+    title = _e(f"{(meta or {}).get('name') or out.name} — caption report")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+        f"<style>{css}</style></head><body><main>{header}{note_html}{nav}{body}"
+        f'<p class="muted">Report generated {generated} by recaption.report.</p>'
+        "</main></body></html>\n"
+    )
+
+
+def write_recaption_report(out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    target = out / "report.html"
+    write_bytes(target, render(out).encode())
+    return target

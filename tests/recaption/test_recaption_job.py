@@ -1,0 +1,219 @@
+"""The recaption job end to end on the tiny InternVL: both subsets from a curated shard set,
+records that render through VideoLlama3Processor, failures in the ledger, resume after kill -9,
+and the --plan estimate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from manifests.configs import ConfigError, load_config
+from manifests.dataset import read_dataset_json, shard_paths
+from manifests.ledger import read_ledger
+from manifests.shards import iter_samples
+from recaption.config import RecaptionConfig
+from recaption.job import run_recaption
+from tests.cli import recaption_cmd
+
+CONFIGS = ["configs/recaption_internvl2.yaml", "configs/models/recaption_tiny.yaml"]
+ALL_REASONS = "[truncated,repetition,refusal,wrong_language,too_short]"
+# an empty caption (EOS first) cannot be accepted: sampling gets it another try
+RESAMPLE = "[{temperature: 1.0, max_new_tokens: 24}, {temperature: 1.0, max_new_tokens: 48}]"
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory, ray_local) -> Path:
+    """A real curated shard set: `vl3data curate` (no models) over the demo pool."""
+    from curation.config import CurateConfig
+    from curation.curate import curate
+    from vl3data.sample_media import write_demo_pool
+
+    root = tmp_path_factory.mktemp("curated")
+    write_demo_pool(root / "pool")
+    sets = [f"input.path={root / 'pool'}", f"output={root / 'out'}", "input.partition_size=8"]
+    curate(load_config(CurateConfig, "configs/curate_local.yaml", sets), progress=False)
+    return root / "out"
+
+
+def config(curated: Path, out: Path, tiny_internvl: Path, *more: str) -> RecaptionConfig:
+    sets = [
+        f"input.path={curated}",
+        f"output={out}",
+        f"short.engine.model={tiny_internvl}",
+        f"detailed.engine.model={tiny_internvl}",
+        "input.partition_size=4",
+        *more,
+    ]
+    return load_config(RecaptionConfig, CONFIGS, sets)
+
+
+def curated_keys(curated: Path) -> list[str]:
+    return [s["__key__"] for s in iter_samples(shard_paths(curated))]
+
+
+@pytest.fixture(scope="module")
+def accepting(curated, tiny_internvl, tmp_path_factory, ray_local):
+    """A run whose gates let every caption of the random model through."""
+    out = tmp_path_factory.mktemp("syn7m")
+    cfg = config(
+        curated,
+        out,
+        tiny_internvl,
+        *(f"{k}.accept={ALL_REASONS}" for k in ("short", "detailed")),
+        *(f"{k}.retry={RESAMPLE}" for k in ("short", "detailed")),
+    )
+    return out, run_recaption(cfg, progress=False)
+
+
+def test_every_curated_image_gets_a_short_and_a_detailed_record(curated, accepting):
+    out, docs = accepting
+    keys = curated_keys(curated)
+    assert keys
+    for kind in ("short", "detailed"):
+        samples = list(iter_samples(shard_paths(out / kind)))
+        assert sorted(s["__key__"] for s in samples) == sorted(keys)
+        assert docs[kind]["samples"] == len(keys) and docs[kind]["modality"] == "image"
+        for s in samples:
+            rec = json.loads(s["json"])
+            ext = rec["image"][0].rsplit(".", 1)[1]
+            assert s[ext][:2] == b"\xff\xd8" or ext != "jpg"  # the curated image bytes
+            human, gpt = rec["conversations"]
+            assert human["from"] == "human" and human["value"].startswith("<image>\n")
+            assert gpt["from"] == "gpt" and gpt["value"].strip()
+            assert rec["subset"] == kind
+        instructions = {json.loads(s["json"])["conversations"][0]["value"] for s in samples}
+        assert len(instructions) > 1  # a rotation, not one instruction for all
+    short = {json.loads(s["json"])["key"]: s for s in iter_samples(shard_paths(out / "short"))}
+    rec = json.loads(next(iter(short.values()))["json"])
+    assert "curated" in rec  # the curated record's fields ride along
+
+
+def test_records_render_through_videollama3_processor(accepting, tmp_path):
+    from transformers import AutoProcessor
+
+    from manifests.chat import IMAGE_PAD, processor_inputs
+    from vl3data.tiny_models import write_tiny_videollama3_processor
+
+    processor = AutoProcessor.from_pretrained(write_tiny_videollama3_processor(tmp_path / "p"))
+    out, _ = accepting
+    for kind in ("short", "detailed"):
+        for sample in list(iter_samples(shard_paths(out / kind)))[:3]:
+            rec = json.loads(sample["json"])
+            batch = processor_inputs(rec, sample, processor)
+            text = processor.tokenizer.decode(batch["input_ids"][0])
+            instruction = rec["conversations"][0]["value"].removeprefix("<image>\n")
+            assert text.startswith(f"<|im_start|>user\n{IMAGE_PAD}")
+            assert f"{IMAGE_PAD}\n{instruction}<|im_end|>" in text
+            n_pad = int((batch["input_ids"][0] == processor.image_token_id).sum())
+            grid = batch["image_grid_thw"][0] if "image_grid_thw" in batch else None
+            assert n_pad > 0 and (grid is None or n_pad == int(grid.prod()))
+
+
+def test_strict_gates_put_failures_in_the_ledger(curated, tiny_internvl, tmp_path, ray_local):
+    out = tmp_path / "strict"
+    docs = run_recaption(config(curated, out, tiny_internvl), progress=False)
+    n = len(curated_keys(curated))
+    for kind in ("short", "detailed"):
+        ledger = read_ledger(out / kind).to_pylist()
+        stats = json.loads((out / kind / "stats.json").read_text())
+        assert len(ledger) == stats["inputs"] == n
+        kept = [r for r in ledger if r["status"] == "kept"]
+        failed = [r for r in ledger if r["status"] != "kept"]
+        assert len(kept) == docs[kind]["samples"] == stats["kept"]
+        assert all(
+            r["reason"] in ("truncated", "repetition", "too_short", "wrong_language", "empty")
+            for r in failed
+        )
+        assert sum(stats["reasons"].values()) == len(failed)
+        assert all(r["attempts"] >= 1 and r["output_tokens"] > 0 for r in ledger)
+        assert stats["per_worker"]["output_tokens_per_s"] > 0
+        html = (out / kind / "report.html").read_text()
+        for section in (
+            "Caption lengths",
+            "Throughput",
+            "Kept captions",
+            "Failed captions by gate",
+        ):
+            assert section in html
+        if failed:
+            assert failed[0]["reason"] in html
+    # the detailed subset retries failures with its other sampling settings
+    det = read_ledger(out / "detailed").to_pylist()
+    assert any(r["attempts"] == 2 for r in det if r["reason"] in ("truncated", "repetition", None))
+
+
+def test_bad_input_fails_before_any_work(tmp_path, tiny_internvl):
+    cfg = config(tmp_path / "nothing", tmp_path / "o", tiny_internvl)
+    with pytest.raises(ConfigError, match=r"input\.path"):
+        cfg.check_runnable()
+    with pytest.raises(ConfigError, match="accept"):
+        config(tmp_path, tmp_path / "o", tiny_internvl, "short.accept=[blurry]")
+
+
+def test_plan_estimates_worker_hours(curated, tiny_internvl, tmp_path):
+    cmd = recaption_cmd(
+        *CONFIGS,
+        sets=[
+            f"short.engine.model={tiny_internvl}",
+            f"detailed.engine.model={tiny_internvl}",
+            "plan_images=4",
+        ],
+        extra=["--input", str(curated), "--plan"],
+    )
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.strip().splitlines()
+    assert "measured on 4 of" in lines[0]
+    rows = {ln.split()[0]: ln.split() for ln in lines[2:]}
+    assert set(rows) == {"short", "detailed"}
+    for r in rows.values():
+        assert float(r[2]) > 0 and float(r[4]) > 0  # images/s and worker-hours per million
+    assert not (tmp_path / "anything").exists()
+
+
+def test_kill_9_then_rerun_equals_uninterrupted(curated, tiny_internvl, tmp_path, ray_local):
+    sets = [
+        f"short.engine.model={tiny_internvl}",
+        f"detailed.engine.model={tiny_internvl}",
+        "input.partition_size=2",
+        "ray.num_cpus=2",
+    ]
+    out = tmp_path / "killed"
+    cmd = recaption_cmd(*CONFIGS, sets=sets, extra=["--input", str(curated), "--output", str(out)])
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    done = out / "_work" / "detailed" / "done"  # killed in the second pass: the first is reused
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if done.is_dir() and len(list(done.iterdir())) >= 1:
+            break
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / "detailed" / "dataset.json").exists()
+    short_done = {p.name: p.stat().st_mtime_ns for p in (out / "_work" / "short" / "done").iterdir()}
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "already done; resuming" in rerun.stderr and short_done
+    ref = tmp_path / "ref"
+    run_recaption(
+        load_config(RecaptionConfig, CONFIGS, [*sets, f"input.path={curated}", f"output={ref}"]),
+        progress=False,
+    )
+    for kind in ("short", "detailed"):
+        a, b = read_dataset_json(out / kind), read_dataset_json(ref / kind)
+        assert a["samples"] == b["samples"]
+        assert [(out / kind / s["path"]).read_bytes() for s in a["shards"]] == [
+            (ref / kind / s["path"]).read_bytes() for s in b["shards"]
+        ]
+        ids = [r["id"] for r in read_ledger(out / kind).to_pylist()]
+        assert len(ids) == len(set(ids)) == len(read_ledger(ref / kind))
