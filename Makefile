@@ -45,9 +45,12 @@ ffmpeg:
 demo: setup  ## Syn7M curation of bundled photos, a stage-1 mixture, the video sets (CPU)
 	rm -rf $(DEMO_POOL)
 	$(PY) -m vl3data.sample_media $(DEMO_POOL)
-	test -f $(DEMO_MODELS)/blip2/config.json || $(PY) -m vl3data.tiny_models $(DEMO_MODELS)
+	test -f $(DEMO_MODELS)/internvl/config.json || $(PY) -m vl3data.tiny_models $(DEMO_MODELS)
 	$(VENV)/bin/vl3data curate configs/syn7m_filters.yaml configs/models/tiny.yaml --restart \
 	  --set input.path=$(DEMO_POOL) --set output=$(DEMO_OUT) --set aesthetic.weights=$(AESTHETIC)
+	$(VENV)/bin/vl3data recaption configs/recaption_internvl2.yaml configs/models/recaption_tiny.yaml \
+	  --restart --input $(DEMO_OUT) --output out/demo_syn7m_captions \
+	  --set short.engine.model=$(DEMO_MODELS)/internvl --set detailed.engine.model=$(DEMO_MODELS)/internvl
 	rm -rf out/demo_stage1
 	$(VENV)/bin/vl3data mix mixtures/recipes/demo_stage1.yaml --output out/demo_stage1
 	rm -rf $(DEMO_VIDEOS)
@@ -55,6 +58,7 @@ demo: setup  ## Syn7M curation of bundled photos, a stage-1 mixture, the video s
 	$(VENV)/bin/vl3data video configs/video_demo.yaml --restart \
 	  --set input.videos=$(DEMO_VIDEOS)/videos --set input.annotations=$(DEMO_VIDEOS)/annotations.jsonl
 	@echo "open $(DEMO_OUT)/report.html to look at what was kept and dropped"
+	@echo "open out/demo_syn7m_captions/{short,detailed}/report.html for the InternVL captions"
 	@echo "open out/demo_videos/{caption,streaming,grounding}/report.html for the video sets"
 
 test: setup  ## the suite (CPU; GPU tests are make test-gpu)
@@ -81,6 +85,7 @@ bench: setup  ## side-by-side benchmarks; results go in docs/BENCHMARKS.md
 	$(PY) bench/bench_clip.py
 	$(PY) bench/bench_kmeans.py
 	$(PY) bench/bench_mixture.py
+	$(PY) bench/bench_video.py
 
 clean:
 	rm -rf out data/demo_pool data/demo_videos .pytest_cache

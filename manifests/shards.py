@@ -9,9 +9,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from manifests.configs import require
+
 FIXED_MTIME = 0.0
+
+
+@dataclass
+class ShardLimits:
+    """When a shard is full (jobs whose subsets are named by what they hold, not by config)."""
+
+    max_count: int = 10_000  # samples per tar
+    max_bytes: int = 1_000_000_000  # bytes per tar
+
+    def __post_init__(self) -> None:
+        require(self.max_count >= 1, "shards.max_count", "must be at least 1")
+        require(self.max_bytes >= 1024, "shards.max_bytes", "must be at least 1024")
 
 
 class ShardSetWriter:

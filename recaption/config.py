@@ -12,6 +12,7 @@ from pathlib import Path
 
 from curation.config import RayConfig
 from manifests.configs import require
+from manifests.shards import ShardLimits
 from recaption.engines.base import EngineConfig, SamplingConfig
 from recaption.gates import REASONS, GateConfig
 from recaption.prompts import PromptConfig
@@ -68,16 +69,6 @@ class InputConfig:
 
     def __post_init__(self) -> None:
         require(self.partition_size >= 1, "input.partition_size", "must be at least 1")
-
-
-@dataclass
-class ShardLimits:
-    max_count: int = 10_000
-    max_bytes: int = 1_000_000_000
-
-    def __post_init__(self) -> None:
-        require(self.max_count >= 1, "shards.max_count", "must be at least 1")
-        require(self.max_bytes >= 1024, "shards.max_bytes", "must be at least 1024")
 
 
 @dataclass

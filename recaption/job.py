@@ -124,7 +124,11 @@ def training_record(row: dict, kind: str, model: str) -> dict:
         "caption_model": model,
     }
     if row.get("meta"):
-        rec["curated"] = json.loads(row["meta"])
+        curated = json.loads(row["meta"])
+        rec["curated"] = curated
+        for k in ("width", "height"):  # image size, as every image record carries it
+            if k in curated:
+                rec[k] = curated[k]
     return rec
 
 

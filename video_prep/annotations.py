@@ -382,27 +382,30 @@ def is_safe_relative(path: str) -> bool:
     return True
 
 
-def _candidates(ann: VideoAnnotation) -> list[str]:
+def _candidates(ann: VideoAnnotation, extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> list[str]:
     """Relative names to try, best first: the hint as given when it names a video file,
     else the hint with each extension, then the id (and an ActivityNet id without ``v_``)."""
-    if ann.video and PurePosixPath(ann.video).suffix.lower() in VIDEO_EXTENSIONS:
+    if ann.video and PurePosixPath(ann.video).suffix.lower() in extensions:
         return [ann.video]
     stems = [ann.video] if ann.video else []
     stems.append(ann.video_id)
     if ann.video_id.startswith("v_"):
         stems.append(ann.video_id[2:])
-    names = [stem + ext for stem in stems for ext in VIDEO_EXTENSIONS]
+    names = [stem + ext for stem in stems for ext in extensions]
     return list(dict.fromkeys(names))
 
 
-def resolve_video(videos_root: Path, ann: VideoAnnotation) -> Path | None:
-    """The video file for ``ann`` under ``videos_root``, or None.
+def resolve_video(
+    videos_root: Path, ann: VideoAnnotation, extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+) -> Path | None:
+    """The video file for ``ann`` under ``videos_root``, or None. ``extensions`` (with dots)
+    are tried after an id or an extension-less hint.
 
     Symlinks are resolved and a target outside the (resolved) root is refused, so neither a
     ``..`` in an id nor a link planted under the root can reach other files.
     """
     root = Path(videos_root).resolve()
-    for name in _candidates(ann):
+    for name in _candidates(ann, extensions):
         if not is_safe_relative(name):
             continue
         try:

@@ -70,7 +70,7 @@ def cut_clips(
     usable = [segments[i] for i in order if segments[i].end - segments[i].start <= max_len_s]
     clips: list[Clip] = []
     if duration <= max_len_s:
-        if usable or not too_long:
+        if usable:  # a clip without a caption has nothing to train on
             clips.append(Clip(0, 0.0, duration, usable))
     else:
         current: list = []

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation.config import RayConfig, ShardConfig
+from curation.config import RayConfig
 from manifests.configs import require
+from manifests.shards import ShardLimits
 
 FORMATS = ("activitynet", "youcook2", "charades", "jsonl")
 TASKS = ("caption", "streaming", "grounding")
@@ -128,7 +129,7 @@ class VideoConfig:
     caption: CaptionTaskConfig = field(default_factory=CaptionTaskConfig)
     streaming: StreamingTaskConfig = field(default_factory=StreamingTaskConfig)
     grounding: GroundingTaskConfig = field(default_factory=GroundingTaskConfig)
-    shards: ShardConfig = field(default_factory=lambda: ShardConfig(subset="videos"))
+    shards: ShardLimits = field(default_factory=lambda: ShardLimits(max_count=1000))
     ray: RayConfig = field(default_factory=RayConfig)
     log_level: str = "INFO"
     keep_work: bool = False

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 from collections import Counter
@@ -52,10 +53,11 @@ def plan_inputs(cfg: VideoConfig) -> list[dict]:
     already rejected (bad line, duplicate id, unsafe path, unknown video)."""
     anns, issues = load_annotations(cfg.input.annotations, cfg.input.format)
     root = Path(cfg.input.videos)
+    exts = tuple(f".{e.lower().lstrip('.')}" for e in cfg.input.extensions)
     by_video: dict[str, list[dict]] = {}
     items: list[dict] = []
     for ann in anns:
-        path = resolve_video(root, ann)
+        path = resolve_video(root, ann, exts)
         items.append(
             {
                 "video_id": ann.video_id,
@@ -73,7 +75,7 @@ def plan_inputs(cfg: VideoConfig) -> list[dict]:
         if iss.reason in ENTRY_REASONS or iss.video_id not in by_video:
             items.append(
                 {
-                    "video_id": iss.video_id or f"{cfg.input.annotations}#{n}",
+                    "video_id": iss.video_id or _where(cfg.input.annotations, iss.detail, n),
                     "video": None,
                     "ann_duration": None,
                     "segments": [],
@@ -90,6 +92,12 @@ def plan_inputs(cfg: VideoConfig) -> list[dict]:
         if it["stage"] != "annotations":
             it["issues"] = by_video.get(it["video_id"], [])
     return items
+
+
+def _where(annotations: str, detail: str, n: int) -> str:
+    """A key for an entry rejected before it had a video id: the file and line when known."""
+    m = re.match(r"line (\d+)", detail or "")
+    return f"{Path(annotations).name}:{m.group(1)}" if m else f"{Path(annotations).name}#issue{n}"
 
 
 def list_video_partitions(cfg: VideoConfig) -> list[Partition]:

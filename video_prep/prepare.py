@@ -92,11 +92,9 @@ def _decode(
     return out, grid.n, 1, grid.decode_s
 
 
-def prepare_video(ann: VideoAnnotation, path: str | None, cfg: VideoConfig) -> Outcome:
+def prepare_video(ann: VideoAnnotation, path: str, cfg: VideoConfig) -> Outcome:
     """Everything for one annotated video; never raises for bad input."""
     issues: list[dict] = []
-    if path is None:
-        return Outcome(ERROR, "resolve", "missing_video")
     try:
         info = probe_video(path)
     except VideoError as e:

@@ -55,7 +55,7 @@ def _hist(values_kept: list[float], values_other: list[float], log: bool = False
     }
 
 
-def _clips_html(clips: list[dict], cfg: dict) -> str:
+def _clips_html(clips: list[dict], cfg: dict, stats: dict) -> str:
     if not clips:
         return '<p class="muted">No clips were cut (no video got past probing).</p>'
     kept = [c for c in clips if c["status"] == "kept"]
@@ -82,7 +82,9 @@ def _clips_html(clips: list[dict], cfg: dict) -> str:
         reasons[c["reason"]] = reasons.get(c["reason"], 0) + 1
     table = _table(
         [("clips", False), ("count", True)],
-        [["kept", _num(len(kept))]] + [[f"<b>{_e(r)}</b>", _num(n)] for r, n in reasons.items()],
+        [["kept", _num(len(kept))]]
+        + [[f"<b>{_e(r)}</b>", _num(n)] for r, n in reasons.items()]
+        + [["samples written", _num(stats.get("samples"))], ["frames", _num(stats.get("frames"))]],
     )
     imgs = "".join(_img(p, "image/png", "plot hist", "clip histogram") for p in plots)
     return f'{table}<div class="plots">{imgs}</div>'
@@ -141,10 +143,11 @@ def render(out: Path) -> str:
     sections = [
         ("funnel", "Funnel by stage", _funnel_html(summary, stats)),
         ("reasons", "Why videos went", _reasons_html(summary)),
-        ("clips", "Clips", _clips_html(clips, (meta or {}).get("config") or {})),
+        ("clips", "Clips", _clips_html(clips, (meta or {}).get("config") or {}, stats)),
         ("samples", "Samples (frame strips)", _samples_html(out, meta)),
     ]
-    header = _header(out, summary, stats, meta, notes)
+    # a video gives many samples: the header's samples-vs-kept-rows check is for image sets
+    header = _header(out, summary, stats, {**(meta or {}), "samples": None}, notes)
     nav = "<nav>" + "".join(f'<a href="#{s}">{_e(t)}</a>' for s, t, _ in sections) + "</nav>"
     body = "".join(f'<section id="{s}"><h2>{_e(t)}</h2>{c}</section>' for s, t, c in sections)
     note_html = (

@@ -57,7 +57,7 @@ def test_stage4_mixes_video_image_and_text():
 def test_demo_recipe_points_at_the_demo_set_relative_to_itself():
     recipe = load_recipe(RECIPES / "demo_stage1.yaml")
     paths = {src.name: Path(src.path) for _, _, src in recipe.sources()}
-    assert paths["demo_syn7m"] == (RECIPES / "../../out/demo_syn7m").resolve()
+    assert paths["demo_syn7m_short"] == (RECIPES / "../../out/demo_syn7m_captions/short").resolve()
     assert paths["demo_text"] == RECIPES / "demo_text.jsonl"
     assert 5 <= sum(1 for line in paths["demo_text"].read_text().splitlines() if line) <= 10
     problems = check_recipe(recipe)

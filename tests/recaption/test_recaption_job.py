@@ -72,13 +72,23 @@ def accepting(curated, tiny_internvl, tmp_path_factory, ray_local):
 
 
 def test_every_curated_image_gets_a_short_and_a_detailed_record(curated, accepting):
+    """With every gate but ``empty`` accepted, each image gets a record in both subsets, unless
+    the random model answered with nothing on every attempt (then the ledger says so)."""
     out, docs = accepting
     keys = curated_keys(curated)
     assert keys
     for kind in ("short", "detailed"):
         samples = list(iter_samples(shard_paths(out / kind)))
-        assert sorted(s["__key__"] for s in samples) == sorted(keys)
-        assert docs[kind]["samples"] == len(keys) and docs[kind]["modality"] == "image"
+        ledger = {r["id"]: r for r in read_ledger(out / kind).to_pylist()}
+        assert sorted(ledger) == sorted(keys)  # one ledger row per curated image
+        written = {s["__key__"] for s in samples}
+        for key, row in ledger.items():
+            if key in written:
+                assert row["status"] == "kept" and row["shard"]
+            else:  # an empty caption cannot be accepted; it had all its attempts
+                assert (row["reason"], row["attempts"]) == ("empty", 3), row
+        assert written
+        assert docs[kind]["samples"] == len(written) and docs[kind]["modality"] == "image"
         for s in samples:
             rec = json.loads(s["json"])
             ext = rec["image"][0].rsplit(".", 1)[1]
@@ -200,7 +210,9 @@ def test_kill_9_then_rerun_equals_uninterrupted(curated, tiny_internvl, tmp_path
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (out / "detailed" / "dataset.json").exists()
-    short_done = {p.name: p.stat().st_mtime_ns for p in (out / "_work" / "short" / "done").iterdir()}
+    short_done = {
+        p.name: p.stat().st_mtime_ns for p in (out / "_work" / "short" / "done").iterdir()
+    }
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "already done; resuming" in rerun.stderr and short_done

@@ -302,3 +302,12 @@ def test_resolve_video_stays_under_the_root(tmp_path: Path) -> None:
     assert resolve_video(root, VideoAnnotation("x", str(secret), None)) is None
     assert resolve_video(root, VideoAnnotation("alias", None, None)) == inside
     assert resolve_video(linked_root, VideoAnnotation("real", None, None)) == inside
+
+
+def test_resolve_video_tries_the_configured_extensions(tmp_path):
+    from video_prep.annotations import VideoAnnotation, resolve_video
+
+    (tmp_path / "clip7.m4v").write_bytes(b"x")
+    ann = VideoAnnotation("clip7", None, None, [])
+    assert resolve_video(tmp_path, ann) is None  # .m4v is not a default extension
+    assert resolve_video(tmp_path, ann, (".mp4", ".m4v")) == (tmp_path / "clip7.m4v").resolve()

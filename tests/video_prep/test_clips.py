@@ -57,3 +57,9 @@ def test_short_clips_are_not_judged_by_density():
     assert clips[0].status == "kept"
     clips, _ = cut_clips(segs((0, 0.5)), 0.5, max_per_min=30, density_min_len_s=0)
     assert clips[0].reason == "captions_too_dense"
+
+
+def test_a_video_without_usable_captions_has_no_clip():
+    assert cut_clips([], 5.0) == ([], [])
+    clips, unfit = cut_clips(segs((0, 300)), 100.0, max_len_s=60)
+    assert clips == [] and unfit == [(0, "segment_too_long")]
