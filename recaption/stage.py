@@ -15,7 +15,7 @@ import pyarrow as pa
 from manifests.schema import DROPPED, ERROR, KEPT
 from recaption.config import SubsetConfig
 from recaption.engines.base import Request, Result
-from recaption.gates import check_caption, clean_caption
+from recaption.gates import REASONS, check_caption, clean_caption
 from recaption.prompts import PromptConfig
 
 COLUMNS: dict[str, pa.DataType] = {
@@ -27,8 +27,13 @@ COLUMNS: dict[str, pa.DataType] = {
     "attempts": pa.int32(),
     "gen_s": pa.float64(),
 }
-#: engine errors that are about the input, not the engine: not worth another attempt
-INPUT_ERRORS = ("decode_error",)
+#: engine errors that are about the input, not the engine: a rejected prompt (too long for the
+#: model), a 4xx answer; recorded as such, not retried
+INPUT_ERRORS = ("decode_error", "rejected", "http_4")
+
+
+#: gate reasons that drop a caption; anything else (engine or input errors) is status error
+GATE_DROPS = frozenset(REASONS) - {"engine_error"}
 
 
 class CaptionStage:
@@ -76,7 +81,7 @@ class CaptionStage:
                 if why in self.subset.accept:
                     why = None
                 if why == "engine_error" and (res.error or "").startswith(INPUT_ERRORS):
-                    why = "decode_error"
+                    why = res.error.split(":", 1)[0]  # decode_error, rejected, http_400, ...
                 verdict[i] = why
                 out["caption"][i] = clean_caption(res.text) if res.text else None
                 out["prompt_tokens"][i] = res.prompt_tokens
@@ -89,7 +94,7 @@ class CaptionStage:
             out["instruction"][i] = self.prompts.instruction(self.kind, keys[i])
             out["gen_s"][i] = spent
             if why is not None:
-                status[i] = ERROR if why in ("engine_error", "decode_error") else DROPPED
+                status[i] = DROPPED if why in GATE_DROPS else ERROR
                 stage[i], reason[i] = self.name, why
         batch = batch.drop_columns(["status", "stage", "reason"])
         batch = batch.append_column("status", pa.array(status, pa.string()))

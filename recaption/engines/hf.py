@@ -50,7 +50,7 @@ def decode_image(data: bytes, max_side: int) -> Image.Image:
     return im
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
     """The exception without the buffer's memory address PIL puts in its messages, so the
     same bad bytes give the same error text on every run."""
     msg = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))
@@ -140,7 +140,7 @@ class TransformersEngine:
             try:
                 images[i] = decode_image(req.image, self.cfg.max_image_side)
             except DECODE_ERRORS as exc:
-                results[i] = Result(req.key, "", error=f"decode_error: {_describe(exc)}")
+                results[i] = Result(req.key, "", error=f"decode_error: {describe_error(exc)}")
         order = sorted(images, key=lambda i: images[i].width * images[i].height)
         size = self.cfg.batch_size
         for start in range(0, len(order), size):
