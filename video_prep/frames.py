@@ -33,7 +33,7 @@ import numpy as np
 from video_prep.probe import VideoError, VideoInfo
 
 #: candidate window around the estimated frame count (see the module docstring)
-COUNT_WINDOW = 3
+COUNT_WINDOW = 1
 
 
 def uniform_indices(n: int, max_frames: int) -> list[int]:
