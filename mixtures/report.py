@@ -149,6 +149,8 @@ def _measure(sp: SourcePlan, limit: int) -> dict:
             rec = None
         rec = rec if isinstance(rec, dict) else {}
         conv = rec.get("conversations")
+        if not isinstance(conv, list):  # a streaming record's dialogue (DESIGN §5)
+            conv = rec.get("conversation")
         if isinstance(conv, list):
             with_text += 1
             text_bytes += len(json.dumps(conv, ensure_ascii=False).encode("utf-8"))

@@ -66,7 +66,8 @@ def _frames_for(grid: Grid, clip: Clip, max_frames: int) -> ClipFrames:
         mid = math.floor((clip.start + clip.end) / 2 * grid.fps)
         ks = [k for k in (mid, mid - 1) if k in grid.frames][:1]
     ks = [ks[i] for i in uniform_indices(len(ks), max_frames)]
-    return ClipFrames(ks, [grid.frames[k] for k in ks], [grid.timestamp(k) for k in ks])
+    frames = [grid.frames[k] for k in ks]
+    return ClipFrames(ks, frames, [grid.timestamp(k) for k in ks], grid.size)
 
 
 def _decode(
@@ -78,7 +79,7 @@ def _decode(
     whole = len(clips) == 1 and clips[0].start <= 0 and clips[0].end >= info.duration
     if whole:  # the plain case: VideoLLaMA3's sampling, memory bounded by max_frames
         s = sample_video(path, info, max_frames=f.max_frames, **kw)
-        cf = ClipFrames(s.indices, s.frames, s.timestamps)
+        cf = ClipFrames(s.indices, s.frames, s.timestamps, s.size)
         return {clips[0].index: cf}, s.grid_frames, s.passes, s.decode_s
     spans = [(c.start, c.end) for c in clips]
     nearest = {math.floor((c.start + c.end) / 2 * f.fps) for c in clips}

@@ -26,6 +26,7 @@ class ClipFrames:
     indices: list[int]
     frames: list[bytes]
     timestamps: list[float]
+    size: tuple[int, int] | None = None  # (width, height) of the stored frames
 
 
 def pick(options: list[str], key: str, seed: int) -> str:
@@ -52,6 +53,7 @@ def _video_fields(key: str, clip: Clip, frames: ClipFrames, video_id: str, rebas
         "timestamps": [_r(t - offset) for t in frames.timestamps],
         "source_video": video_id,
         "clip": {"index": clip.index, "start": _r(clip.start), "end": _r(clip.end)},
+        **({"width": frames.size[0], "height": frames.size[1]} if frames.size else {}),
     }
 
 
@@ -126,7 +128,10 @@ def streaming_record(
     if n > max_frames:
         max_time = frames.timestamps[max_frames]
         frames = ClipFrames(
-            frames.indices[:max_frames], frames.frames[:max_frames], frames.timestamps[:max_frames]
+            frames.indices[:max_frames],
+            frames.frames[:max_frames],
+            frames.timestamps[:max_frames],
+            frames.size,
         )
     conv = [{"role": "user", "content": pick(instructions, key, seed), "time": _r(clip.start)}]
     for seg in sorted(clip.segments, key=lambda s: (s.end, s.start)):

@@ -3,6 +3,7 @@ Ray Data, each annotation format, and a killed run that resumes to the same resu
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from manifests.configs import load_config
 from manifests.dataset import read_dataset_json, shard_paths
@@ -82,6 +84,8 @@ def test_samples_read_back_with_webdataset(demo_run):
             rec = json.loads(sample["json"])
             frames = [k for k in sample if k.startswith("f") and k.endswith(".jpg")]
             assert len(frames) == len(rec["frames"]) == len(rec["timestamps"]) >= 1
+            with Image.open(io.BytesIO(sample[frames[0]])) as im:  # the size the mixer counts
+                assert im.size == (rec["width"], rec["height"])
             assert rec["timestamps"] == sorted(rec["timestamps"])
             if task == "streaming":
                 assert rec["stream"] and rec["conversation"][0]["role"] == "user"
