@@ -42,7 +42,7 @@ ffmpeg:
 	  || echo "warning: could not install ffmpeg/opencv-doc with apt-get; video_prep needs ffmpeg"; \
 	else echo "note: video_prep needs ffmpeg: sudo apt-get install ffmpeg opencv-doc"; fi
 
-demo: setup  ## Syn7M curation of bundled photos, a stage-1 mixture, the video sets (CPU)
+demo: setup  ## curate, recaption, mix, video sets, train stages 1-4 on them (CPU)
 	rm -rf $(DEMO_POOL)
 	$(PY) -m vl3data.sample_media $(DEMO_POOL)
 	test -f $(DEMO_MODELS)/internvl/config.json || $(PY) -m vl3data.tiny_models $(DEMO_MODELS)
@@ -57,9 +57,12 @@ demo: setup  ## Syn7M curation of bundled photos, a stage-1 mixture, the video s
 	$(PY) -m video_prep.sample_videos $(DEMO_VIDEOS) >/dev/null
 	$(VENV)/bin/vl3data video configs/video_demo.yaml --restart \
 	  --set input.videos=$(DEMO_VIDEOS)/videos --set input.annotations=$(DEMO_VIDEOS)/annotations.jsonl
+	rm -rf out/train_compact
+	$(VENV)/bin/vl3data train configs/train_compact.yaml --stage all
 	@echo "open $(DEMO_OUT)/report.html to look at what was kept and dropped"
 	@echo "open out/demo_syn7m_captions/{short,detailed}/report.html for the InternVL captions"
 	@echo "open out/demo_videos/{caption,streaming,grounding}/report.html for the video sets"
+	@echo "open out/train_compact/report.html for the loss of the four training stages"
 
 test: setup  ## the suite (CPU; GPU tests are make test-gpu)
 	$(VENV)/bin/pytest -m "not slow and not gpu" -q

@@ -8,6 +8,7 @@ import pytest
 
 from curation.config import CurateConfig
 from manifests.configs import ConfigError, load_config
+from model.config import TrainConfig
 from recaption.config import RecaptionConfig
 from video_prep.config import VideoConfig
 
@@ -18,6 +19,7 @@ JOBS = {
     "syn7m": CurateConfig,
     "video": VideoConfig,
     "recaption": RecaptionConfig,
+    "train": TrainConfig,
 }
 # overlays (configs/models/) are loaded on top of the job config they are made for
 OVERLAY_BASE = {"recaption": ROOT / "recaption_internvl2.yaml"}

@@ -172,6 +172,29 @@ def _cmd_mix(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from manifests.configs import load_config
+    from model.config import TrainConfig
+    from model.train import parse_stages, run
+
+    overrides = list(args.set or [])
+    if args.log_level:
+        overrides.append(f"log_level={args.log_level}")
+    cfg = load_config(TrainConfig, args.config, overrides)
+    stages = parse_stages(args.stage)
+    _setup_logging(cfg.log_level)
+    summary = run(cfg, stages, resume=args.resume)
+    if "report" not in summary:  # not the main rank of a torchrun
+        return 0
+    for n, r in summary["stages"].items():
+        state = "done" if r["done"] else "stopped (--resume goes on)"
+        print(
+            f"stage {n}: {r['steps']} steps, loss {r['first_loss']:.4f} -> "
+            f"{r['last_loss']:.4f}, {state}"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vl3data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -246,6 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=_cmd_mix)
+
+    p = sub.add_parser("train", help="train a compact VideoLLaMA3 through the four stages")
+    p.add_argument("config", nargs="+", help="YAML config(s), e.g. configs/train_compact.yaml")
+    p.add_argument(
+        "--stage",
+        default="all",
+        help="all (1 to 4, each from the previous one's weights), 1, 2, 3, 4 or a span 2-4",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip finished stages and continue an interrupted one from its latest checkpoint",
+    )
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("report", help="(re)write OUT/report.html for a shard set")
     p.add_argument("out", help="a shard set directory")
