@@ -54,11 +54,19 @@ class DataConfig:
     max_vision_tokens: int = 0  # vision tokens per sample (the paper: 10240)
     tokens_per_batch: int = 0  # padded tokens per micro-batch
     diff_threshold: float = DIFF_THRESHOLD  # DiffFP, in stages with token_compression
+    # held out of training by a hash of the sample key (0: none) and evaluated after each stage:
+    # loss per task, and grounding mIoU (model/evaluate.py)
+    holdout_fraction: float = 0.0
+    eval_limit: int = 8  # held-out samples per source evaluated
+    eval_grounding: int = 4  # grounding questions answered by generation (0: none)
 
     def __post_init__(self) -> None:
         for name in ("max_length", "max_vision_tokens", "tokens_per_batch"):
             require(getattr(self, name) >= 0, name, "must be 0 (the preset's) or more")
         require(self.diff_threshold >= 0, "diff_threshold", "must be 0 or more")
+        require(0 <= self.holdout_fraction < 1, "holdout_fraction", "must be in [0, 1)")
+        require(self.eval_limit >= 1, "eval_limit", "must be at least 1")
+        require(self.eval_grounding >= 0, "eval_grounding", "must be 0 or more")
 
 
 @dataclass

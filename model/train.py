@@ -68,7 +68,7 @@ log = logging.getLogger("model.train")
 VISION_INPUTS = ("pixel_values", "pixel_values_videos")
 MAX_EMPTY_DRAWS = 50  # consecutive batches with no usable sample before giving up
 REPORT_COLUMNS = ("stage", "recipe", "steps", "first loss", "last loss", "s/step")
-REPORT_COLUMNS += ("trainable @ lr", "DiffFP", "skipped", "ranks in sync")
+REPORT_COLUMNS += ("trainable @ lr", "DiffFP", "skipped", "ranks in sync", "held-out eval")
 
 
 # --- distributed ------------------------------------------------------------------------------
@@ -153,19 +153,25 @@ class Stream:
     """A stage's mixture, epoch after epoch, ``take(n)`` samples at a time, with the mixture's
     position for checkpoints."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, holdout: float = 0.0):
         self.ds = dataset
         self.it = None
+        self.holdout = holdout  # samples held out for evaluation are never trained on
 
     def take(self, n: int) -> list[dict]:
+        from model.evaluate import is_heldout
+
         out: list[dict] = []
         fresh = False
         while len(out) < n:
             if self.it is None:
                 self.it = iter(self.ds)
             try:
-                out.append(next(self.it))
+                sample = next(self.it)
                 fresh = False
+                if self.holdout and is_heldout(sample["__key__"], self.holdout):
+                    continue
+                out.append(sample)
             except StopIteration:
                 if fresh:
                     raise RuntimeError(
@@ -483,7 +489,7 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
     lrs = sc.lrs()
     optimizer = make_optimizer(model, lrs, cfg.train.weight_decay)
     scheduler = make_scheduler(optimizer, sc.steps, sc.warmup_ratio)
-    stream = Stream(mixtures.open_stage(sc.recipe))
+    stream = Stream(mixtures.open_stage(sc.recipe), cfg.data.holdout_fraction)
     collator = Collator(processor, collate_config(cfg, n))
     step = load_trainer_state(ckpt, d, optimizer, scheduler, stream) if ckpt else 0
     metrics_path = stage_dir / "metrics.jsonl"
@@ -578,6 +584,9 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
     }
     if not result["in_sync"]:
         log.error("stage %d: ranks hold different weights: %s", n, checksums)
+    if cfg.data.holdout_fraction and not stopped and d.main:
+        result["eval"] = evaluate_heldout(cfg, sc.recipe, model, processor, collator, amp)
+        print0(d, f"stage {n}: held-out {json.dumps(result['eval'], default=str)[:400]}")
     if stopped:
         print0(d, f"stage {n}: stopped at step {step} (train.stop_after); --resume goes on")
         return result
@@ -590,6 +599,29 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
         shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
     d.barrier()
     return result
+
+
+def evaluate_heldout(cfg: TrainConfig, recipe: str, model, processor, collator, amp) -> dict:
+    """Loss per task on the stage's held-out samples, and grounding mIoU on a few of them."""
+    from model.evaluate import evaluate_grounding, evaluate_loss, heldout_samples
+
+    samples = heldout_samples(recipe, cfg.data.holdout_fraction, cfg.data.eval_limit)
+    out: dict = {"samples": len(samples)}
+    if not samples:
+        return out
+    loss = evaluate_loss(model, collator, samples, amp=amp)
+    out["loss"] = loss["loss"]
+    out["loss_by_task"] = {k: v["loss"] for k, v in loss["by_task"].items()}
+    if cfg.data.eval_grounding:
+        g = evaluate_grounding(
+            model, processor, samples, collator=collator, amp=amp, limit=cfg.data.eval_grounding
+        )
+        if g["n"]:
+            out["grounding"] = {
+                k: g[k] for k in ("n", "mIoU", "R@0.3", "R@0.5", "R@0.7", "unparsed")
+            }
+    model.train()
+    return out
 
 
 def _read_metrics(path: Path) -> list[dict]:
@@ -634,6 +666,17 @@ def loss_plot_png(stages: dict[int, list[float]]) -> bytes:
     return buf.getvalue()
 
 
+def _eval_cell(ev: dict | None) -> str:
+    """Held-out loss per task and grounding mIoU, as one table cell."""
+    if not ev or "loss" not in ev:
+        return ""
+    parts = [f"{task} {loss:.3f}" for task, loss in sorted(ev["loss_by_task"].items())]
+    g = ev.get("grounding")
+    if g:
+        parts.append(f"grounding mIoU {g['mIoU']:.1f} (n={g['n']}, unparsed {g['unparsed']})")
+    return f"{ev['samples']} samples: " + "; ".join(parts)
+
+
 def write_report(cfg: TrainConfig, results: dict[int, dict]) -> Path:
     """``output/report.html``: a table of the stages (``results``, and those finished by
     earlier runs) and the loss curves (also ``loss.png``)."""
@@ -671,6 +714,7 @@ def write_report(cfg: TrainConfig, results: dict[int, dict]) -> Path:
             on,
             skipped,
             "yes" if r["in_sync"] else "NO",
+            _eval_cell(r.get("eval")),
         ]
 
     cells = [row(n, r) for n, r in sorted(results.items())]

@@ -146,3 +146,24 @@ def test_two_gloo_ranks_stay_in_sync(
         assert all(row["samples"] == 6 for row in rows)  # 3 per rank
         assert all(row["micro_batches"] > 1 for row in rows)
     assert summary["stages"]["2"]["start"] == str(out / "stage1" / "final")
+
+
+def test_held_out_samples_are_evaluated_not_trained(tmp_path, train_recipe, train_config_writer):
+    import mixtures
+    from model.evaluate import heldout_samples, is_heldout
+    from model.train import Stream
+
+    out = tmp_path / "run"
+    config = train_config_writer(tmp_path / "train.yaml", train_recipe, out, steps=2)
+    summary = main(
+        [config, "--stage", "1", "--set", "data.holdout_fraction=0.4", "--set", "data.eval_limit=4"]
+    )
+    ev = summary["stages"][1]["eval"]
+    held = heldout_samples(str(train_recipe), 0.4, 4)
+    assert held and ev["samples"] == len(held)
+    assert math.isfinite(ev["loss"]) and ev["loss_by_task"]
+    assert all(math.isfinite(v) for v in ev["loss_by_task"].values())
+    stream = Stream(mixtures.open_stage(str(train_recipe)), 0.4)
+    trained = {s["__key__"] for s in stream.take(40)}
+    assert trained and not any(is_heldout(k, 0.4) for k in trained)
+    assert {s["__key__"] for s in held}.isdisjoint(trained)

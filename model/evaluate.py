@@ -1,0 +1,499 @@
+"""Held-out evaluation of a compact VideoLLaMA3: loss per task and temporal-grounding mIoU.
+
+* **Held-out split** (:func:`heldout_samples`): a sample is held out when its ``__key__``
+  hashes into the last ``fraction`` of ``[0, 1)`` (:func:`is_heldout`, default 5%). The hash
+  depends on the key alone, so the split is the same in every recipe and every stage that reads
+  the sample, on every machine; a trainer that skips ``is_heldout`` keys never sees them. The
+  selection reads every sample of every source of a recipe (not just the recipe's selection),
+  skipping the data of the other samples by seeking over tar headers.
+* **Loss** (:func:`evaluate_loss`): samples through the trainer's :class:`~model.collate.Collator`
+  (same rendering, labels, visual-token budget and DiffFP), batched as the trainer batches them;
+  each sample's cross-entropy is summed over its answer tokens, and every group's loss is the
+  token mean over its samples (the model's own loss on a batch of that group). Groups: ``task``
+  (the record's ``task``, else its shard set's ``dataset.json`` task, else ``grounding`` for a
+  record whose every answer is an interval, else its kind), ``kind`` (image | video | stream |
+  text) and ``source``.
+* **Grounding** (:func:`evaluate_grounding`): for every question of every grounding record, the
+  conversation up to that question (earlier answers as recorded) is rendered with the generation
+  prompt, with the video frames and timestamps, greedily decoded, and the answers are scored
+  against the recorded intervals by :func:`video_prep.grounding_eval.evaluate`, VideoLLaMA3's
+  Charades-STA rules (mIoU and R@0.3/0.5/0.7 in percent, ``unparsed`` answers scored 0).
+
+Both take a model, a processor or collator and raw mixture samples, so the trainer can call them
+after a stage; the CLI evaluates a checkpoint on a recipe's held-out samples::
+
+    python -m model.evaluate out/train_compact/stage3/final \\
+        --recipe mixtures/recipes/demo_stage3.yaml --limit 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import re
+import sys
+import tarfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.collate import IGNORE_INDEX, IMAGE_KEYS, VIDEO_KEYS, CollateConfig, Collator
+from video_prep.grounding_eval import evaluate as score_intervals
+from video_prep.grounding_eval import parse_interval
+
+log = logging.getLogger(__name__)
+
+HOLDOUT_FRACTION = 0.05
+HOLDOUT_SALT = "vl3data-heldout-v1"  # changing it changes every split
+GROUPINGS = ("task", "kind", "source")
+_INTERVAL_ANSWER = re.compile(r"^\s*\d+(?:\.\d+)?\s*-\s*\d+(?:\.\d+)?\s*s\s*$")  # "12.0-18.5 s"
+_SKIP_META = re.compile(r"__[^/]*__($|/)")  # tar members webdataset does not group into samples
+
+
+# --- the held-out split -----------------------------------------------------------------------
+
+
+def heldout_score(key: str) -> float:
+    """A stable number in ``[0, 1)`` for a sample key (sha1, not Python's per-process hash)."""
+    digest = hashlib.sha1(f"{HOLDOUT_SALT}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0 < fraction <= 1:
+        raise ValueError(f"the held-out fraction must be in (0, 1], got {fraction!r}")
+
+
+def is_heldout(key: str, fraction: float = HOLDOUT_FRACTION) -> bool:
+    """Whether the sample ``key`` is in the held-out ``fraction`` (its score is in the last
+    ``fraction`` of ``[0, 1)``; a larger fraction holds out a superset)."""
+    _check_fraction(fraction)
+    return heldout_score(key) >= 1.0 - fraction
+
+
+def _tar_samples(path: str, keep: Callable[[str], bool]) -> Iterator[dict]:
+    """The samples of one tar whose key ``keep`` accepts, grouped as webdataset groups them
+    (key up to the first dot of the name's last part, extensions lower-cased); the data of the
+    others is never read."""
+    from webdataset.tariterators import base_plus_ext
+
+    key, cur = None, None
+    with tarfile.open(path, "r:") as tf:
+        while (member := tf.next()) is not None:
+            tf.members = []  # headers already passed are not needed again
+            if not member.isreg() or _SKIP_META.match(member.name):
+                continue
+            k, ext = base_plus_ext(member.name)
+            if k is None:
+                continue
+            if k != key:
+                if cur is not None:
+                    yield cur
+                key, cur = k, ({"__key__": k, "__url__": path} if keep(k) else None)
+            if cur is not None:
+                f = tf.extractfile(member)
+                assert f is not None
+                cur[ext.lower()] = f.read()
+    if cur is not None:
+        yield cur
+
+
+def _jsonl_samples(path: str, keep: Callable[[str], bool]) -> Iterator[dict]:
+    """The records of a JSONL text source whose key ``keep`` accepts, keyed as
+    :mod:`mixtures.sampler` keys them (``{stem}-{ordinal:09d}`` over non-blank lines)."""
+    stem = Path(path).stem
+    ordinal = -1
+    with open(path, "rb") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            ordinal += 1
+            key = f"{stem}-{ordinal:09d}"
+            if keep(key):
+                yield {"__key__": key, "__url__": path, "json": line}
+
+
+def heldout_samples(
+    recipe,
+    fraction: float = HOLDOUT_FRACTION,
+    limit: int | None = None,
+) -> list[dict]:
+    """The held-out samples of every source of ``recipe`` (a path or a loaded
+    :class:`mixtures.recipe.Recipe`), in recipe, shard and tar order, at most ``limit`` per
+    source. Each is a raw mixture sample (``__key__``, members as bytes) with ``__source__``,
+    ``__group__`` and ``__task__`` (the shard set's ``dataset.json`` task; ``text`` for JSONL)."""
+    from manifests.dataset import read_dataset_json
+    from mixtures.recipe import Recipe, load_recipe, source_kind
+
+    _check_fraction(fraction)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of samples per source, got {limit}")
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+    def keep(key: str) -> bool:
+        return heldout_score(key) >= 1.0 - fraction
+
+    out: list[dict] = []
+    for _, group, src in rec.sources():
+        if source_kind(src) == "jsonl":
+            streams = [_jsonl_samples(src.path, keep)]
+            task = "text"
+        else:
+            doc = read_dataset_json(src.path)
+            streams = [_tar_samples(str(Path(src.path) / s["path"]), keep) for s in doc["shards"]]
+            task = doc.get("task") or src.modality
+        taken = 0
+        for stream in streams:
+            for sample in stream:
+                sample.update({"__source__": src.name, "__group__": group.name, "__task__": task})
+                out.append(sample)
+                taken += 1
+                if limit is not None and taken >= limit:
+                    break
+            if limit is not None and taken >= limit:
+                break
+    return out
+
+
+# --- records -------------------------------------------------------------------------------------
+
+
+def _record(sample: dict) -> dict | None:
+    raw = sample.get("json")
+    if isinstance(raw, dict):
+        return raw
+    try:
+        rec = json.loads(raw) if raw is not None else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def is_grounding_record(rec: dict) -> bool:
+    """A video record (not streaming) whose every answer is an interval, ``"12.0-18.5 s"``."""
+    if rec.get("stream") or not rec.get("video"):
+        return False
+    conv = rec.get("conversations")
+    if not isinstance(conv, list):
+        return False
+    answers = [t.get("value") for t in conv if isinstance(t, dict) and t.get("from") == "gpt"]
+    return bool(answers) and all(isinstance(a, str) and _INTERVAL_ANSWER.match(a) for a in answers)
+
+
+def sample_task(sample: dict, kind: str) -> str:
+    """The task a sample's loss is reported under: the record's ``task``, else the sample's
+    ``__task__`` (its shard set's), else ``grounding`` for a grounding record, else ``kind``."""
+    rec = _record(sample) or {}
+    task = rec.get("task") or sample.get("__task__")
+    if isinstance(task, str) and task:
+        return task
+    return "grounding" if is_grounding_record(rec) else kind
+
+
+# --- loss ----------------------------------------------------------------------------------------
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@contextmanager
+def _eval_mode(model):
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was)
+
+
+def _autocast(device: torch.device, amp: torch.dtype | None):
+    if amp is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=amp)
+
+
+def _to(mb: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in mb.items()}
+
+
+def _mean(total: dict) -> dict:
+    tokens = total["answer_tokens"]
+    return {
+        "loss": total["loss_sum"] / tokens if tokens else None,
+        "samples": total["samples"],
+        "answer_tokens": tokens,
+    }
+
+
+def evaluate_loss(
+    model,
+    collator: Collator,
+    samples: Sequence[dict],
+    amp: torch.dtype | None = None,
+) -> dict:
+    """Mean loss over the answer tokens of ``samples`` (raw mixture samples), overall and per
+    task, kind and source (module docs), in eval mode without gradients (the model's mode is
+    restored). Returns ``{"loss", "samples", "answer_tokens", "skipped", "by_task",
+    "by_kind", "by_source"}``; each ``by_*`` maps a name to ``{"loss", "samples",
+    "answer_tokens"}``. A group with no usable sample is absent; ``loss`` is None when no
+    sample could be used."""
+    before = Counter(collator.skipped)
+    encoded = []
+    for sample in samples:
+        enc = collator.encode(sample)
+        if enc is not None:
+            enc["meta"]["task"] = sample_task(sample, enc["meta"]["kind"])
+            encoded.append(enc)
+    skipped = dict(collator.skipped - before)
+
+    def zero() -> dict:
+        return {"loss_sum": 0.0, "answer_tokens": 0, "samples": 0}
+
+    totals = {g: defaultdict(zero) for g in GROUPINGS}
+    overall = zero()
+    device = _device(model)
+    with _eval_mode(model):
+        for group in collator.pack(encoded):
+            mb = _to(collator.collate(group), device)
+            labels = mb.pop("labels")
+            with _autocast(device, amp):
+                logits = model(**mb, use_cache=False).logits
+            for row, enc in enumerate(group):
+                target = labels[row, 1:]
+                n = int((target != IGNORE_INDEX).sum())
+                ce = torch.nn.functional.cross_entropy(
+                    logits[row, :-1].float(), target, ignore_index=IGNORE_INDEX, reduction="sum"
+                )
+                meta = enc["meta"]
+                source = meta["source"] or "unknown"
+                names = {"task": meta["task"], "kind": meta["kind"], "source": source}
+                for t in (overall, *(totals[g][str(names[g])] for g in GROUPINGS)):
+                    t["loss_sum"] += float(ce)
+                    t["answer_tokens"] += n
+                    t["samples"] += 1
+    return {
+        **_mean(overall),
+        "skipped": skipped,
+        **{f"by_{g}": {k: _mean(v) for k, v in sorted(totals[g].items())} for g in GROUPINGS},
+    }
+
+
+# --- temporal grounding ----------------------------------------------------------------------
+
+
+@dataclass
+class GroundingQuestion:
+    """One question of a grounding record and the record cut after it (earlier answers as
+    recorded, an empty answer in place of this one: what the prompt is rendered from)."""
+
+    key: str
+    index: int  # the question's position among the record's questions
+    question: str
+    target: tuple[float, float]
+    record: dict
+
+
+def grounding_questions(sample: dict) -> list[GroundingQuestion]:
+    """The questions of a grounding sample, each with its target interval; none for a sample
+    that is not a grounding record."""
+    rec = _record(sample)
+    if rec is None or not is_grounding_record(rec):
+        return []
+    conv = rec["conversations"]
+    out = []
+    for i, turn in enumerate(conv):
+        if turn.get("from") != "gpt" or i == 0:
+            continue
+        target = parse_interval(turn["value"])
+        if target is None:  # pragma: no cover - is_grounding_record matched the answer
+            continue
+        cut = {**rec, "conversations": [*conv[:i], {"from": "gpt", "value": ""}]}
+        question = str(conv[i - 1].get("value", "")).replace("<video>", "").strip()
+        out.append(GroundingQuestion(str(sample.get("__key__")), len(out), question, target, cut))
+    return out
+
+
+def prompt_inputs(collator: Collator, sample: dict, q: GroundingQuestion) -> dict | None:
+    """Model inputs for generating the answer to ``q``: the record up to the question through
+    the collator (the training rendering, frames, timestamps, visual budget and DiffFP), ending
+    in the generation prompt ``<|im_start|>assistant\\n``. None (counted in the collator's
+    ``skipped``) when the sample cannot be encoded."""
+    enc = collator.encode({**sample, "json": q.record})
+    if enc is None:
+        return None
+    ids = enc["input_ids"]
+    # the empty answer renders as "<|im_start|>assistant\n<|im_end|>\n": cut at its <|im_end|>
+    cut = int((ids == collator.im_end).nonzero()[-1])
+    inputs = {k: enc[k] for k in (*IMAGE_KEYS, *VIDEO_KEYS) if k in enc}
+    inputs["input_ids"] = ids[None, :cut]
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    return inputs
+
+
+def score_grounding(predictions: Sequence[str], targets: Sequence[Sequence[float]]) -> dict:
+    """VideoLLaMA3's Charades-STA scores of answer texts against target intervals: ``n``,
+    ``mIoU``, ``R@0.3``/``R@0.5``/``R@0.7`` (percent) and ``unparsed``."""
+    return score_intervals(list(predictions), [tuple(t) for t in targets])
+
+
+def default_collator(processor) -> Collator:
+    """A collator with the paper's budgets for a processor (its own pixel caps bind first)."""
+    return Collator(processor, CollateConfig(image_merge_size=processor.image_processor.merge_size))
+
+
+def evaluate_grounding(
+    model,
+    processor,
+    samples: Sequence[dict],
+    max_new_tokens: int = 16,
+    collator: Collator | None = None,
+    amp: torch.dtype | None = None,
+    limit: int | None = None,
+) -> dict:
+    """Greedy answers to every question (the first ``limit`` when given) of the grounding
+    records among ``samples`` (others are ignored), scored by :func:`score_grounding`.
+
+    ``collator`` (default: :func:`default_collator` of ``processor``) renders the prompts; pass
+    the trainer's to evaluate with its budgets and DiffFP. Returns the scores plus ``records``
+    (grounding records seen), ``skipped`` (questions whose sample could not be encoded, by
+    reason) and ``predictions`` (per question: key, question, target, answer text)."""
+    collator = collator or default_collator(processor)
+    tok = processor.tokenizer
+    stop = sorted({collator.im_end, *([tok.eos_token_id] if tok.eos_token_id is not None else [])})
+    before = Counter(collator.skipped)
+    device = _device(model)
+    texts, targets, rows = [], [], []
+    records = 0
+    with _eval_mode(model):
+        for sample in samples:
+            questions = grounding_questions(sample)
+            records += bool(questions)
+            for q in questions:
+                if limit is not None and len(texts) >= limit:
+                    break
+                inputs = prompt_inputs(collator, sample, q)
+                if inputs is None:
+                    continue
+                n = inputs["input_ids"].shape[1]
+                with _autocast(device, amp):
+                    out = model.generate(
+                        **_to(inputs, device),
+                        max_new_tokens=max_new_tokens,
+                        do_sample=False,
+                        eos_token_id=stop,
+                        pad_token_id=collator.pad_id,
+                    )
+                text = tok.decode(out[0, n:], skip_special_tokens=True).strip()
+                texts.append(text)
+                targets.append(q.target)
+                rows.append(
+                    {"key": q.key, "question": q.question, "target": list(q.target), "answer": text}
+                )
+    return {
+        **score_grounding(texts, targets),
+        "records": records,
+        "skipped": dict(collator.skipped - before),
+        "predictions": rows,
+    }
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+
+def eval_collate_config(preset: str | None, token_compression: bool) -> CollateConfig:
+    """The trainer's collator settings for ``preset`` (the paper's without one)."""
+    from model.stages import IMAGE_MERGE_SIZE, VIDEO_MERGE_SIZE
+
+    kw: dict = {}
+    if preset:
+        from model.presets import get_preset
+
+        p = get_preset(preset)
+        kw = {
+            "max_length": p.max_length,
+            "max_vision_tokens": p.max_vision_tokens,
+            "tokens_per_batch": p.tokens_per_batch,
+        }
+    return CollateConfig(
+        video_merge_size=VIDEO_MERGE_SIZE,
+        image_merge_size=IMAGE_MERGE_SIZE,
+        use_token_compression=token_compression,
+        **kw,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m model.evaluate",
+        description="Held-out loss per task and temporal-grounding mIoU of a checkpoint.",
+    )
+    p.add_argument("checkpoint", help="a checkpoint directory, e.g. out/train_compact/stage3/final")
+    p.add_argument("--recipe", required=True, help="the stage recipe whose held-out samples to use")
+    p.add_argument("--limit", type=int, help="at most N held-out samples per source")
+    p.add_argument(
+        "--fraction",
+        type=float,
+        default=HOLDOUT_FRACTION,
+        help=f"share of samples held out, by key hash (default {HOLDOUT_FRACTION})",
+    )
+    p.add_argument("--preset", help="tiny | small | 2b: its budgets (and processor if none saved)")
+    p.add_argument(
+        "--token-compression",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="DiffFP; auto: as the checkpoint's stage trained (its result.json), else off",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=16, help="tokens per grounding answer")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    p.add_argument("--no-grounding", action="store_true", help="the held-out loss only")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Evaluate a checkpoint on a recipe's held-out samples; print and return the JSON."""
+    from model.build import load_checkpoint
+    from model.train import autocast_dtype
+
+    args = build_parser().parse_args(argv)
+    ckpt = Path(args.checkpoint)
+    compression = args.token_compression == "on"
+    if args.token_compression == "auto" and (ckpt / "result.json").is_file():
+        compression = bool(json.loads((ckpt / "result.json").read_text()).get("token_compression"))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = autocast_dtype(args.precision, device)
+    model, processor = load_checkpoint(ckpt, preset=args.preset)
+    samples = heldout_samples(args.recipe, args.fraction, args.limit)
+    model.to(device)
+    collator = Collator(processor, eval_collate_config(args.preset, compression))
+    result: dict = {
+        "checkpoint": str(ckpt),
+        "recipe": str(args.recipe),
+        "fraction": args.fraction,
+        "heldout_samples": len(samples),
+        "token_compression": compression,
+        "loss": evaluate_loss(model, collator, samples, amp=amp),
+    }
+    if not args.no_grounding:
+        result["grounding"] = evaluate_grounding(
+            model, processor, samples, args.max_new_tokens, collator=collator, amp=amp
+        )
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"model.evaluate: error: {exc}", file=sys.stderr)
+        sys.exit(1)
