@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
+#: VideoLLaMA3's frame cap (1 fps, at most 180 frames)
+MAX_FRAMES = 180
+
+
 def build_processor(preset: Preset | str, tokenizer):
     """``VideoLlama3Processor`` with the preset's image and frame pixel budgets (images merged
     1x1, video 2x2 as in the paper) around ``tokenizer``, with our chat template."""
@@ -33,7 +37,11 @@ def build_processor(preset: Preset | str, tokenizer):
 
     p = get_preset(preset) if isinstance(preset, str) else preset
     image = {"shortest_edge": p.image_pixels[0], "longest_edge": p.image_pixels[1]}
-    frame = {"shortest_edge": p.frame_pixels[0], "longest_edge": p.frame_pixels[1]}
+    # transformers' video processor reads longest_edge as the pixels of the WHOLE video (it
+    # divides by the frame count) and shortest_edge as one frame's: a frame gets up to the
+    # preset's per-frame maximum for videos of up to MAX_FRAMES frames; the collator's visual
+    # token budget caps the total
+    frame = {"shortest_edge": p.frame_pixels[0], "longest_edge": p.frame_pixels[1] * MAX_FRAMES}
     return VideoLlama3Processor(
         image_processor=VideoLlama3ImageProcessor(size=image, merge_size=1),
         video_processor=VideoLlama3VideoProcessor(size=frame, merge_size=2),

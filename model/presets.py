@@ -101,7 +101,7 @@ PRESETS: dict[str, Preset] = {
         ),
         vocab_size=151_936,
         image_pixels=(56 * 56, 28 * 28 * 1280),  # VideoLlama3ImageProcessor's defaults
-        frame_pixels=(128 * 28 * 28, 28 * 28 * 768),  # VideoLlama3VideoProcessor's defaults
+        frame_pixels=(128 * 28 * 28, 28 * 28 * 768),  # per frame; the 10240-token budget binds
         max_length=16384,
         max_vision_tokens=10240,
         tokens_per_batch=16384,
