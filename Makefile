@@ -90,6 +90,8 @@ bench: setup  ## side-by-side benchmarks; results go in docs/BENCHMARKS.md
 	$(PY) bench/bench_mixture.py
 	$(PY) bench/bench_video.py
 	$(PY) bench/bench_recaption.py
+	$(PY) bench/bench_difffp.py
+	$(PY) bench/bench_train.py
 
 clean:
 	rm -rf out data/demo_pool data/demo_videos .pytest_cache

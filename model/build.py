@@ -16,14 +16,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from manifests.chat import CHAT_TEMPLATE
+from model.collate import MAX_FRAMES
 from model.presets import Preset, get_preset, model_config
 
 log = logging.getLogger(__name__)
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
-
-
-#: VideoLLaMA3's frame cap (1 fps, at most 180 frames)
-MAX_FRAMES = 180
 
 
 def build_processor(preset: Preset | str, tokenizer):

@@ -93,6 +93,10 @@ def _record(sample: dict) -> dict:
     return rec
 
 
+#: frames per video the processor's ``longest_edge`` is sized for (VideoLLaMA3's cap)
+MAX_FRAMES = 180
+
+
 def _floor_px(min_pixels: int, max_pixels: int) -> int:
     """The processor's minimum pixels, lowered when the budget is tight: smart_resize scales
     up to ``min_pixels`` with ceil, which could overshoot a ``max_pixels`` close to it."""
@@ -245,7 +249,10 @@ class Collator:
             n = len(vis.members)
             if n > budget:
                 raise _Skip("vision_budget", f"{n} frames > {budget} tokens")
-            video_px = min(self.video_max_pixels, budget * self.video_factor**2)
+            # the processor's longest_edge covers MAX_FRAMES frames (model/build.py): cap each
+            # frame at that share, and the whole video at the token budget
+            per_frame = self.video_max_pixels // MAX_FRAMES
+            video_px = min(per_frame * n, budget * self.video_factor**2)
             size = {
                 "shortest_edge": _floor_px(self.video_min_pixels, video_px // n),
                 "longest_edge": video_px,

@@ -168,10 +168,10 @@ class Stream:
                 self.it = iter(self.ds)
             try:
                 sample = next(self.it)
-                fresh = False
                 if self.holdout and is_heldout(sample["__key__"], self.holdout):
-                    continue
+                    continue  # not "fresh = False": an epoch of held-out samples gives nothing
                 out.append(sample)
+                fresh = False
             except StopIteration:
                 if fresh:
                     raise RuntimeError(

@@ -264,3 +264,35 @@ def test_padding_is_exact(vl3_processor, vl3_forward_model, samples):
             alone = vl3_forward_model(**c.collate([enc])).logits[0]
             n = len(enc["input_ids"])
             torch.testing.assert_close(together[row, :n], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_a_short_video_keeps_the_presets_per_frame_cap(video_samples, vl3_video_sample):
+    """The video processor's longest_edge is sized for 180 frames: a short video gets at most
+    the per-frame share, not the whole budget spread over few frames."""
+    from model.build import build_processor
+    from model.collate import MAX_FRAMES, CollateConfig, Collator
+    from model.presets import get_preset
+    from model.tokenizer import train_tokenizer
+
+    preset = get_preset("small")
+    tok = train_tokenizer(["a video of bikes", "time 0.0s"], 300)
+    processor = build_processor(preset, tok)
+    bikes = video_samples["bikes"]
+    frames = bikes.frames[:4]
+    sample = vl3_video_sample(
+        "bk",
+        frames,
+        {
+            "timestamps": bikes.timestamps[:4],
+            "conversations": [
+                {"from": "human", "value": "<video>\nWhat happens?"},
+                {"from": "gpt", "value": "Bikes."},
+            ],
+        },
+    )
+    enc = Collator(processor, CollateConfig(max_vision_tokens=4096)).encode(sample)
+    assert enc is not None
+    per_frame_tokens = int(enc["video_grid_thw"][0][1:].prod()) // 4  # 2x2 merge
+    cap = processor.video_processor.size["longest_edge"] // MAX_FRAMES // (28 * 28)
+    assert cap == preset.frame_pixels[1] // (28 * 28) == 16
+    assert 1 < per_frame_tokens <= cap

@@ -247,13 +247,16 @@ def test_grounding_eval_with_diffp(tiny, bikes, vl3_video_sample):
     from transformers import VideoLlama3Processor, VideoLlama3VideoProcessor
 
     from manifests.chat import CHAT_TEMPLATE
+    from model.collate import MAX_FRAMES
 
     model, tiny_processor = tiny
     # frames of at least 4 merged tokens (the tiny preset gives 1, which DiffFP always keeps)
     processor = VideoLlama3Processor(
         image_processor=tiny_processor.image_processor,
         video_processor=VideoLlama3VideoProcessor(
-            size={"shortest_edge": 56 * 56, "longest_edge": 56 * 56 * 16}, merge_size=2
+            # longest_edge is sized for MAX_FRAMES frames (model/build.py): 56x56 a frame
+            size={"shortest_edge": 56 * 56, "longest_edge": 56 * 56 * MAX_FRAMES},
+            merge_size=2,
         ),
         tokenizer=tiny_processor.tokenizer,
         chat_template=CHAT_TEMPLATE,

@@ -167,3 +167,14 @@ def test_held_out_samples_are_evaluated_not_trained(tmp_path, train_recipe, trai
     trained = {s["__key__"] for s in stream.take(40)}
     assert trained and not any(is_heldout(k, 0.4) for k in trained)
     assert {s["__key__"] for s in held}.isdisjoint(trained)
+
+
+def test_a_mixture_held_out_whole_fails_instead_of_spinning(train_recipe):
+    import pytest
+
+    import mixtures
+    from model.train import Stream
+
+    stream = Stream(mixtures.open_stage(str(train_recipe)), 0.999999)
+    with pytest.raises(RuntimeError, match="no samples"):
+        stream.take(1)
