@@ -635,6 +635,33 @@ def _render_html(out: Path, max_thumbs: int) -> str:
     )
 
 
+def render_page(
+    title: str,
+    header: str,
+    notes: list[str],
+    sections: list[tuple[str, str, str]],
+    *,
+    extra_css: str = "",
+    generator: str = "manifests.report",
+) -> str:
+    """A self-contained report page: header, notes, a nav bar and ``(id, title, html)``
+    sections. Other jobs' reports (video, captions) are built from the parts of this module."""
+    nav = "<nav>" + "".join(f'<a href="#{s}">{_e(t)}</a>' for s, t, _ in sections) + "</nav>"
+    body = "".join(f'<section id="{s}"><h2>{_e(t)}</h2>{c}</section>' for s, t, c in sections)
+    note_html = (
+        '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+        if notes
+        else ""
+    )
+    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f"<style>{_CSS}{extra_css}</style></head><body><main>{header}{note_html}{nav}{body}"
+        f'<p class="muted">Report generated {generated} by {_e(generator)}.</p>'
+        "</main></body></html>\n"
+    )
+
+
 def write_report(out_dir: str | Path, *, max_thumbs: int = 24) -> Path:
     """Write ``OUT/report.html`` and return its path.
 

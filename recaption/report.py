@@ -4,7 +4,6 @@ throughput per worker, and examples (kept captions with their images, failed one
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import json
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from manifests.atomic import write_bytes
 from manifests.dataset import shard_paths
 from manifests.ledger import read_ledger
 from manifests.report import (
-    _CSS,
     _e,
     _funnel_html,
     _header,
@@ -22,6 +20,7 @@ from manifests.report import (
     _num,
     _reasons_html,
     _table,
+    render_page,
     summarize_ledger,
 )
 from manifests.report_data import read_json
@@ -139,21 +138,14 @@ def render(out: Path) -> str:
         ("failures", "Failed captions by gate", _failures_html(rows)),
     ]
     header = _header(out, summary, stats, meta, notes)
-    nav = "<nav>" + "".join(f'<a href="#{s}">{_e(t)}</a>' for s, t, _ in sections) + "</nav>"
-    body = "".join(f'<section id="{s}"><h2>{_e(t)}</h2>{c}</section>' for s, t, c in sections)
-    note_html = (
-        '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
-        if notes
-        else ""
-    )
-    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-    css = _CSS + ".sheet{grid-template-columns:repeat(auto-fill,minmax(220px,1fr))}"
-    title = _e(f"{(meta or {}).get('name') or out.name} — caption report")
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f"<style>{css}</style></head><body><main>{header}{note_html}{nav}{body}"
-        f'<p class="muted">Report generated {generated} by recaption.report.</p>'
-        "</main></body></html>\n"
+    name = (meta or {}).get("name") or out.name
+    return render_page(
+        f"{name} — caption report",
+        header,
+        notes,
+        sections,
+        extra_css=".sheet{grid-template-columns:repeat(auto-fill,minmax(220px,1fr))}",
+        generator="recaption.report",
     )
 
 

@@ -9,10 +9,8 @@ page parts of :mod:`manifests.report`; one self-contained HTML file.
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -20,7 +18,6 @@ from manifests.atomic import write_bytes
 from manifests.dataset import shard_paths
 from manifests.ledger import read_ledger
 from manifests.report import (
-    _CSS,
     _e,
     _funnel_html,
     _header,
@@ -28,6 +25,7 @@ from manifests.report import (
     _num,
     _reasons_html,
     _table,
+    render_page,
     summarize_ledger,
 )
 from manifests.report_data import read_json
@@ -148,21 +146,14 @@ def render(out: Path) -> str:
     ]
     # a video gives many samples: the header's samples-vs-kept-rows check is for image sets
     header = _header(out, summary, stats, {**(meta or {}), "samples": None}, notes)
-    nav = "<nav>" + "".join(f'<a href="#{s}">{_e(t)}</a>' for s, t, _ in sections) + "</nav>"
-    body = "".join(f'<section id="{s}"><h2>{_e(t)}</h2>{c}</section>' for s, t, c in sections)
-    note_html = (
-        '<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
-        if notes
-        else ""
-    )
-    generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
-    css = _CSS + ".sample{margin:14px 0}.sheet figure img{max-width:112px}"
-    title = _e(f"{(meta or {}).get('name') or out.name} — video report")
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f"<style>{css}</style></head><body><main>{header}{note_html}{nav}{body}"
-        f'<p class="muted">Report generated {generated} by video_prep.report.</p>'
-        "</main></body></html>\n"
+    name = (meta or {}).get("name") or out.name
+    return render_page(
+        f"{name} — video report",
+        header,
+        notes,
+        sections,
+        extra_css=".sample{margin:14px 0}.sheet figure img{max-width:112px}",
+        generator="video_prep.report",
     )
 
 
@@ -171,10 +162,3 @@ def write_video_report(out_dir: str | Path) -> Path:
     target = out / "report.html"
     write_bytes(target, render(out).encode())
     return target
-
-
-def summary_line(stats: dict[str, Any]) -> str:
-    return (
-        f"{stats.get('task')}: {stats.get('inputs')} videos, {stats.get('kept')} kept, "
-        f"{stats.get('samples')} samples, {stats.get('frames')} frames"
-    )

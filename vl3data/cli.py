@@ -31,22 +31,30 @@ def _setup_logging(level: str) -> None:
         logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
-def _cmd_curate(args: argparse.Namespace) -> int:
-    from curation.config import CurateConfig
-    from curation.curate import curate
+def _job_config(cls: type, args: argparse.Namespace, *extra: str):
+    """A job's config from its YAML(s), ``--set`` overrides, ``extra`` overrides and the common
+    flags (``--ray-address``, ``--log-level``), validated; logging set to its level."""
     from manifests.configs import load_config
 
-    overrides = list(args.set or [])
-    if args.ray_address:
+    overrides = [*(args.set or []), *extra]
+    if getattr(args, "ray_address", None):
         overrides.append(f"ray.address={args.ray_address}")
     if args.log_level:
         overrides.append(f"log_level={args.log_level}")
-    cfg = load_config(CurateConfig, args.config, overrides)
-    cfg.check_runnable()
-    if not cfg.ray.address:
+    cfg = load_config(cls, args.config, overrides)
+    if hasattr(cfg, "ray") and not cfg.ray.address:
         # an embedded Ray serves only this process: keep it on loopback (read at ray import)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     _setup_logging(cfg.log_level)
+    return cfg
+
+
+def _cmd_curate(args: argparse.Namespace) -> int:
+    from curation.config import CurateConfig
+    from curation.curate import curate
+
+    cfg = _job_config(CurateConfig, args)
+    cfg.check_runnable()
     doc = curate(cfg, restart=args.restart, progress=not args.no_progress)
     stats = json.loads((Path(cfg.output) / "stats.json").read_text())
     print(
@@ -59,20 +67,11 @@ def _cmd_curate(args: argparse.Namespace) -> int:
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
-    from manifests.configs import load_config
     from video_prep.config import VideoConfig
     from video_prep.job import run_video_job
 
-    overrides = list(args.set or [])
-    if args.ray_address:
-        overrides.append(f"ray.address={args.ray_address}")
-    if args.log_level:
-        overrides.append(f"log_level={args.log_level}")
-    cfg = load_config(VideoConfig, args.config, overrides)
+    cfg = _job_config(VideoConfig, args)
     cfg.check_runnable()
-    if not cfg.ray.address:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    _setup_logging(cfg.log_level)
     docs = run_video_job(cfg, restart=args.restart, progress=not args.no_progress)
     for task in docs:
         stats = json.loads((Path(cfg.output) / task / "stats.json").read_text())
@@ -85,29 +84,17 @@ def _cmd_video(args: argparse.Namespace) -> int:
 
 
 def _cmd_recaption(args: argparse.Namespace) -> int:
-    from manifests.configs import load_config
     from recaption.config import RecaptionConfig
 
-    overrides = list(args.set or [])
-    if args.input:
-        overrides.append(f"input.path={args.input}")
-    if args.output:
-        overrides.append(f"output={args.output}")
-    if args.ray_address:
-        overrides.append(f"ray.address={args.ray_address}")
-    if args.log_level:
-        overrides.append(f"log_level={args.log_level}")
-    cfg = load_config(RecaptionConfig, args.config, overrides)
+    extra = [f"input.path={args.input}"] if args.input else []
+    extra += [f"output={args.output}"] if args.output else []
+    cfg = _job_config(RecaptionConfig, args, *extra)
     if args.plan:
         from recaption.plan import plan_main
 
-        _setup_logging(cfg.log_level)
         print(plan_main(cfg))
         return 0
     cfg.check_runnable()
-    if not cfg.ray.address:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    _setup_logging(cfg.log_level)
     from recaption.job import run_recaption
 
     docs = run_recaption(cfg, restart=args.restart, progress=not args.no_progress)
@@ -173,16 +160,11 @@ def _cmd_mix(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from manifests.configs import load_config
     from model.config import TrainConfig
     from model.train import parse_stages, run
 
-    overrides = list(args.set or [])
-    if args.log_level:
-        overrides.append(f"log_level={args.log_level}")
-    cfg = load_config(TrainConfig, args.config, overrides)
+    cfg = _job_config(TrainConfig, args)
     stages = parse_stages(args.stage)
-    _setup_logging(cfg.log_level)
     summary = run(cfg, stages, resume=args.resume)
     if "report" not in summary:  # not the main rank of a torchrun
         return 0
