@@ -34,7 +34,7 @@ import re
 import tarfile
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,22 +278,20 @@ def reader_slice(
     return out
 
 
-def _iter_tar(path: str, wanted: Selection) -> Iterator[dict]:
-    """The samples at sorted ordinals ``wanted`` of one tar, grouped by key the way webdataset
-    groups them (regular files, ``__meta__`` skipped, key = name up to the first dot of its last
-    part, extensions lower-cased). Unwanted samples are passed by seeking over their data."""
+#: ``keep(ordinal, key)``: True reads the sample, False passes it, None ends the reading
+Keep = Callable[[int, str], "bool | None"]
+
+
+def tar_samples(path: str, keep: Keep) -> Iterator[dict]:
+    """The samples of one tar that ``keep`` accepts, grouped by key the way webdataset groups
+    them (regular files, ``__meta__`` skipped, key = name up to the first dot of its last
+    part, extensions lower-cased). The data of the others is passed by seeking."""
     from webdataset.tariterators import base_plus_ext
 
-    targets = iter(int(i) for i in wanted)
-    nxt = next(targets, None)
-    if nxt is None:
-        return
     ordinal, key, cur = -1, None, None
     with tarfile.open(path, "r:") as tf:
-        while True:
-            member = tf.next()
-            if member is None:
-                break
+        while (member := tf.next()) is not None:
+            tf.members = []  # headers already passed are not needed again
             if not member.isreg() or _SKIP_META.match(member.name):
                 continue
             k, ext = base_plus_ext(member.name)
@@ -302,34 +300,22 @@ def _iter_tar(path: str, wanted: Selection) -> Iterator[dict]:
             if k != key:
                 if cur is not None:
                     yield cur
-                    cur, nxt = None, next(targets, None)
-                    if nxt is None:
-                        return
                 ordinal, key = ordinal + 1, k
-                if ordinal == nxt:
-                    cur = {"__key__": k, "__url__": path}
+                verdict = keep(ordinal, k)
+                if verdict is None:
+                    return
+                cur = {"__key__": k, "__url__": path} if verdict else None
             if cur is not None:
                 f = tf.extractfile(member)
                 assert f is not None
                 cur[ext.lower()] = f.read()
-            tf.members = []  # headers already passed are not needed again
     if cur is not None:
         yield cur
-        nxt = next(targets, None)
-    if nxt is not None:
-        raise RuntimeError(
-            f"{path} holds {ordinal + 1} samples but sample {nxt} was wanted: the shard does "
-            "not match its dataset.json"
-        )
 
 
-def _iter_jsonl(path: str, wanted: Selection) -> Iterator[dict]:
-    """The records at sorted ordinals ``wanted`` of a JSONL file (non-blank lines), as raw
-    samples ``{"__key__", "json": bytes}``."""
-    targets = iter(int(i) for i in wanted)
-    nxt = next(targets, None)
-    if nxt is None:
-        return
+def jsonl_samples(path: str, keep: Keep) -> Iterator[dict]:
+    """The records of a JSONL file (non-blank lines) that ``keep`` accepts, as raw samples
+    ``{"__key__": "{stem}-{ordinal:09d}", "json": bytes}``."""
     stem = Path(path).stem
     ordinal = -1
     with open(path, "rb") as f:
@@ -338,12 +324,47 @@ def _iter_jsonl(path: str, wanted: Selection) -> Iterator[dict]:
             if not line:
                 continue
             ordinal += 1
-            if ordinal == nxt:
-                yield {"__key__": f"{stem}-{ordinal:09d}", "__url__": path, "json": line}
-                nxt = next(targets, None)
-                if nxt is None:
-                    return
-    raise RuntimeError(f"{path} holds {ordinal + 1} records but record {nxt} was wanted")
+            key = f"{stem}-{ordinal:09d}"
+            verdict = keep(ordinal, key)
+            if verdict is None:
+                return
+            if verdict:
+                yield {"__key__": key, "__url__": path, "json": line}
+
+
+def _at_ordinals(wanted: Selection) -> tuple[Keep, Callable[[], int]]:
+    """A ``keep`` for the sorted ordinals ``wanted`` (ending after the last), and the highest
+    ordinal it was asked about."""
+    want = {int(i) for i in wanted}
+    last = int(wanted[-1])
+    seen = [-1]
+
+    def keep(ordinal: int, _key: str) -> bool | None:
+        seen[0] = ordinal
+        return None if ordinal > last else ordinal in want
+
+    return keep, lambda: seen[0]
+
+
+def _iter_tar(path: str, wanted: Selection) -> Iterator[dict]:
+    """The samples at sorted ordinals ``wanted`` of one tar."""
+    if not len(wanted):
+        return
+    keep, seen = _at_ordinals(wanted)
+    yield from tar_samples(path, keep)
+    if seen() < int(wanted[-1]):
+        raise RuntimeError(
+            f"{path} holds {seen() + 1} samples but sample {int(wanted[-1])} was wanted: the "
+            "shard does not match its dataset.json"
+        )
+
+
+def _iter_jsonl(path: str, wanted: Selection) -> Iterator[dict]:
+    """The records at sorted ordinals ``wanted`` of a JSONL file."""
+    if not len(wanted):
+        return
+    keep, _ = _at_ordinals(wanted)
+    yield from jsonl_samples(path, keep)
 
 
 def source_stream(

@@ -34,9 +34,8 @@ import json
 import logging
 import re
 import sys
-import tarfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,6 @@ HOLDOUT_FRACTION = 0.05
 HOLDOUT_SALT = "vl3data-heldout-v1"  # changing it changes every split
 GROUPINGS = ("task", "kind", "source")
 _INTERVAL_ANSWER = re.compile(r"^\s*\d+(?:\.\d+)?\s*-\s*\d+(?:\.\d+)?\s*s\s*$")  # "12.0-18.5 s"
-_SKIP_META = re.compile(r"__[^/]*__($|/)")  # tar members webdataset does not group into samples
 
 
 # --- the held-out split -----------------------------------------------------------------------
@@ -77,49 +75,6 @@ def is_heldout(key: str, fraction: float = HOLDOUT_FRACTION) -> bool:
     return heldout_score(key) >= 1.0 - fraction
 
 
-def _tar_samples(path: str, keep: Callable[[str], bool]) -> Iterator[dict]:
-    """The samples of one tar whose key ``keep`` accepts, grouped as webdataset groups them
-    (key up to the first dot of the name's last part, extensions lower-cased); the data of the
-    others is never read."""
-    from webdataset.tariterators import base_plus_ext
-
-    key, cur = None, None
-    with tarfile.open(path, "r:") as tf:
-        while (member := tf.next()) is not None:
-            tf.members = []  # headers already passed are not needed again
-            if not member.isreg() or _SKIP_META.match(member.name):
-                continue
-            k, ext = base_plus_ext(member.name)
-            if k is None:
-                continue
-            if k != key:
-                if cur is not None:
-                    yield cur
-                key, cur = k, ({"__key__": k, "__url__": path} if keep(k) else None)
-            if cur is not None:
-                f = tf.extractfile(member)
-                assert f is not None
-                cur[ext.lower()] = f.read()
-    if cur is not None:
-        yield cur
-
-
-def _jsonl_samples(path: str, keep: Callable[[str], bool]) -> Iterator[dict]:
-    """The records of a JSONL text source whose key ``keep`` accepts, keyed as
-    :mod:`mixtures.sampler` keys them (``{stem}-{ordinal:09d}`` over non-blank lines)."""
-    stem = Path(path).stem
-    ordinal = -1
-    with open(path, "rb") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            ordinal += 1
-            key = f"{stem}-{ordinal:09d}"
-            if keep(key):
-                yield {"__key__": key, "__url__": path, "json": line}
-
-
 def heldout_samples(
     recipe,
     fraction: float = HOLDOUT_FRACTION,
@@ -131,23 +86,24 @@ def heldout_samples(
     ``__group__`` and ``__task__`` (the shard set's ``dataset.json`` task; ``text`` for JSONL)."""
     from manifests.dataset import read_dataset_json
     from mixtures.recipe import Recipe, load_recipe, source_kind
+    from mixtures.sampler import jsonl_samples, tar_samples
 
     _check_fraction(fraction)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of samples per source, got {limit}")
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
 
-    def keep(key: str) -> bool:
+    def keep(_ordinal: int, key: str) -> bool:
         return heldout_score(key) >= 1.0 - fraction
 
     out: list[dict] = []
     for _, group, src in rec.sources():
         if source_kind(src) == "jsonl":
-            streams = [_jsonl_samples(src.path, keep)]
+            streams = [jsonl_samples(src.path, keep)]
             task = "text"
         else:
             doc = read_dataset_json(src.path)
-            streams = [_tar_samples(str(Path(src.path) / s["path"]), keep) for s in doc["shards"]]
+            streams = [tar_samples(str(Path(src.path) / s["path"]), keep) for s in doc["shards"]]
             task = doc.get("task") or src.modality
         taken = 0
         for stream in streams:
