@@ -9,7 +9,6 @@ steps: top-fraction thresholds, k-means balancing, each recorded as a drop list)
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -28,7 +27,7 @@ from curation.runner import WorkDir, prepare_plan, run_partitions
 from curation.sources import list_partitions, load_partition
 from manifests import ledger
 from manifests.atomic import write_bytes, write_json
-from manifests.configs import merge
+from manifests.configs import config_hash, merge
 from manifests.dataset import DATASET_JSON, read_dataset_json, write_dataset_json
 from manifests.schema import EMBEDDING, HEAVY_COLUMNS, KEPT, STATUSES
 from manifests.shards import ShardSetWriter
@@ -47,14 +46,6 @@ NOT_IN_RECORD = {
     "ext",
     *HEAVY_COLUMNS,
 }
-
-
-def config_hash(cfg: CurateConfig) -> str:
-    """What decides the result: everything but where and how it runs."""
-    d = dataclasses.asdict(cfg)
-    for k in ("ray", "log_level", "keep_work", "output"):
-        d.pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def training_record(row: dict, key: str, ext: str) -> dict:

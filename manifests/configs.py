@@ -158,3 +158,19 @@ def require(cond: bool, field: str, problem: str, fix: str | None = None) -> Non
     """Validation helper for ``__post_init__``."""
     if not cond:
         raise ConfigError(field, problem, fix)
+
+
+#: fields that say where and how a job runs, not what it makes
+RUN_FIELDS = ("ray", "log_level", "keep_work", "output")
+
+
+def config_hash(cfg: Any, ignore: tuple[str, ...] = RUN_FIELDS) -> str:
+    """What decides a job's result: its config less the ``ignore``d top-level fields. A rerun
+    with the same hash may finish an earlier run's work; another hash may not."""
+    import hashlib
+    import json
+
+    d = dataclasses.asdict(cfg)
+    for k in ignore:
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

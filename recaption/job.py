@@ -11,8 +11,8 @@ unfinished partition of the pass it was in. The final write goes through the pie
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
@@ -27,6 +27,7 @@ from curation.runner import WorkDir, prepare_plan, run_partitions
 from curation.sources import Partition
 from manifests import ledger
 from manifests.atomic import write_json
+from manifests.configs import RUN_FIELDS, config_hash
 from manifests.dataset import DATASET_JSON, read_dataset_json, write_dataset_json
 from manifests.schema import ERROR, KEPT, STATUSES
 from manifests.shards import ShardSetWriter, iter_samples
@@ -40,14 +41,14 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 NOT_CARRIED = {"image", "conversations", "key"}
 
 
-def config_hash(cfg: RecaptionConfig) -> str:
-    d = dataclasses.asdict(cfg)
-    for k in ("ray", "log_level", "keep_work", "output", "plan_images"):
-        d.pop(k, None)
-    for s in ("short", "detailed"):  # where and how fast an engine runs does not change output
-        for k in ("concurrency", "num_gpus", "base_url", "api_key", "timeout_s", "max_retries"):
-            d[s]["engine"].pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+def recaption_hash(cfg: RecaptionConfig) -> str:
+    """What decides the captions: where and how fast an engine runs does not."""
+    cfg = copy.deepcopy(cfg)
+    for kind in ("short", "detailed"):
+        e = getattr(cfg, kind).engine
+        e.concurrency, e.num_gpus, e.timeout_s, e.max_retries = 1, 0, 0.0, 0
+        e.base_url, e.api_key = "", ""
+    return config_hash(cfg, (*RUN_FIELDS, "plan_images"))
 
 
 def list_image_partitions(cfg: RecaptionConfig) -> list[Partition]:
@@ -207,7 +208,7 @@ def finalize_subset(cfg: RecaptionConfig, kind: str, work: WorkDir, parts, wall_
         task=f"caption_{kind}",
         shards=shard_list,
         config=dataclasses.asdict(cfg),
-        config_hash=config_hash(cfg),
+        config_hash=recaption_hash(cfg),
         extra={"inputs": stats["inputs"], "ledger_parts": len(parts)},
     )
     from recaption.report import write_recaption_report
@@ -222,7 +223,7 @@ def run_recaption(cfg: RecaptionConfig, *, restart: bool = False, progress: bool
 
     cfg.check_runnable()
     out = Path(cfg.output)
-    chash = config_hash(cfg)
+    chash = recaption_hash(cfg)
     kinds = cfg.subsets()
     if restart:
         for sub in (*kinds, "_work"):

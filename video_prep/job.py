@@ -12,7 +12,6 @@ pieces in (partition, row) order, so the result does not depend on scheduling.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import re
@@ -28,6 +27,7 @@ from curation.runner import WorkDir, prepare_plan, run_partitions
 from curation.sources import Partition
 from manifests import ledger
 from manifests.atomic import write_json
+from manifests.configs import config_hash
 from manifests.dataset import DATASET_JSON, read_dataset_json, write_dataset_json
 from manifests.schema import ERROR, KEPT, STATUSES, stable_id
 from manifests.shards import ShardSetWriter
@@ -39,13 +39,6 @@ log = logging.getLogger(__name__)
 
 #: issues that reject a whole annotation entry (it gets its own ledger row)
 ENTRY_REASONS = {"duplicate_id", "bad_line", "bad_format", "unsafe_path"}
-
-
-def config_hash(cfg: VideoConfig) -> str:
-    d = dataclasses.asdict(cfg)
-    for k in ("ray", "log_level", "keep_work", "output"):
-        d.pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def plan_inputs(cfg: VideoConfig) -> list[dict]:
