@@ -67,6 +67,21 @@ def _flatten(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def decode_requests(
+    requests: list[Request], max_side: int
+) -> tuple[dict[int, Image.Image], list[Result | None]]:
+    """Each request's image, decoded (by position), and an error Result for those that could
+    not be: the slots of the results list the engine still has to fill are None."""
+    results: list[Result | None] = [None] * len(requests)
+    images: dict[int, Image.Image] = {}
+    for i, req in enumerate(requests):
+        try:
+            images[i] = decode_image(req.image, max_side)
+        except DECODE_ERRORS as exc:
+            results[i] = Result(req.key, "", error=f"decode_error: {describe_error(exc)}")
+    return images, results
+
+
 def trim_generated(ids: list[int], eos_ids: set[int]) -> tuple[list[int], str]:
     """The tokens a request really generated: up to and including the first EOS (``stop``), or
     all of them when there is none (``length``: it ran into max_new_tokens). Padding that
@@ -134,13 +149,7 @@ class TransformersEngine:
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[Result]:
         if self._model is None:
             self.setup()
-        results: list[Result | None] = [None] * len(requests)
-        images: dict[int, Image.Image] = {}
-        for i, req in enumerate(requests):
-            try:
-                images[i] = decode_image(req.image, self.cfg.max_image_side)
-            except DECODE_ERRORS as exc:
-                results[i] = Result(req.key, "", error=f"decode_error: {describe_error(exc)}")
+        images, results = decode_requests(requests, self.cfg.max_image_side)
         order = sorted(images, key=lambda i: images[i].width * images[i].height)
         size = self.cfg.batch_size
         for start in range(0, len(order), size):

@@ -27,13 +27,7 @@ from PIL import Image
 
 from manifests.configs import require
 from recaption.engines.base import EngineConfig, Request, Result, SamplingConfig
-from recaption.engines.hf import (
-    DECODE_ERRORS,
-    PRECISIONS,
-    decode_image,
-    describe_error,
-    request_seed,
-)
+from recaption.engines.hf import PRECISIONS, decode_requests, request_seed
 
 INSTALL_HINT = (
     "pip install 'vl3data[vllm]'  (CUDA machines; on a CPU-only machine vLLM's CPU build "
@@ -99,13 +93,7 @@ class VllmEngine:
         return results
 
     def _generate(self, requests: list[Request], sampling: SamplingConfig) -> list[Result]:
-        results: list[Result | None] = [None] * len(requests)
-        images: dict[int, Image.Image] = {}
-        for i, req in enumerate(requests):
-            try:
-                images[i] = decode_image(req.image, self.cfg.max_image_side)
-            except DECODE_ERRORS as exc:
-                results[i] = Result(req.key, "", error=f"decode_error: {describe_error(exc)}")
+        images, results = decode_requests(requests, self.cfg.max_image_side)
         todo = sorted(images)
         try:
             answers = self._chat([requests[i] for i in todo], [images[i] for i in todo], sampling)
