@@ -8,7 +8,9 @@ Each shard is written under a temporary name and renamed when closed.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+import tarfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,3 +122,41 @@ def iter_samples(shard_paths: list[str | Path]) -> Iterator[dict]:
         return iter(())
     ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
     return iter(ds)
+
+
+#: tar members webdataset does not group into samples (``__meta__`` and the like)
+_SKIP_META = re.compile(r"__[^/]*__($|/)")
+
+#: ``keep(ordinal, key)``: True reads the sample, False passes it, None ends the reading
+Keep = Callable[[int, str], "bool | None"]
+
+
+def tar_samples(path: str, keep: Keep) -> Iterator[dict]:
+    """The samples of one tar that ``keep`` accepts, grouped by key the way webdataset groups
+    them (regular files, ``__meta__`` skipped, key = name up to the first dot of its last
+    part, extensions lower-cased). The data of the others is passed by seeking."""
+    from webdataset.tariterators import base_plus_ext
+
+    ordinal, key, cur = -1, None, None
+    with tarfile.open(path, "r:") as tf:
+        while (member := tf.next()) is not None:
+            tf.members = []  # headers already passed are not needed again
+            if not member.isreg() or _SKIP_META.match(member.name):
+                continue
+            k, ext = base_plus_ext(member.name)
+            if k is None:
+                continue
+            if k != key:
+                if cur is not None:
+                    yield cur
+                ordinal, key = ordinal + 1, k
+                verdict = keep(ordinal, k)
+                if verdict is None:
+                    return
+                cur = {"__key__": k, "__url__": path} if verdict else None
+            if cur is not None:
+                f = tf.extractfile(member)
+                assert f is not None
+                cur[ext.lower()] = f.read()
+    if cur is not None:
+        yield cur

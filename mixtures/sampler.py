@@ -30,8 +30,6 @@
 from __future__ import annotations
 
 import os
-import re
-import tarfile
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -41,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from manifests.dataset import read_dataset_json
+from manifests.shards import Keep, tar_samples
 from mixtures.recipe import (
     Recipe,
     Source,
@@ -55,7 +54,6 @@ try:  # torch is optional for the plan; MixtureDataset is a real IterableDataset
 except ImportError:  # pragma: no cover - torch is installed wherever we train
     _IterableBase = object  # type: ignore[assignment,misc]
 
-_SKIP_META = re.compile(r"__[^/]*__($|/)")
 _SCHEDULE_CHUNK = 4096
 Selection = range | np.ndarray
 
@@ -276,41 +274,6 @@ def reader_slice(
         if at >= hi:
             break
     return out
-
-
-#: ``keep(ordinal, key)``: True reads the sample, False passes it, None ends the reading
-Keep = Callable[[int, str], "bool | None"]
-
-
-def tar_samples(path: str, keep: Keep) -> Iterator[dict]:
-    """The samples of one tar that ``keep`` accepts, grouped by key the way webdataset groups
-    them (regular files, ``__meta__`` skipped, key = name up to the first dot of its last
-    part, extensions lower-cased). The data of the others is passed by seeking."""
-    from webdataset.tariterators import base_plus_ext
-
-    ordinal, key, cur = -1, None, None
-    with tarfile.open(path, "r:") as tf:
-        while (member := tf.next()) is not None:
-            tf.members = []  # headers already passed are not needed again
-            if not member.isreg() or _SKIP_META.match(member.name):
-                continue
-            k, ext = base_plus_ext(member.name)
-            if k is None:
-                continue
-            if k != key:
-                if cur is not None:
-                    yield cur
-                ordinal, key = ordinal + 1, k
-                verdict = keep(ordinal, k)
-                if verdict is None:
-                    return
-                cur = {"__key__": k, "__url__": path} if verdict else None
-            if cur is not None:
-                f = tf.extractfile(member)
-                assert f is not None
-                cur[ext.lower()] = f.read()
-    if cur is not None:
-        yield cur
 
 
 def jsonl_samples(path: str, keep: Keep) -> Iterator[dict]:

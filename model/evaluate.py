@@ -85,8 +85,9 @@ def heldout_samples(
     source. Each is a raw mixture sample (``__key__``, members as bytes) with ``__source__``,
     ``__group__`` and ``__task__`` (the shard set's ``dataset.json`` task; ``text`` for JSONL)."""
     from manifests.dataset import read_dataset_json
+    from manifests.shards import tar_samples
     from mixtures.recipe import Recipe, load_recipe, source_kind
-    from mixtures.sampler import jsonl_samples, tar_samples
+    from mixtures.sampler import jsonl_samples
 
     _check_fraction(fraction)
     if limit is not None and limit < 1:

@@ -30,7 +30,7 @@ from manifests.atomic import write_json
 from manifests.configs import RUN_FIELDS, config_hash
 from manifests.dataset import DATASET_JSON, read_dataset_json, write_dataset_json
 from manifests.schema import ERROR, KEPT, STATUSES
-from manifests.shards import ShardSetWriter, iter_samples
+from manifests.shards import ShardSetWriter, tar_samples
 from recaption.config import RecaptionConfig
 from recaption.stage import CaptionStage
 
@@ -72,11 +72,12 @@ def load_image_partition(part: Partition, root: str) -> pa.Table:
     spec = part.spec
     rows: dict[str, list] = {k: [] for k in ("id", "source_key", "image", "ext", "text", "meta")}
     status, reason = [], []
-    for i, sample in enumerate(iter_samples([Path(root) / spec["shard"]])):
-        if i < spec["skip"]:
-            continue
-        if i >= spec["skip"] + spec["take"]:
-            break
+    lo, hi = spec["skip"], spec["skip"] + spec["take"]
+
+    def keep(ordinal: int, _key: str) -> bool | None:  # earlier samples' data is seeked past
+        return None if ordinal >= hi else ordinal >= lo
+
+    for sample in tar_samples(str(Path(root) / spec["shard"]), keep):
         key = sample["__key__"]
         ext = next((e for e in IMAGE_EXTS if e in sample), None)
         try:
