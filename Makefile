@@ -1,5 +1,5 @@
 # vl3data — everything a fresh Debian machine needs, in one place.
-#   make demo   install into .venv, then build a curated shard set from bundled real photos
+#   make demo   install into .venv, then build everything from bundled real photos and videos
 #   make test   install if needed, then run the suite (no GPU, no network but 127.0.0.1)
 
 PYTHON ?= python3
@@ -18,10 +18,11 @@ VTEST := /usr/share/doc/opencv-doc/examples/data/vtest.avi
 # the real LAION aesthetic head: from shared/ beside the checkout when there, else fetched by name
 AESTHETIC ?= $(firstword $(wildcard ../shared/weights/aesthetic/sac+logos+ava1-l14-linearMSE.pth) sac+logos+ava1-l14-linearMSE)
 
-.PHONY: help setup demo test test-gpu test-all lint format bench clean ffmpeg
+.PHONY: help setup demo demo-inputs syn7m video mixtures train plan test test-slow test-gpu \
+	test-all lint format bench clean ffmpeg
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ffmpeg  ## venv + torch pair + vl3data[models,dev] + Debian's ffmpeg (idempotent)
 
@@ -42,33 +43,47 @@ ffmpeg:
 	  || echo "warning: could not install ffmpeg/opencv-doc with apt-get; video_prep needs ffmpeg"; \
 	else echo "note: video_prep needs ffmpeg: sudo apt-get install ffmpeg opencv-doc"; fi
 
-demo: setup  ## curate, recaption, mix, video sets, train stages 1-4 on them (CPU)
-	rm -rf $(DEMO_POOL)
-	$(PY) -m vl3data.sample_media $(DEMO_POOL)
+# `vl3data build` runs what is stale in the graph of CONFIG (docs/BUILD.md); the targets below
+# select part of it, with the same freshness rule: an up-to-date node is skipped.
+CONFIG ?= configs/build_demo.yaml
+BUILD   = $(VENV)/bin/vl3data build $(CONFIG) --set paths.aesthetic=$(AESTHETIC)
+BUILD_INPUTS = $(if $(filter configs/build_demo.yaml,$(CONFIG)),demo-inputs,setup)
+
+demo-inputs: setup  # the demo's sample photos, videos and tiny models, written once
+	test -d $(DEMO_POOL) || $(PY) -m vl3data.sample_media $(DEMO_POOL)
 	test -f $(DEMO_MODELS)/internvl/config.json || $(PY) -m vl3data.tiny_models $(DEMO_MODELS)
-	$(VENV)/bin/vl3data curate configs/syn7m_filters.yaml configs/models/tiny.yaml --restart \
-	  --set input.path=$(DEMO_POOL) --set output=$(DEMO_OUT) --set aesthetic.weights=$(AESTHETIC)
-	$(VENV)/bin/vl3data recaption configs/recaption_internvl2.yaml configs/models/recaption_tiny.yaml \
-	  --restart --input $(DEMO_OUT) --output out/demo_syn7m_captions \
-	  --set short.engine.model=$(DEMO_MODELS)/internvl --set detailed.engine.model=$(DEMO_MODELS)/internvl
-	rm -rf out/demo_stage1
-	$(VENV)/bin/vl3data mix mixtures/recipes/demo_stage1.yaml --output out/demo_stage1
-	rm -rf $(DEMO_VIDEOS)
-	$(PY) -m video_prep.sample_videos $(DEMO_VIDEOS) >/dev/null
-	$(VENV)/bin/vl3data video configs/video_demo.yaml --restart \
-	  --set input.videos=$(DEMO_VIDEOS)/videos --set input.annotations=$(DEMO_VIDEOS)/annotations.jsonl
-	rm -rf out/train_compact
-	$(VENV)/bin/vl3data train configs/train_compact.yaml --stage all
+	test -f $(DEMO_VIDEOS)/annotations.jsonl || $(PY) -m video_prep.sample_videos $(DEMO_VIDEOS) >/dev/null
+
+demo: $(BUILD_INPUTS)  ## the whole build on CPU: curate, recaption, videos, mixtures, train 1-4
+	$(BUILD)
 	@echo "open $(DEMO_OUT)/report.html to look at what was kept and dropped"
 	@echo "open out/demo_syn7m_captions/{short,detailed}/report.html for the InternVL captions"
 	@echo "open out/demo_videos/{caption,streaming,grounding}/report.html for the video sets"
 	@echo "open out/train_compact/report.html for the loss of the four training stages"
+
+syn7m: $(BUILD_INPUTS)  ## curate -> recaption: the Syn7M short and detailed shard sets
+	$(BUILD) --target syn7m
+
+video: $(BUILD_INPUTS)  ## the caption / streaming / grounding shard sets of every video source
+	$(BUILD) --target video
+
+mixtures: $(BUILD_INPUTS)  ## the four stage mixtures (and what they read)
+	$(BUILD) --target mix
+
+train: $(BUILD_INPUTS)  ## training stages 1-4 (and what they read)
+	$(BUILD) --target train
+
+plan: $(BUILD_INPUTS)  ## what `make demo` would run now, and its cost
+	$(BUILD) --plan
 
 test: setup  ## the suite (CPU; GPU tests are make test-gpu)
 	$(VENV)/bin/pytest -m "not slow and not gpu" -q
 
 test-gpu: setup  ## the GPU tests (CUDA machine)
 	$(VENV)/bin/pytest -m "gpu" -q
+
+test-slow: setup  ## the slow tests (a ray job on a local cluster, kill -9 of a build); CI runs them
+	$(VENV)/bin/pytest -m "slow and not gpu" -q
 
 test-all: setup  ## every CPU test
 	$(VENV)/bin/pytest -m "not gpu" -q

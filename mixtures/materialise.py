@@ -97,3 +97,38 @@ def materialise(
         config_hash=f"seed{recipe.seed}-epoch{epoch}",
         extra={"sources": counts, "shuffle_buffer": shuffle_buffer},
     )
+
+
+def write_mixture(
+    recipe: Recipe,
+    out_dir: str | Path,
+    *,
+    shuffle_buffer: int = 10_000,
+    notes: list[str] | None = None,
+) -> dict:
+    """Materialise ``recipe`` into ``out_dir`` with what a user and a trainer read beside it:
+    ``composition.json`` (shares and token estimate per group) and ``recipe.yaml`` (the recipe
+    with every source path resolved, so a trainer opens this exact mixture from anywhere).
+    Returns the ``dataset.json`` document."""
+    import dataclasses
+
+    import yaml
+
+    from mixtures.report import composition, token_estimate
+    from mixtures.sampler import build_plan
+
+    plan = build_plan(recipe)
+    report = {
+        "stage": recipe.stage,
+        "composition": composition(plan),
+        "tokens": token_estimate(plan),
+        "notes": list(notes or []),
+    }
+    doc = materialise(recipe, out_dir, shuffle_buffer=shuffle_buffer)
+    out = Path(out_dir)
+    (out / "composition.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "recipe.yaml").write_text(
+        "# written by vl3data: the recipe this mixture was made from, sources resolved\n"
+        + yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False)
+    )
+    return doc

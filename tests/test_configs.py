@@ -11,6 +11,8 @@ from manifests.configs import ConfigError, load_config
 from model.config import TrainConfig
 from recaption.config import RecaptionConfig
 from video_prep.config import VideoConfig
+from vl3data.build.config import BuildConfig
+from vl3data.build.plan import GpuRates
 
 ROOT = Path(__file__).parent.parent / "configs"
 CONFIGS = sorted(ROOT.rglob("*.yaml"))
@@ -20,10 +22,13 @@ JOBS = {
     "video": VideoConfig,
     "recaption": RecaptionConfig,
     "train": TrainConfig,
+    "build": BuildConfig,
+    "gpu": GpuRates,  # configs/gpu_rates.yaml, what `vl3data build --plan --target-gpus` reads
 }
 # overlays (configs/models/) are loaded on top of the job config they are made for
 OVERLAY_BASE = {"recaption": ROOT / "recaption_internvl2.yaml"}
 DEFAULT_BASE = ROOT / "syn7m_filters.yaml"
+CURATE = ROOT / "curate_coyo_cluster.yaml"
 
 
 def base_of(path: Path) -> Path | None:
@@ -50,6 +55,10 @@ def test_there_are_configs():
 def test_every_shipped_config_loads(path):
     cfg = load_config(job_of(path), files_for(path))
     assert cfg.name
+    if isinstance(cfg, BuildConfig):  # and every job config inside it
+        from vl3data.build.graph import make_graph
+
+        assert make_graph(cfg)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +82,7 @@ def test_every_shipped_config_loads(path):
 )
 def test_bad_values_name_the_field(override, field):
     with pytest.raises(ConfigError) as err:
-        load_config(CurateConfig, CONFIGS[0], [override])
+        load_config(CurateConfig, CURATE, [override])
     assert err.value.field == field
     assert f"'{field}'" in str(err.value)
 
@@ -82,13 +91,11 @@ def test_cli_fails_before_work_with_the_field(tmp_path, capsys):
     from vl3data.cli import main
 
     out = tmp_path / "out"
-    code = main(
-        ["curate", str(CONFIGS[0]), "--set", "filters.min_aspect=-1", "--set", f"output={out}"]
-    )
+    code = main(["curate", str(CURATE), "--set", "filters.min_aspect=-1", "--set", f"output={out}"])
     assert code == 2
     assert "filters.min_aspect" in capsys.readouterr().err
     assert not out.exists()
-    code = main(["curate", str(CONFIGS[0]), "--set", "output="])
+    code = main(["curate", str(CURATE), "--set", "output="])
     assert code == 2 and "output" in capsys.readouterr().err
 
 

@@ -5,6 +5,7 @@ vl3data curate configs/curate_local.yaml --ray-address auto
 vl3data video configs/video_activitynet.yaml --set input.videos=/data/v --set output=/data/vout
 vl3data recaption configs/recaption_internvl2.yaml --input /data/out --output /data/syn7m
 vl3data report /data/out
+vl3data build configs/build_demo.yaml [--plan] [--target syn7m]
 """
 
 from __future__ import annotations
@@ -150,11 +151,9 @@ def _cmd_mix(args: argparse.Namespace) -> int:
     if not args.output:
         print("vl3data: error: give --output OUT to write the mixture, or --check", file=sys.stderr)
         return 2
-    from mixtures.materialise import materialise
+    from mixtures.materialise import write_mixture
 
-    doc = materialise(recipe, args.output, shuffle_buffer=args.shuffle_buffer)
-    report = {"stage": recipe.stage, "composition": rows, "tokens": tokens, "notes": notes}
-    (Path(args.output) / "composition.json").write_text(json.dumps(report, indent=2) + "\n")
+    doc = write_mixture(recipe, args.output, shuffle_buffer=args.shuffle_buffer, notes=notes)
     print(f"{args.output}: {doc['samples']} samples in {len(doc['shards'])} shards")
     return 0
 
@@ -174,6 +173,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"stage {n}: {r['steps']} steps, loss {r['first_loss']:.4f} -> "
             f"{r['last_loss']:.4f}, {state}"
         )
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from manifests.configs import load_config
+    from vl3data.build.config import BuildConfig
+
+    overrides = list(args.set or [])
+    if args.ray_address:
+        overrides.append(f"ray.address={args.ray_address}")
+    if args.log_level:
+        overrides.append(f"log_level={args.log_level}")
+    cfg = load_config(BuildConfig, args.config, overrides)
+    _setup_logging(cfg.log_level)
+    targets = [t for spec in args.target or [] for t in spec.split(",") if t]
+    if args.plan:
+        from vl3data.build.plan import format_plan, make_plan
+
+        counts: dict[str, int] = {}
+        for spec in args.inputs or []:
+            node, _, n = spec.partition("=")
+            if not n.replace("_", "").isdigit():
+                print(f"vl3data: --inputs {spec!r}: use NODE=COUNT, e.g. curate=746972269")
+                return 2
+            counts[node] = int(n.replace("_", ""))
+        rows = make_plan(
+            cfg, targets, target_gpus=args.target_gpus, gpu_rates=args.gpu_rates, inputs=counts
+        )
+        print(format_plan(cfg, rows, args.target_gpus))
+        return 0
+    from vl3data.build.execute import BuildFailed, run_build
+
+    print(f"{cfg.name}: {', '.join(targets) if targets else 'every node'}")
+    try:
+        run_build(cfg, targets)
+    except BuildFailed as exc:
+        print(f"vl3data build: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -267,6 +304,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "build", help="the whole graph (curate, recaption, videos, mixtures, training), stale nodes"
+    )
+    p.add_argument("config", nargs="+", help="a build YAML, e.g. configs/build_demo.yaml")
+    p.add_argument(
+        "--target",
+        action="append",
+        metavar="NODE",
+        help="build only these (and what they need): syn7m, video, mix, train, or a node such as "
+        "recaption or train.stage2 (repeatable or comma-separated)",
+    )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print what would run and its cost (at earlier runs' measured rates); run nothing",
+    )
+    p.add_argument(
+        "--target-gpus",
+        type=int,
+        metavar="N",
+        help="with --plan: also price the stale nodes on N GPUs at published per-GPU rates",
+    )
+    p.add_argument(
+        "--inputs",
+        action="append",
+        metavar="NODE=COUNT",
+        help="with --plan: price this many inputs for a node instead of counting them "
+        "(e.g. curate=746972269 for COYO-700M)",
+    )
+    p.add_argument(
+        "--gpu-rates",
+        default="configs/gpu_rates.yaml",
+        help="published per-GPU rates for --target-gpus (default: %(default)s)",
+    )
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="e.g. paths.out=/mnt/out")
+    p.add_argument("--ray-address", help="join a Ray cluster: 'auto' or '127.0.0.1:6379'")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.set_defaults(func=_cmd_build)
 
     p = sub.add_parser("report", help="(re)write OUT/report.html for a shard set")
     p.add_argument("out", help="a shard set directory")

@@ -1,83 +1,24 @@
-"""Cluster mode: the same job against a real ``ray start --head`` on 127.0.0.1.
-
-The head runs in its own process group, started and stopped by the test (``ray stop`` would
-also kill other Ray instances on the machine). ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` keeps
-every Ray address on loopback: without it Ray swaps 127.0.0.1 for the machine's routable IP.
-"""
+"""Cluster mode: the same job against a real ``ray start --head`` on 127.0.0.1
+(:mod:`tests.ray_head`)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import pytest
 
 from manifests.dataset import read_dataset_json
 from manifests.ledger import read_ledger
 from tests.cli import curate_cmd
-
-RAY = Path(sys.executable).parent / "ray"
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ray_head import LOOPBACK_ENV
+from tests.ray_head import ray_head as start_head
 
 
 @pytest.fixture(scope="module")
 def ray_head():
-    port = free_port()
-    temp_dir = tempfile.mkdtemp(prefix="vl3ray-")  # short: Ray's socket paths must fit 107 bytes
-    env = {**os.environ, **LOOPBACK_ENV}
-    head = subprocess.Popen(
-        [
-            str(RAY),
-            "start",
-            "--head",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            "--block",
-            f"--temp-dir={temp_dir}",
-        ],
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    address = f"127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        probe = subprocess.run(
-            [str(RAY), "status", f"--address={address}"], env=env, capture_output=True, text=True
-        )
-        if probe.returncode == 0:
-            break
-        if head.poll() is not None:
-            pytest.fail(f"ray start --head died: {head.stdout.read()[-3000:]}")
-        time.sleep(1)
-    else:
-        pytest.fail("the Ray head did not come up in 90 s")
-    yield address
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=10)
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    with start_head() as head:
+        yield head.address
 
 
 def test_curate_on_a_local_cluster_matches_embedded(tmp_path, demo_pool, ray_head, ray_local):

@@ -1,0 +1,207 @@
+"""Running one node: the function a Ray task executes, and one small runner per job kind.
+
+Each node keeps a marker in the build's state folder (``STATE/NODE.json``): ``running`` while it
+works, ``failed`` with the error, ``done`` with what it measured (inputs, outputs, seconds: the
+rates ``--plan`` uses). A rerun whose fingerprint matches a ``running`` or ``failed`` marker
+resumes the job's own way (the data jobs per partition, the trainer from its latest checkpoint);
+any other rerun starts the job over. The record in the outputs is written last, so a node killed
+at any point is never taken for done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+from vl3data.build.freshness import fingerprint, write_record
+from vl3data.build.graph import Node
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def marker_path(state: str, node: str) -> Path:
+    return Path(state) / f"{node}.json"
+
+
+def read_marker(state: str, node: str) -> dict | None:
+    try:
+        return json.loads(marker_path(state, node).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_marker(state: str, node: str, doc: dict) -> None:
+    path = marker_path(state, node)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _stats(path: Path) -> dict:
+    return json.loads((path / "stats.json").read_text())
+
+
+# --- one runner per kind: run the job, return what was measured -------------------------------
+
+
+def _curate(node: Node, resume: bool) -> dict:
+    from curation.curate import curate
+
+    node.job.check_runnable()
+    curate(node.job, restart=not resume, progress=False)
+    s = _stats(Path(node.outputs[0]))
+    return {"unit": "images", "inputs": s["inputs"], "outputs": s["kept"]}
+
+
+def _recaption(node: Node, resume: bool) -> dict:
+    from recaption.job import run_recaption
+
+    node.job.check_runnable()
+    run_recaption(node.job, restart=not resume, progress=False)
+    stats = [_stats(Path(out)) for out in node.outputs]
+    return {
+        "unit": "images",
+        "inputs": stats[0]["inputs"],
+        "outputs": sum(s["kept"] for s in stats),
+        "per_subset": {Path(o).name: s["kept"] for o, s in zip(node.outputs, stats, strict=True)},
+    }
+
+
+def _video(node: Node, resume: bool) -> dict:
+    from video_prep.job import run_video_job
+
+    node.job.check_runnable()
+    run_video_job(node.job, restart=not resume, progress=False)
+    stats = [_stats(Path(out)) for out in node.outputs]
+    return {
+        "unit": "videos",
+        "inputs": stats[0]["inputs"],
+        "outputs": sum(s["samples"] for s in stats),
+        "frames": sum(s["frames"] for s in stats),
+    }
+
+
+def _mix(node: Node, resume: bool) -> dict:
+    from mixtures.materialise import write_mixture
+    from mixtures.recipe import check_recipe
+
+    problems = check_recipe(node.job)
+    if problems:
+        raise RuntimeError("the recipe cannot be met: " + "; ".join(problems))
+    out = Path(node.outputs[0])
+    if out.exists():  # one pass, nothing to resume: start clean
+        shutil.rmtree(out)
+    doc = write_mixture(node.job, out, shuffle_buffer=node.options["shuffle_buffer"])
+    return {"unit": "samples", "inputs": doc["samples"], "outputs": doc["samples"]}
+
+
+def _train(node: Node, resume: bool) -> dict:
+    import torch
+
+    from model.train import run
+
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)))
+    summary = run(node.job, [node.stage], resume=resume)
+    result = summary["stages"][node.stage]
+    if not result["done"]:
+        raise RuntimeError(
+            f"stage {node.stage} stopped at step {result['steps']} (train.stop_after): the "
+            "next build resumes it"
+        )
+    return {"unit": "steps", "inputs": result["steps"], "outputs": result["steps"]}
+
+
+RUNNERS = {
+    "curate": _curate,
+    "recaption": _recaption,
+    "video": _video,
+    "mix": _mix,
+    "train": _train,
+}
+
+
+def _quiet_ray_data() -> None:
+    try:
+        from ray.data import DataContext
+
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    except ImportError:
+        pass
+
+
+def run_node(
+    node: Node, nodes: list[Node], state: str, machine: dict, log_level: str = "INFO"
+) -> dict:
+    """Run ``node`` (its inputs are built), write its record, and return a summary; never
+    raises: a failure comes back as ``{"ok": False, "error": ...}`` with the log's path."""
+    t0 = time.perf_counter()
+    fp, inputs = fingerprint(node, nodes)
+    marker = read_marker(state, node.name) or {}
+    resume = marker.get("fingerprint") == fp and marker.get("state") in ("running", "failed")
+    started = _now()
+    write_marker(state, node.name, {"fingerprint": fp, "state": "running", "started_at": started})
+    log_path = marker_path(state, node.name).with_suffix(".log")
+    with (
+        open(log_path, "a") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+    ):
+        handler = logging.StreamHandler(sink)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        old_level = root.level
+        root.setLevel(getattr(logging, log_level.upper(), logging.INFO))
+        print(f"--- {started} {node.name} ({'resuming' if resume else 'from the start'})")
+        try:
+            _quiet_ray_data()
+            measured = RUNNERS[node.kind](node, resume)
+        except Exception as exc:  # reported, with the traceback in the log
+            traceback.print_exc()
+            error = f"{type(exc).__name__}: {exc}"
+            write_marker(
+                state,
+                node.name,
+                {"fingerprint": fp, "state": "failed", "started_at": started, "error": error},
+            )
+            return {"node": node.name, "ok": False, "error": error, "log": str(log_path)}
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(old_level)
+    wall = round(time.perf_counter() - t0, 3)
+    record = {
+        "node": node.name,
+        "fingerprint": fp,
+        "config_hash": node.config_hash,
+        "inputs": inputs,
+        "built_at": _now(),
+    }
+    for out in node.outputs:
+        write_record(node, out, record)
+    done = {
+        "fingerprint": fp,
+        "state": "done",
+        "started_at": started,
+        "finished_at": record["built_at"],
+        "wall_s": wall,
+        "resumed": resume,
+        "machine": machine,
+        "measured": measured,
+    }
+    write_marker(state, node.name, done)
+    return {"node": node.name, "ok": True, "wall_s": wall, "resumed": resume, **measured}
