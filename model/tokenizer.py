@@ -48,10 +48,15 @@ def record_text(rec: dict) -> Iterator[str]:
             yield content
 
 
-def corpus_from_recipes(recipes: Iterable[str | Path], max_records: int = 50_000) -> list[str]:
-    """The text of up to ``max_records`` records per recipe (one pass, in plan order)."""
+def corpus_from_recipes(
+    recipes: Iterable[str | Path], max_records: int = 50_000, holdout: float = 0.0
+) -> list[str]:
+    """The text of up to ``max_records`` records per recipe (one pass, in plan order), less the
+    ``holdout`` fraction the trainer evaluates on: a tokenizer fitted to the held-out answers
+    would flatter their loss."""
     from mixtures.recipe import load_recipe
     from mixtures.sampler import build_plan, iter_reader
+    from model.evaluate import is_heldout
 
     texts: list[str] = []
     for path in dict.fromkeys(str(r) for r in recipes):  # each recipe once
@@ -59,6 +64,8 @@ def corpus_from_recipes(recipes: Iterable[str | Path], max_records: int = 50_000
         for i, sample in enumerate(iter_reader(plan, epoch=0, rank=0, world_size=1)):
             if i >= max_records:
                 break
+            if holdout and is_heldout(sample["__key__"], holdout):
+                continue
             raw = sample.get("json")
             if raw is None:
                 continue

@@ -381,7 +381,9 @@ def _corpus(cfg: TrainConfig):
         texts: list[str] = []
         for recipe in dict.fromkeys(stage_recipes(cfg)):  # each recipe once
             try:
-                texts += corpus_from_recipes([recipe], cfg.model.tokenizer_records)
+                texts += corpus_from_recipes(
+                    [recipe], cfg.model.tokenizer_records, cfg.data.holdout_fraction
+                )
             except (FileNotFoundError, ValueError) as exc:
                 log.warning("tokenizer: not reading %s: %s", recipe, exc)
         if not texts:
@@ -512,7 +514,8 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
             model, device_ids=[d.device.index] if d.device.type == "cuda" else None
         )
     amp = autocast_dtype(cfg.train.precision, d.device)
-    stop = cfg.train.stop_after
+    stop = cfg.train.stop_after  # steps of this run, counted from where it started or resumed
+    first_step = step
     stopped = False
     with open(metrics_path, "a") if d.main else nullcontext() as sink:
         while step < sc.steps:
@@ -544,7 +547,7 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
                         f"stage {n} step {step}/{sc.steps} loss {row['loss']:.4f} lr {lr} "
                         f"tokens {row['tokens']} {row['step_time_s']:.2f}s",
                     )
-            at_stop = stop and step >= stop and step < sc.steps
+            at_stop = stop and step - first_step >= stop and step < sc.steps
             if step < sc.steps and (step % cfg.train.checkpoint_every == 0 or at_stop):
                 save_resumable(
                     d,

@@ -14,6 +14,8 @@ from tests.cli import curate_cmd
 from tests.ray_head import LOOPBACK_ENV
 from tests.ray_head import ray_head as start_head
 
+pytestmark = pytest.mark.slow  # a head node per module: `make test-slow` (CI runs it)
+
 
 @pytest.fixture(scope="module")
 def ray_head():

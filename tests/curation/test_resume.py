@@ -45,6 +45,7 @@ def snapshot(out: Path) -> tuple[list[dict], dict[str, bytes]]:
     return ledger, shards
 
 
+@pytest.mark.slow  # a minute on 2 cores: `make test-slow` (CI runs it)
 def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, demo_pool, ray_local):
     pool, _ = demo_pool
     big_pool(pool)

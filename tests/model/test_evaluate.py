@@ -286,3 +286,32 @@ def test_cli_prints_the_metrics(tiny_vl3_checkpoint, train_recipe, capsys):
     assert got["heldout_samples"] == 3 and got["loss"]["samples"] == 3
     assert set(got["loss"]["by_kind"]) == {"image", "video", "text"}
     assert got["grounding"]["n"] == 0 and got["grounding"]["mIoU"] is None
+
+
+def test_the_tokenizer_corpus_leaves_out_the_held_out_samples(tmp_path):
+    """Held-out answers are evaluated, so the BPE must not have seen them."""
+    from model.evaluate import is_heldout
+    from model.tokenizer import corpus_from_recipes
+
+    lines = [
+        {
+            "conversations": [
+                {"from": "human", "value": f"Q{i}?"},
+                {"from": "gpt", "value": f"W{i}x"},
+            ]
+        }
+        for i in range(40)
+    ]
+    (tmp_path / "talk.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "stage: t\nseed: 0\ngroups:\n  - name: text\n    sources:\n"
+        "      - {name: talk, path: talk.jsonl, modality: text, strategy: all}\n"
+    )
+    everything = corpus_from_recipes([recipe])
+    kept = corpus_from_recipes([recipe], holdout=0.25)
+    held = {f"W{i}x" for i in range(40) if is_heldout(f"talk-{i:09d}", 0.25)}
+    assert held and len(held) < 40  # some, not all
+    assert held <= set(everything)
+    assert not held & set(kept)
+    assert {f"W{i}x" for i in range(40)} - held <= set(kept)

@@ -96,6 +96,9 @@ def test_resume_mid_stage_gives_the_uninterrupted_losses(
     assert state["step"] == 3 and state["mixture"] == [{"epoch": 1, "position": 3}]
     trainer = torch.load(ckpt / "step-000003/trainer_state.pt", weights_only=True)
     assert {"optimizer", "scheduler", "rng"} <= set(trainer)
+    # stop_after counts the steps of this run: resumed at 3, it stops again at 5
+    assert cli.main(["train", split, *args, "--resume", "--set", "train.stop_after=2"]) == 0
+    assert (ckpt / "latest").read_text() == "step-000005"
 
     resumed = main([split, *args, "--resume"])["stages"][2]
     assert resumed["done"] and resumed["start"] == str(tiny_vl3_checkpoint)

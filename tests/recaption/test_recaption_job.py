@@ -187,6 +187,7 @@ def test_plan_estimates_worker_hours(curated, tiny_internvl, tmp_path):
     assert not (tmp_path / "anything").exists()
 
 
+@pytest.mark.slow  # a minute on 2 cores: `make test-slow` (CI runs it)
 def test_kill_9_then_rerun_equals_uninterrupted(curated, tiny_internvl, tmp_path, ray_local):
     sets = [
         f"short.engine.model={tiny_internvl}",

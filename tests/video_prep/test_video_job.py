@@ -186,6 +186,7 @@ def test_bad_config_fails_before_any_work(tmp_path):
         load_config(VideoConfig, "configs/video_demo.yaml", ["tasks=[captions]"])
 
 
+@pytest.mark.slow  # a minute on 2 cores: `make test-slow` (CI runs it)
 def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, demo_videos, ray_local):
     sets = [
         f"input.videos={demo_videos['videos']}",
