@@ -11,8 +11,8 @@ from manifests.configs import ConfigError, load_config
 from model.config import TrainConfig
 from recaption.config import RecaptionConfig
 from video_prep.config import VideoConfig
-from vl3data.build.config import BuildConfig
-from vl3data.build.plan import GpuRates
+from vl3data.builder.config import BuildConfig
+from vl3data.builder.plan import GpuRates
 
 ROOT = Path(__file__).parent.parent / "configs"
 CONFIGS = sorted(ROOT.rglob("*.yaml"))
@@ -56,7 +56,7 @@ def test_every_shipped_config_loads(path):
     cfg = load_config(job_of(path), files_for(path))
     assert cfg.name
     if isinstance(cfg, BuildConfig):  # and every job config inside it
-        from vl3data.build.graph import make_graph
+        from vl3data.builder.graph import make_graph
 
         assert make_graph(cfg)
 

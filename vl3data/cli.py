@@ -178,7 +178,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from manifests.configs import load_config
-    from vl3data.build.config import BuildConfig
+    from vl3data.builder.config import BuildConfig
 
     overrides = list(args.set or [])
     if args.ray_address:
@@ -189,7 +189,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     _setup_logging(cfg.log_level)
     targets = [t for spec in args.target or [] for t in spec.split(",") if t]
     if args.plan:
-        from vl3data.build.plan import format_plan, make_plan
+        from vl3data.builder.plan import format_plan, make_plan
 
         counts: dict[str, int] = {}
         for spec in args.inputs or []:
@@ -203,7 +203,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         )
         print(format_plan(cfg, rows, args.target_gpus))
         return 0
-    from vl3data.build.execute import BuildFailed, run_build
+    from vl3data.builder.execute import BuildFailed, run_build
 
     print(f"{cfg.name}: {', '.join(targets) if targets else 'every node'}")
     try:

@@ -14,9 +14,9 @@ import pytest
 import webdataset as wds
 
 from manifests.configs import load_config
-from vl3data.build.config import BuildConfig
-from vl3data.build.execute import BuildFailed, run_build
-from vl3data.build.run_node import read_marker
+from vl3data.builder.config import BuildConfig
+from vl3data.builder.execute import BuildFailed, run_build
+from vl3data.builder.run_node import read_marker
 
 ALL = ["curate", "mix.stage1", "mix.stage3", "video.patterns"]
 

@@ -21,9 +21,9 @@ from manifests.configs import load_config
 from manifests.ledger import read_ledger
 from tests.builds.conftest import SMALL_BUILD
 from tests.ray_head import ray_head
-from vl3data.build.config import BuildConfig
-from vl3data.build.execute import run_build
-from vl3data.build.run_node import read_marker
+from vl3data.builder.config import BuildConfig
+from vl3data.builder.execute import run_build
+from vl3data.builder.run_node import read_marker
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parents[2]

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from manifests.configs import ConfigError, load_config
-from vl3data.build.config import BuildConfig
-from vl3data.build.graph import make_graph, select
+from vl3data.builder.config import BuildConfig
+from vl3data.builder.graph import make_graph, select
 
 DEMO = Path(__file__).parents[2] / "configs" / "build_demo.yaml"
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from manifests.configs import ConfigError, load_config
-from vl3data.build.config import BuildConfig
-from vl3data.build.plan import format_plan, load_gpu_rates, make_plan
-from vl3data.build.run_node import write_marker
+from vl3data.builder.config import BuildConfig
+from vl3data.builder.plan import format_plan, load_gpu_rates, make_plan
+from vl3data.builder.run_node import write_marker
 
 ROOT = Path(__file__).parents[2]
 TEXT = ROOT / "mixtures" / "recipes" / "demo_text.jsonl"

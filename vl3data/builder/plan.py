@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifests.configs import ConfigError, from_dict, load_config, require
-from vl3data.build.config import BuildConfig
-from vl3data.build.freshness import statuses
-from vl3data.build.graph import Node, producer
-from vl3data.build.run_node import read_marker
+from vl3data.builder.config import BuildConfig
+from vl3data.builder.freshness import statuses
+from vl3data.builder.graph import Node, producer
+from vl3data.builder.run_node import read_marker
 
 
 @dataclass
@@ -245,7 +245,7 @@ def make_plan(
 ) -> list[PlanRow]:
     """One row per selected node, in graph order. ``inputs`` replaces counted inputs by node
     name (to price a scale not on disk, e.g. ``{"curate": 746_972_269}``)."""
-    from vl3data.build.execute import load_graph
+    from vl3data.builder.execute import load_graph
 
     nodes = load_graph(cfg, targets)
     st = statuses(nodes)

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from vl3data.build.graph import Node, producer
+from vl3data.builder.graph import Node, producer
 
 RECORD_KEY = "build"
 CONTENT_HASH_MAX = 64 * 2**20  # single files up to this size are fingerprinted by content

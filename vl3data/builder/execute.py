@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifests.configs import ConfigError
-from vl3data.build.config import BuildConfig
-from vl3data.build.freshness import Status, statuses
-from vl3data.build.graph import Node, make_graph, producer, select
-from vl3data.build.run_node import run_node
+from vl3data.builder.config import BuildConfig
+from vl3data.builder.freshness import Status, statuses
+from vl3data.builder.graph import Node, make_graph, producer, select
+from vl3data.builder.run_node import run_node
 
-log = logging.getLogger("vl3data.build")
+log = logging.getLogger("vl3data.builder")
 
 
 class BuildFailed(RuntimeError):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from manifests.configs import RUN_FIELDS, ConfigError, load_config
-from vl3data.build.config import BuildConfig, JobSpec
+from vl3data.builder.config import BuildConfig, JobSpec
 
 #: node groups, in the order a user thinks of them; ``--target`` accepts a group or a node
 GROUPS = ("syn7m", "video", "mix", "train")

@@ -1,7 +1,7 @@
 """The build's own YAML: which jobs make up the graph, each with its job config(s) and overrides.
 
 A build config names jobs, not edges: the edges follow from the paths each job reads and writes
-(:mod:`vl3data.build.graph`). ``${name}`` in any string below is replaced by ``paths.name``, so
+(:mod:`vl3data.builder.graph`). ``${name}`` in any string below is replaced by ``paths.name``, so
 one ``--set paths.out=/mnt/shared/out`` moves every output (the cluster case: configs keep
 relative paths, the command line says where the shared storage is).
 """

@@ -20,8 +20,8 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from vl3data.build.freshness import fingerprint, write_record
-from vl3data.build.graph import Node
+from vl3data.builder.freshness import fingerprint, write_record
+from vl3data.builder.graph import Node
 
 log = logging.getLogger(__name__)
 
