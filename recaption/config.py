@@ -19,7 +19,15 @@ from recaption.prompts import PromptConfig
 
 SUBSETS = ("short", "detailed")
 #: a caption failing these may come out right with other sampling settings
-RETRYABLE_DEFAULT = ["empty", "truncated", "repetition", "refusal", "wrong_language", "too_short"]
+RETRYABLE_DEFAULT = [
+    "empty",
+    "garbled",
+    "truncated",
+    "repetition",
+    "refusal",
+    "wrong_language",
+    "too_short",
+]
 
 
 @dataclass

@@ -2,11 +2,12 @@
 
 A VLM fails in a few recognisable ways: it errors, says nothing, runs into max_new_tokens, loops,
 refuses, answers in another language (InternVL is bilingual and sometimes switches to Chinese) or
-answers too tersely. ``check_caption`` names the first failure, checked in this order (cheap and
-certain first), so the ledger's ``reason`` says why a caption was dropped:
+answers too tersely, or emits broken text (U+FFFD from a bad byte-level decode, control
+characters). ``check_caption`` names the first failure, checked in this order (cheap and certain
+first), so the ledger's ``reason`` says why a caption was dropped:
 
-``engine_error`` -> ``empty`` -> ``refusal`` -> ``repetition`` -> ``truncated`` ->
-``wrong_language`` -> ``too_short``
+``engine_error`` -> ``empty`` -> ``garbled`` -> ``refusal`` -> ``repetition`` -> ``truncated``
+-> ``wrong_language`` -> ``too_short``
 
 Repetition precedes truncation because a loop usually runs into max_new_tokens, and "it looped"
 is the more useful diagnosis. Everything is dependency-free: the language check counts scripts
@@ -27,6 +28,7 @@ from recaption.engines.base import Result
 REASONS = (
     "engine_error",
     "empty",
+    "garbled",
     "refusal",
     "repetition",
     "truncated",
@@ -121,6 +123,8 @@ def check_caption(result: Result, cfg: GateConfig | None = None, **fields) -> st
     text = clean_caption(result.text)
     if not any(ch.isalnum() for ch in text):
         return "empty"
+    if is_garbled(text):
+        return "garbled"
     if is_refusal(text, cfg.refusal_prefixes):
         return "refusal"
     if is_repetitive(text, cfg):
@@ -132,6 +136,14 @@ def check_caption(result: Result, cfg: GateConfig | None = None, **fields) -> st
     if len(text) < cfg.min_chars:
         return "too_short"
     return None
+
+
+def is_garbled(text: str) -> bool:
+    """U+FFFD (a token cut mid-character, or bytes that were never UTF-8) or a control
+    character other than newline and tab: text a trainer should not learn to write."""
+    return any(
+        ch == "\ufffd" or (unicodedata.category(ch) == "Cc" and ch not in "\n\t") for ch in text
+    )
 
 
 def is_refusal(text: str, prefixes: list[str]) -> bool:

@@ -37,6 +37,11 @@ def test_good_short_captions_pass(text):
     assert check_caption(result(text)) is None
 
 
+def test_newlines_and_tabs_are_not_garbled():
+    text = "A red car parked by a cafe.\nA man walks past\twith a dog on a lead."
+    assert check_caption(result(text)) is None
+
+
 def test_good_detailed_caption_passes():
     assert check_caption(result(GOOD_DETAILED), min_chars=100) is None
 
@@ -64,6 +69,8 @@ def test_repetition(text):
         (result("", error="decode_error: UnidentifiedImageError"), "engine_error"),
         (result("   "), "empty"),
         (result('"..."'), "empty"),
+        (result("A red car parked by a caf\ufffd on a street."), "garbled"),
+        (result("A red car parked\x07 by a cafe on a street."), "garbled"),
         (result("I'm sorry, but I can't describe this image."), "refusal"),
         (result("I’m sorry, I cannot help with that."), "refusal"),  # typographic apostrophe
         (result("As an AI language model, I do not see images."), "refusal"),
@@ -85,6 +92,7 @@ def test_every_reason_is_exercised():
     assert set(REASONS) == {
         "engine_error",
         "empty",
+        "garbled",
         "refusal",
         "repetition",
         "truncated",

@@ -22,7 +22,7 @@ from recaption.job import run_recaption
 from tests.cli import recaption_cmd
 
 CONFIGS = ["configs/recaption_internvl2.yaml", "configs/models/recaption_tiny.yaml"]
-ALL_REASONS = "[truncated,repetition,refusal,wrong_language,too_short]"
+ALL_REASONS = "[garbled,truncated,repetition,refusal,wrong_language,too_short]"
 # an empty caption (EOS first) cannot be accepted: sampling gets it another try
 RESAMPLE = "[{temperature: 1.0, max_new_tokens: 24}, {temperature: 1.0, max_new_tokens: 48}]"
 
@@ -137,7 +137,8 @@ def test_strict_gates_put_failures_in_the_ledger(curated, tiny_internvl, tmp_pat
         failed = [r for r in ledger if r["status"] != "kept"]
         assert len(kept) == docs[kind]["samples"] == stats["kept"]
         assert all(
-            r["reason"] in ("truncated", "repetition", "too_short", "wrong_language", "empty")
+            r["reason"]
+            in ("garbled", "truncated", "repetition", "too_short", "wrong_language", "empty")
             for r in failed
         )
         assert sum(stats["reasons"].values()) == len(failed)
@@ -155,7 +156,8 @@ def test_strict_gates_put_failures_in_the_ledger(curated, tiny_internvl, tmp_pat
             assert failed[0]["reason"] in html
     # the detailed subset retries failures with its other sampling settings
     det = read_ledger(out / "detailed").to_pylist()
-    assert any(r["attempts"] == 2 for r in det if r["reason"] in ("truncated", "repetition", None))
+    retried = ("garbled", "truncated", "repetition", None)
+    assert any(r["attempts"] == 2 for r in det if r["reason"] in retried)
 
 
 def test_bad_input_fails_before_any_work(tmp_path, tiny_internvl):
@@ -230,3 +232,33 @@ def test_kill_9_then_rerun_equals_uninterrupted(curated, tiny_internvl, tmp_path
         ]
         ids = [r["id"] for r in read_ledger(out / kind).to_pylist()]
         assert len(ids) == len(set(ids)) == len(read_ledger(ref / kind))
+
+
+def test_a_curated_sample_without_an_image_gets_a_ledger_row(tmp_path):
+    """A shard set edited by hand (or by another tool) may hold a record with no image: it is
+    an error row with its reason, and the samples around it load."""
+    from curation.sources import Partition
+    from manifests.dataset import write_dataset_json
+    from manifests.shards import ShardSetWriter
+    from recaption.job import load_image_partition
+
+    writer = ShardSetWriter(tmp_path, "images", 100, 10**9)
+    rec = {"conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "x"}]}
+    for key, members in (
+        ("a", {"jpg": b"\xff\xd8 (the loader does not decode)", "json": json.dumps(rec).encode()}),
+        ("b", {"json": json.dumps(rec).encode()}),
+        ("c", {"png": b"\x89PNG", "json": json.dumps(rec).encode()}),
+    ):
+        writer.write({"__key__": key, **members})
+    shards = writer.close()
+    write_dataset_json(
+        tmp_path, name="t", modality="image", task="t", shards=shards, config={}, config_hash="x"
+    )
+    part = Partition(0, "shard_slice", {"shard": shards[0]["path"], "skip": 0, "take": 3})
+    rows = load_image_partition(part, str(tmp_path)).to_pylist()
+    assert [(r["id"], r["status"], r["reason"], r["ext"]) for r in rows] == [
+        ("a", "kept", None, "jpg"),
+        ("b", "error", "no_image", None),
+        ("c", "kept", None, "png"),
+    ]
+    assert rows[1]["stage"] == "load" and rows[1]["image"] is None

@@ -227,7 +227,7 @@ def test_recaption_job_runs_vllm_in_ray_actors(photos, tiny_internvl, tmp_path):
             "detailed.enabled=false",
             f"short.engine={json.dumps(engine)}",
             "short.sampling={max_new_tokens: 12}",
-            "short.accept=[truncated, repetition, too_short, wrong_language, refusal]",
+            "short.accept=[garbled, truncated, repetition, too_short, wrong_language, refusal]",
             "short.retry=[]",
             "prompts.short_model_prompt=" + PROMPT,
             "ray.num_cpus=2",
