@@ -164,13 +164,25 @@ def require(cond: bool, field: str, problem: str, fix: str | None = None) -> Non
 RUN_FIELDS = ("ray", "log_level", "keep_work", "output")
 
 
-def config_hash(cfg: Any, ignore: tuple[str, ...] = RUN_FIELDS) -> str:
-    """What decides a job's result: its config less the ``ignore``d top-level fields. A rerun
-    with the same hash may finish an earlier run's work; another hash may not."""
+def digest(obj: Any) -> str:
+    """A short, stable hash of a JSON-able value (key order does not matter)."""
     import hashlib
     import json
 
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_hash(cfg: Any, ignore: tuple[str, ...] = RUN_FIELDS, blank: tuple[str, ...] = ()) -> str:
+    """What decides a job's result: its config less the ``ignore``d top-level fields. A rerun
+    with the same hash may finish an earlier run's work; another hash may not. ``blank`` names
+    dotted fields (input paths) left out because the caller fingerprints them instead."""
     d = dataclasses.asdict(cfg)
     for k in ignore:
         d.pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    for dotted in blank:
+        *parents, last = dotted.split(".")
+        node = d
+        for p in parents:
+            node = node[p]
+        node[last] = "<input>"
+    return digest(d)

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from manifests.configs import digest
 from vl3data.builder.graph import Node, producer
 
 RECORD_KEY = "build"
@@ -46,10 +47,6 @@ def write_record(node: Node, output: str, record: dict) -> None:
     os.replace(tmp, path)
 
 
-def _sha(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def raw_fingerprint(path: str) -> str:
     """Names, sizes and mtimes of the files at ``path`` (a file or a folder, walked)."""
     p = Path(path)
@@ -63,7 +60,7 @@ def raw_fingerprint(path: str) -> str:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     h.update(block)
             return h.hexdigest()[:16]
-        return _sha(["", st.st_size, st.st_mtime_ns])
+        return digest(["", st.st_size, st.st_mtime_ns])
     h = hashlib.sha256()
     for root, dirs, files in os.walk(p):
         dirs.sort()
@@ -92,7 +89,7 @@ def fingerprint(node: Node, nodes: list[Node]) -> tuple[str, dict[str, str]]:
     """The node's fingerprint now, and the per-input fingerprints it is made of."""
     others = [n for n in nodes if n is not node]
     inputs = {label: input_fingerprint(path, others) for label, path in node.inputs.items()}
-    return _sha({"kind": node.kind, "config": node.config_hash, "inputs": inputs}), inputs
+    return digest({"kind": node.kind, "config": node.config_hash, "inputs": inputs}), inputs
 
 
 @dataclass

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manifests.configs import RUN_FIELDS, ConfigError, load_config
+from manifests.configs import ConfigError, config_hash, digest, load_config
 from vl3data.builder.config import BuildConfig, JobSpec
 
 #: node groups, in the order a user thinks of them; ``--target`` accepts a group or a node
@@ -40,24 +38,6 @@ class Node:
 
 def _abs(path: str) -> str:
     return str(Path(path).expanduser().resolve())
-
-
-def _hash(d: Any) -> str:
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _job_hash(cfg: Any, blank: tuple[str, ...]) -> str:
-    """The job's config less where it runs and less the input paths in ``blank`` (dotted)."""
-    d = dataclasses.asdict(cfg)
-    for k in RUN_FIELDS:
-        d.pop(k, None)
-    for dotted in blank:
-        *parents, last = dotted.split(".")
-        node = d
-        for p in parents:
-            node = node[p]
-        node[last] = "<input>"
-    return _hash(d)
 
 
 def _load(cls: type, spec: JobSpec, where: str, extra: list[str] | None = None):
@@ -94,7 +74,13 @@ def _curate_node(cfg: BuildConfig) -> Node:
             inputs[label] = local
             blank.append(dotted)
     return Node(
-        "curate", "curate", "syn7m", job, [_abs(job.output)], inputs, _job_hash(job, tuple(blank))
+        "curate",
+        "curate",
+        "syn7m",
+        job,
+        [_abs(job.output)],
+        inputs,
+        config_hash(job, blank=tuple(blank)),
     )
 
 
@@ -118,7 +104,7 @@ def _recaption_node(cfg: BuildConfig) -> Node:
         job,
         [str(Path(out) / kind) for kind in job.subsets()],
         inputs,
-        _job_hash(job, tuple(blank)),
+        config_hash(job, blank=tuple(blank)),
     )
 
 
@@ -134,7 +120,7 @@ def _video_node(spec) -> Node:
         job,
         [str(Path(out) / task) for task in job.tasks],
         {"videos": _abs(job.input.videos), "annotations": _abs(job.input.annotations)},
-        _job_hash(job, ("input.videos", "input.annotations")),
+        config_hash(job, blank=("input.videos", "input.annotations")),
     )
 
 
@@ -172,7 +158,7 @@ def _mix_node(i: int, spec) -> Node:
         recipe,
         [_abs(spec.output)],
         {f"source:{src.name}": src.path for _, _, src in recipe.sources()},
-        _hash({"recipe": shape, "shuffle_buffer": spec.shuffle_buffer}),
+        digest({"recipe": shape, "shuffle_buffer": spec.shuffle_buffer}),
         stage=spec.stage,
         options={"shuffle_buffer": spec.shuffle_buffer},
     )
@@ -213,7 +199,7 @@ def _train_nodes(cfg: BuildConfig, mixes: dict[int, Node]) -> list[Node]:
                 job,
                 [str(out / f"stage{n}" / "final")],
                 inputs,
-                _hash({"train": full, "stage": stage, "n": n}),
+                digest({"train": full, "stage": stage, "n": n}),
                 stage=n,
                 options={"num_gpus": spec.num_gpus},
             )
