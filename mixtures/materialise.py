@@ -104,26 +104,21 @@ def write_mixture(
     out_dir: str | Path,
     *,
     shuffle_buffer: int = 10_000,
-    notes: list[str] | None = None,
+    report: dict | None = None,
 ) -> dict:
     """Materialise ``recipe`` into ``out_dir`` with what a user and a trainer read beside it:
-    ``composition.json`` (shares and token estimate per group) and ``recipe.yaml`` (the recipe
-    with every source path resolved, so a trainer opens this exact mixture from anywhere).
-    Returns the ``dataset.json`` document."""
+    ``composition.json`` (``report``, :func:`mixtures.report.mixture_report`; computed here
+    when not given) and ``recipe.yaml`` (the recipe with every source path resolved, so a
+    trainer opens this exact mixture from anywhere). Returns the ``dataset.json`` document."""
     import dataclasses
 
     import yaml
 
-    from mixtures.report import composition, token_estimate
-    from mixtures.sampler import build_plan
+    if report is None:
+        from mixtures.report import mixture_report
+        from mixtures.sampler import build_plan
 
-    plan = build_plan(recipe)
-    report = {
-        "stage": recipe.stage,
-        "composition": composition(plan),
-        "tokens": token_estimate(plan),
-        "notes": list(notes or []),
-    }
+        report = mixture_report(recipe, build_plan(recipe))
     doc = materialise(recipe, out_dir, shuffle_buffer=shuffle_buffer)
     out = Path(out_dir)
     (out / "composition.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -214,3 +214,14 @@ def format_tokens(est: dict) -> str:
 
 
 __all__ = ["HEURISTIC", "composition", "format_composition", "format_tokens", "token_estimate"]
+
+
+def mixture_report(recipe, plan: Plan, notes: list[str] | None = None) -> dict:
+    """What ``composition.json`` holds: the stage, its composition per group and source, the
+    token estimate and the recipe check's notes."""
+    return {
+        "stage": recipe.stage,
+        "composition": composition(plan),
+        "tokens": token_estimate(plan),
+        "notes": list(notes or []),
+    }

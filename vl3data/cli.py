@@ -126,7 +126,7 @@ def _cmd_mix(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.set or [])
     notes: list[str] = []
     problems = check_recipe(recipe, notes)
-    from mixtures.report import composition, format_composition, format_tokens, token_estimate
+    from mixtures.report import format_composition, format_tokens, mixture_report
     from mixtures.sampler import build_plan, format_summary
 
     if problems:  # missing or empty sources, amounts that cannot be met (and by how much)
@@ -140,12 +140,11 @@ def _cmd_mix(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     plan = build_plan(recipe)
     print(format_summary(plan))
-    rows = composition(plan)
-    tokens = token_estimate(plan)
+    report = mixture_report(recipe, plan, notes)
     print()
-    print(format_composition(rows))
+    print(format_composition(report["composition"]))
     print()
-    print(format_tokens(tokens))
+    print(format_tokens(report["tokens"]))
     if args.check:
         return 0
     if not args.output:
@@ -153,7 +152,7 @@ def _cmd_mix(args: argparse.Namespace) -> int:
         return 2
     from mixtures.materialise import write_mixture
 
-    doc = write_mixture(recipe, args.output, shuffle_buffer=args.shuffle_buffer, notes=notes)
+    doc = write_mixture(recipe, args.output, shuffle_buffer=args.shuffle_buffer, report=report)
     print(f"{args.output}: {doc['samples']} samples in {len(doc['shards'])} shards")
     return 0
 

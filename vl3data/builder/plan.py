@@ -63,9 +63,8 @@ def measured(node: Node, state: str) -> tuple[dict | None, str]:
                 stats.append(json.loads((Path(out) / "stats.json").read_text()))
             except (FileNotFoundError, json.JSONDecodeError):
                 return None, ""
-        outputs = sum(s.get("kept", s.get("samples", 0)) for s in stats)
-        if node.kind == "video":
-            outputs = sum(s.get("samples", 0) for s in stats)
+        counted = "samples" if node.kind == "video" else "kept"  # video: samples per task set
+        outputs = sum(s[counted] for s in stats)
         wall = sum(s["wall_s"] for s in stats) if node.kind == "recaption" else stats[0]["wall_s"]
         return (
             {"inputs": stats[0]["inputs"], "outputs": outputs, "wall_s": wall, "workers": None},
@@ -188,6 +187,14 @@ class GpuRates:
 
 
 UNITS = ("images", "videos", "samples")
+#: what a node's inputs are counted in
+UNIT = {
+    "curate": "images",
+    "recaption": "images",
+    "video": "videos",
+    "mix": "samples",
+    "train": "steps",
+}
 RATE_KINDS = ("curate", "recaption_short", "recaption_detailed", "video", "train")
 
 
@@ -271,13 +278,12 @@ def make_plan(
             outs = n_in
         if outs is not None:
             expected[node.name] = outs
-        unit = {"curate": "images", "recaption": "images", "video": "videos", "mix": "samples"}
         row = PlanRow(
             node=node.name,
             kind=node.kind,
             run=st[node.name].stale,
             why=st[node.name].why,
-            unit=unit.get(node.kind, "steps"),
+            unit=UNIT[node.kind],
             inputs=n_in,
             outputs=outs,
             seconds=secs,
