@@ -11,7 +11,8 @@ b. Frames of 10 clips of one long video. Reference: ``load_video(start_time, end
    clip, i.e. 10 probes + decodes with input seeking (``-ss START -t LENGTH`` before ``-i``);
    also shown, its ``precise_time=True`` form (the same options after the input: output
    seeking, which decodes from the start every time). Ours: ``video_prep.prepare._decode``, one
-   :func:`video_prep.frames.decode_grid` pass keeping the frames inside the clip spans. Clip
+   :func:`video_prep.frames.decode_grid` pass keeping the frames inside the clip spans, with one
+   decoder thread (our default) and with ffmpeg's default (a thread per core). Clip
    starts are whole seconds so all three land on the same 1-fps grid and can be compared; with
    a fractional start the per-clip grid of input seeking starts at the clip's start, ours is
    the whole video's grid (same count, other frames).
@@ -24,7 +25,7 @@ rotate which goes first. Prints mean wall and CPU seconds (the process + ffmpeg 
 ratio (reference / ours), the JPEG encodes made and whether the JPEG bytes are equal, then one
 JSON line (with the load average, since the box may be shared).
 
-    .venv/bin/python bench/bench_video.py [--rounds 3] [--minutes 10] [--clips 10]
+    .venv/bin/python bench/bench_video.py [--rounds 3] [--minutes 10] [--clips 10] [--parts a,b]
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def sample_reference(path: str) -> dict:
     return {"frames": _digests(jpegs), "timestamps": ts, "grid_frames": n, "passes": 1}
 
 
-def clips_ours(path: str, spans: list[list[float]]) -> dict:
+def clips_ours(path: str, spans: list[list[float]], threads: int = 1) -> dict:
     from video_prep.clips import Clip
     from video_prep.config import FramesConfig, VideoConfig
     from video_prep.prepare import _decode
@@ -136,7 +137,9 @@ def clips_ours(path: str, spans: list[list[float]]) -> dict:
 
     _count_encodes()
     info = probe_video(path)
-    frames_cfg = FramesConfig(fps=FPS, max_frames=MAX_FRAMES, max_side=None, jpeg_quality=QUALITY)
+    frames_cfg = FramesConfig(
+        fps=FPS, max_frames=MAX_FRAMES, max_side=None, jpeg_quality=QUALITY, decode_threads=threads
+    )
     cfg = VideoConfig(frames=frames_cfg)
     clips = [Clip(i, s, e) for i, (s, e) in enumerate(spans)]
     frames, n, _, _ = _decode(path, info, clips, cfg)
@@ -161,6 +164,7 @@ WORKERS = {
     "sample_ours": lambda a: sample_ours(a["path"]),
     "sample_reference": lambda a: sample_reference(a["path"]),
     "clips_ours": lambda a: clips_ours(a["path"], a["spans"]),
+    "clips_ours_default_threads": lambda a: clips_ours(a["path"], a["spans"], threads=0),
     "clips_input_seek": lambda a: clips_reference(a["path"], a["spans"], precise=False),
     "clips_output_seek": lambda a: clips_reference(a["path"], a["spans"], precise=True),
 }
@@ -269,7 +273,7 @@ def bench_clips(path: Path, duration: float, n_clips: int, n_rounds: int) -> dic
     step = duration / n_clips
     length = min(55, int(step) - 5)  # whole seconds, so every approach lands on one grid
     spans = [[float(int(i * step) + 3), float(int(i * step) + 3 + length)] for i in range(n_clips)]
-    kinds = ["clips_input_seek", "clips_output_seek", "clips_ours"]
+    kinds = ["clips_input_seek", "clips_output_seek", "clips_ours_default_threads", "clips_ours"]
     runs = rounds(kinds, {"path": str(path), "spans": spans}, n_rounds)
     ours = runs["clips_ours"]
     print(
@@ -284,6 +288,7 @@ def bench_clips(path: Path, duration: float, n_clips: int, n_rounds: int) -> dic
     labels = {
         "clips_input_seek": "reference, -ss/-t before -i (default)",
         "clips_output_seek": "reference, precise_time (after -i)",
+        "clips_ours_default_threads": "ours, ffmpeg's default threads",
         "clips_ours": "ours, one decode_grid pass",
     }
     for k in kinds:
@@ -323,6 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--minutes", type=float, default=10.0, help="length of the test pattern")
     ap.add_argument("--clips", type=int, default=10)
+    ap.add_argument("--parts", default="a,b", help="which parts to run: a (sampling), b (clips)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -338,8 +344,9 @@ def main(argv: list[str] | None = None) -> dict:
             f"generated {long.name}: {seconds:.0f} s, 640x360, 25 fps in {gen_s:.1f} s (not timed)"
         )
         videos = {**real_videos(), f"pattern_{args.minutes:g}min": long}
-        sampling = bench_sampling(videos, args.rounds)
-        clips = bench_clips(long, seconds, args.clips, args.rounds)
+        parts = set(args.parts.split(","))
+        sampling = bench_sampling(videos, args.rounds) if "a" in parts else {}
+        clips = bench_clips(long, seconds, args.clips, args.rounds) if "b" in parts else {}
     res = {
         "bench": "video",
         "machine": platform.processor() or platform.machine(),

@@ -118,6 +118,7 @@ def test_similarity_needs_captions():
         ("input.format=csv", "input.format"),
         ("frames.fps=0", "frames.fps"),
         ("frames.max_frames=0", "frames.max_frames"),
+        ("frames.decode_threads=-1", "frames.decode_threads"),
         ("clips.max_len_s=0", "clips.max_len_s"),
         ("tasks=[caption,caption]", "tasks"),
         ("grounding.questions=[when]", "grounding.questions[0]"),

@@ -38,12 +38,21 @@ class FramesConfig:
     max_side: int | None = 640  # longer side of stored frames; null keeps the original size
     jpeg_quality: int = 90
     decode_timeout_s: float | None = None  # default: max(60 s, 2 x the video's duration)
+    # ffmpeg decoder threads per video; 0 = ffmpeg's default (one per core, in every process,
+    # which oversubscribes the CPUs when Ray runs a video per CPU)
+    decode_threads: int = 1
 
     def __post_init__(self) -> None:
         require(self.fps > 0, "frames.fps", "must be positive", "1.0, as in the paper")
         require(self.max_frames >= 1, "frames.max_frames", "must be at least 1", "180")
         require(self.max_side is None or self.max_side >= 16, "frames.max_side", "must be >= 16")
         require(1 <= self.jpeg_quality <= 100, "frames.jpeg_quality", "must be in 1..100")
+        require(
+            self.decode_threads >= 0,
+            "frames.decode_threads",
+            "must be >= 0",
+            "1 (one per video; 0 lets ffmpeg take one per core)",
+        )
 
 
 @dataclass

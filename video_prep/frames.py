@@ -35,6 +35,12 @@ from video_prep.probe import VideoError, VideoInfo
 #: candidate window around the estimated frame count (see the module docstring)
 COUNT_WINDOW = 1
 
+#: ffmpeg decoder threads per video. One: the video job runs one video per reserved CPU, and
+#: ffmpeg's default (a thread per core, in every process) oversubscribes the machine. Measured
+#: on 2 cores for one 10-min 640x360 H.264 video: 2.9 s wall / 3.6 s CPU with one thread against
+#: 3.8 s / 5.2 s with ffmpeg's default (docs/BENCHMARKS.md).
+DECODE_THREADS = 1
+
 
 def uniform_indices(n: int, max_frames: int) -> list[int]:
     """VideoLLaMA3's subsample: all frames when few, else ``linspace`` truncated to int."""
@@ -57,13 +63,20 @@ def estimated_count(info: VideoInfo, fps: float) -> int:
 
 
 def ffmpeg_command(
-    path: str | Path, info: VideoInfo, fps: float | None, size: tuple[int, int]
+    path: str | Path,
+    info: VideoInfo,
+    fps: float | None,
+    size: tuple[int, int],
+    threads: int = DECODE_THREADS,
 ) -> list[str]:
     """The decode: the chosen stream, ``fps`` filter rounding down, optional scale, raw RGB.
-    Without ``fps``: the first frame only (for videos shorter than one grid step)."""
+    Without ``fps``: the first frame only (for videos shorter than one grid step).
+
+    ``threads`` is the decoder's thread count (``-threads`` before ``-i``; 0 lets ffmpeg take
+    one per core). Decoded pixels do not depend on it."""
     import ffmpeg
 
-    stream = ffmpeg.input(str(path))[str(info.stream_index)]
+    stream = ffmpeg.input(str(path), threads=threads)[str(info.stream_index)]
     if fps is not None:
         stream = ffmpeg.filter(stream, "fps", fps=fps, round="down")
     if size != (info.width, info.height):
@@ -104,6 +117,7 @@ def decode_grid(
     keep: Callable[[int, float], bool] = lambda k, t: True,
     quality: int = 90,
     timeout_s: float | None = None,
+    threads: int = DECODE_THREADS,
 ) -> Grid:
     """Decode the video once onto its ``fps`` grid, keeping frame ``k`` (at ``k / fps`` s) when
     ``keep(k, t)``. Raises :class:`VideoError` (``decode_error``, ``decode_timeout``,
@@ -111,21 +125,24 @@ def decode_grid(
 
     A video shorter than one grid step gives no frame through the ``fps`` filter; it still
     gives one: its first frame, at 0 s."""
-    grid = _decode(path, info, fps, max_side, keep, quality, timeout_s, first_only=False)
+    args = (path, info, fps, max_side, keep, quality, timeout_s, threads)
+    grid = _decode(*args, first_only=False)
     if grid.n == 0:
-        grid = _decode(path, info, fps, max_side, keep, quality, timeout_s, first_only=True)
+        grid = _decode(*args, first_only=True)
     if grid.n == 0:
         raise VideoError("no_frames", "ffmpeg decoded no frame")
     return grid
 
 
-def _decode(path, info, fps, max_side, keep, quality, timeout_s, first_only: bool) -> Grid:
+def _decode(
+    path, info, fps, max_side, keep, quality, timeout_s, threads, first_only: bool
+) -> Grid:
     size = scaled_size(info.width, info.height, max_side)
     grid = Grid(fps=fps, size=size)
     frame_bytes = size[0] * size[1] * 3
     if timeout_s is None:
         timeout_s = max(60.0, 2.0 * info.duration)
-    cmd = ffmpeg_command(path, info, None if first_only else fps, size)
+    cmd = ffmpeg_command(path, info, None if first_only else fps, size, threads)
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
@@ -182,6 +199,7 @@ def sample_video(
     max_side: int | None = None,
     quality: int = 90,
     timeout_s: float | None = None,
+    threads: int = DECODE_THREADS,
 ) -> Sampled:
     """Frames at ``fps``, uniformly subsampled to at most ``max_frames`` (see module docs)."""
     est = estimated_count(info, fps)
@@ -198,6 +216,7 @@ def sample_video(
         keep=lambda k, t: k in wanted or (k >= far and k < max_frames),
         quality=quality,
         timeout_s=timeout_s,
+        threads=threads,
     )
     passes, decode_s = 1, grid.decode_s
     indices = uniform_indices(grid.n, max_frames)
@@ -211,6 +230,7 @@ def sample_video(
             keep=lambda k, t: k in exact,
             quality=quality,
             timeout_s=timeout_s,
+            threads=threads,
         )
         passes, decode_s = 2, decode_s + grid.decode_s
         indices = uniform_indices(grid.n, max_frames)

@@ -75,7 +75,13 @@ def _decode(
 ) -> tuple[dict[int, ClipFrames], int, int, float]:
     """Frames of every kept clip from ONE decode of the video; grid size, passes, seconds."""
     f = cfg.frames
-    kw = dict(fps=f.fps, max_side=f.max_side, quality=f.jpeg_quality, timeout_s=f.decode_timeout_s)
+    kw = dict(
+        fps=f.fps,
+        max_side=f.max_side,
+        quality=f.jpeg_quality,
+        timeout_s=f.decode_timeout_s,
+        threads=f.decode_threads,
+    )
     whole = len(clips) == 1 and clips[0].start <= 0 and clips[0].end >= info.duration
     if whole:  # the plain case: VideoLLaMA3's sampling, memory bounded by max_frames
         s = sample_video(path, info, max_frames=f.max_frames, **kw)

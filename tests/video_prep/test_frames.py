@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from video_prep.frames import encode_jpeg, sample_video, scaled_size
+from video_prep.frames import encode_jpeg, ffmpeg_command, sample_video, scaled_size
 from video_prep.probe import VideoError, probe_video
 from video_prep.sample_videos import pattern_video, real_videos, rotated
 
@@ -146,3 +146,18 @@ def test_decode_deadline(videos):
     with pytest.raises(VideoError) as e:
         sample_video(path, probe_video(path), timeout_s=0.05)
     assert e.value.reason == "decode_timeout"
+
+
+@pytest.mark.parametrize("threads", [1, 0, 2])
+def test_decoder_threads_go_before_the_input_and_change_no_pixel(threads):
+    """One decoder thread by default (a video per reserved CPU); the reference above runs
+    ffmpeg's own default (a thread per core), so equal bytes mean the count changes nothing."""
+    path = REAL["bikes"]
+    info = probe_video(path)
+    cmd = ffmpeg_command(path, info, 1.0, (info.width, info.height), threads)
+    i = cmd.index("-i")
+    assert cmd[i - 2 : i] == ["-threads", str(threads)]
+    got = sample_video(path, info, max_frames=4, threads=threads)
+    frames, idx, _ = reference(path, 1.0, 4)
+    size = (info.width, info.height)
+    assert got.frames == [encode_jpeg(frames[k].tobytes(), size, 90) for k in idx]
