@@ -4,7 +4,9 @@ images per cluster (VL3-Syn7M's balanced, diverse selection).
 Centroids are trained on a seeded sample of at most ``cluster.max_train_points`` embeddings (a
 sample that fits one node); every live row is then assigned in a Ray Data pass over the
 partitions, and the driver holds only an int and a float per row. Selection runs on those
-assignments (``curation.clustering``). Results: ``OUT/clusters/centroids.npy`` (the artifact),
+assignments (``curation.clustering``); with ``cluster.levels`` the levels above the first cluster
+the level-1 centroids only, so hierarchical selection too holds no embedding on the driver.
+Results: ``OUT/clusters/centroids.npy`` (the artifact),
 ``cluster`` and ``cluster_dist`` columns for the ledger, and a drop list (``cluster_quota``).
 """
 
@@ -113,7 +115,7 @@ def cluster_and_balance(
             train, min(cfg.k, len(train)), spherical=cfg.spherical, seed=cfg.seed, niter=cfg.niter
         )
     # assignment is a Ray Data pass over the partitions (it scales with the pool, training
-    # does not); only hierarchical and 'spread' selection need the vectors back on the driver
+    # does not); only 'spread' selection needs the vectors back on the driver
     assigned = WorkDir(work_root / "assign")
     run_partitions(
         assigned,
@@ -131,15 +133,19 @@ def cluster_and_balance(
         rows = rows.filter(pa.array(alive(rows)))
         labels.append(rows["cluster"].to_numpy(zero_copy_only=False).astype(np.int64))
         dists.append(rows["cluster_dist"].to_numpy(zero_copy_only=False).astype(np.float32))
-    if cfg.strategy == "spread" or cfg.levels:
+    if cfg.strategy == "spread" and not cfg.levels:
         full = [embedding_matrix(rows) for rows in live([EMBEDDING])]
     labels_all, dists_all = np.concatenate(labels), np.concatenate(dists)
     if len(labels_all) != n:  # both walks see the same live rows in the same order
         raise RuntimeError(f"cluster assignment covered {len(labels_all)} rows, expected {n}")
     if cfg.levels:
-        chosen = clustering.hierarchical_balanced_select(
-            np.concatenate(full), cfg.levels, cfg.target_size, seed=cfg.seed
+        # level 1 is what was just trained and assigned (the ledger's clusters); the levels
+        # above cluster its centroids only, so no row embedding comes back to the driver
+        upper = clustering.upper_levels(
+            centroids, cfg.levels[1:], spherical=cfg.spherical, seed=cfg.seed, niter=cfg.niter
         )
+        tree = [(centroids, labels_all), *upper]
+        chosen = clustering.select_from_tree(tree, cfg.target_size, seed=cfg.seed)
     else:
         chosen = clustering.balanced_select(
             labels_all,

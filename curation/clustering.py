@@ -406,8 +406,43 @@ def hierarchical_balanced_select(
         max_train_points=max_train_points,
         init=init,
     )
-    # Bottom-up capacities: rows of x under every cluster of every level.
-    caps = [cluster_sizes(tree[0][1], len(tree[0][0]))]
+    return select_from_tree(tree, target_size, seed=seed)
+
+
+def upper_levels(
+    centroids: np.ndarray,
+    levels: list[int],
+    *,
+    spherical: bool = True,
+    seed: int = 0,
+    niter: int = 20,
+    init: str = "random",
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Levels 2.. of :func:`hierarchical_kmeans` from level-1 ``centroids`` alone (level ``i``
+    seeded ``seed + i - 1``, as there). What the pool-scale path needs: level 1 is trained on a
+    sample and assigned by a Ray Data pass, so no row embedding has to reach the driver; the
+    upper levels cluster only centroids (``levels[0] x dim``)."""
+    if not levels:
+        return []
+    return hierarchical_kmeans(
+        centroids, levels, spherical=spherical, seed=seed + 1, niter=niter, init=init
+    )
+
+
+def select_from_tree(
+    tree: list[tuple[np.ndarray, np.ndarray]], target_size: int, *, seed: int = 0
+) -> np.ndarray:
+    """Steps 2-4 of :func:`hierarchical_balanced_select` on a built tree: ``tree[0]`` is the
+    level-1 ``(centroids, labels of every row)``, each later entry maps the previous level's
+    centroids to its own. Returns sorted row indices (all rows when ``target_size`` >= rows)."""
+    labels1 = np.asarray(tree[0][1], dtype=np.int64)
+    n = len(labels1)
+    if target_size >= n:
+        return np.arange(n, dtype=np.int64)
+    if target_size <= 0:
+        return np.empty(0, dtype=np.int64)
+    # Bottom-up capacities: rows under every cluster of every level.
+    caps = [cluster_sizes(labels1, len(tree[0][0]))]
     for centroids, labels in tree[1:]:
         caps.append(
             np.bincount(labels, weights=caps[-1], minlength=len(centroids)).astype(np.int64)
@@ -422,7 +457,6 @@ def hierarchical_balanced_select(
             child_quota[children] = water_fill(caps[level - 1][children], int(quota[parent]))
         quota = child_quota
     # Random rows inside each level-1 cluster.
-    labels1 = tree[0][1]
     perm = np.random.default_rng(seed).permutation(n)
     order = perm[np.argsort(labels1[perm], kind="stable")]
     return _take_ranked(order, labels1, quota)

@@ -13,8 +13,10 @@ from curation.clustering import (
     cluster_sizes,
     hierarchical_balanced_select,
     hierarchical_kmeans,
+    select_from_tree,
     train_kmeans,
     training_sample,
+    upper_levels,
     water_fill,
 )
 
@@ -245,3 +247,20 @@ def test_hierarchical_select_hits_target_and_is_balanced(blobs):
     assert counts.min() >= uniform_counts.min()
     assert counts.std() < uniform_counts.std() / 2
     assert len(hierarchical_balanced_select(x, levels, len(x) + 5)) == len(x)
+
+
+def test_upper_levels_from_level1_centroids_alone_rebuild_the_tree(blobs):
+    """The pool-scale path keeps no row embedding on the driver: levels 2.. come from the
+    level-1 centroids only, and give the very tree (and selection) clustering the rows does."""
+    x, _ = blobs
+    levels, target = [32, 6, 2], 300
+    tree = hierarchical_kmeans(x, levels, seed=3)
+    rebuilt = [tree[0], *upper_levels(tree[0][0], levels[1:], seed=3)]
+    for (c, lab), (c2, lab2) in zip(tree, rebuilt, strict=True):
+        np.testing.assert_array_equal(c, c2)
+        np.testing.assert_array_equal(lab, lab2)
+    np.testing.assert_array_equal(
+        select_from_tree(rebuilt, target, seed=3),
+        hierarchical_balanced_select(x, levels, target, seed=3),
+    )
+    assert upper_levels(tree[0][0], []) == []

@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import webdataset as wds
 
+from curation.clustering import select_from_tree, upper_levels
 from curation.config import CurateConfig
 from curation.curate import curate
 from manifests.configs import load_config
@@ -141,6 +142,7 @@ def test_value_thresholds_and_hierarchical_selection(
         "similarity.min_sim=-0.01",
         "cluster.levels=[4, 2]",
         "cluster.target_size=5",
+        "cluster.max_train_points=6",
     )
     doc = curate(cfg, progress=False)
     rows = read_ledger(out).to_pylist()
@@ -154,3 +156,11 @@ def test_value_thresholds_and_hierarchical_selection(
     assert stats["clusters"]["strategy"] == "hierarchical"
     assert stats["thresholds"]["aesthetic"] == [4.75]
     assert doc["samples"] == min(5, len(survivors))
+    # the selection water-fills down the tree over the ledger's own level-1 clusters (trained on
+    # 6 sampled rows, assigned to all), whose centroids alone give the upper level
+    centroids = np.load(out / "clusters" / "centroids.npy")
+    labels = np.array([r["cluster"] for r in survivors])
+    tree = [(centroids, labels), *upper_levels(centroids, [2], seed=cfg.cluster.seed)]
+    want = Counter(labels[select_from_tree(tree, 5, seed=cfg.cluster.seed)].tolist())
+    kept = Counter(r["cluster"] for r in survivors if r["stage"] != "cluster")
+    assert kept == want
