@@ -12,11 +12,13 @@ def init_ray(
     num_cpus: int | None = None,
     object_store_mb: int | None = None,
     log_level: str = "INFO",
+    py_modules: list | None = None,
 ) -> bool:
     """Make sure Ray is up. Returns True if we started it (and so should shut it down).
 
-    With an ``address`` our own packages are shipped to the workers (``py_modules``), so a
-    cluster whose nodes have only the dependencies installed runs the same code.
+    With an ``address`` our own packages are shipped to the workers (``py_modules``; default:
+    the data jobs' packages), so a cluster whose nodes have only the dependencies installed runs
+    the same code.
     """
     import ray
 
@@ -24,15 +26,17 @@ def init_ray(
         return False
     quiet = logging.getLevelName(log_level.upper()) > logging.DEBUG
     if address:
-        import curation
-        import manifests
-        import recaption
-        import video_prep
+        if py_modules is None:
+            import curation
+            import manifests
+            import recaption
+            import video_prep
 
+            py_modules = [manifests, curation, recaption, video_prep]
         log.info("joining the Ray cluster at %s", address)
         ray.init(
             address=address,
-            runtime_env={"py_modules": [manifests, curation, recaption, video_prep]},
+            runtime_env={"py_modules": py_modules},
             logging_level=logging.WARNING if quiet else logging.INFO,
             log_to_driver=not quiet,
         )

@@ -25,6 +25,10 @@ class ModelConfig:
 
     preset: str = "small"  # tiny | small | 2b: the model's shape and data budget
     init: str = ""  # a local VideoLLaMA3 checkpoint directory (from_pretrained) to start from
+    # or start stage 1 from two parts, as the paper does (model/init_parts.py): a local Qwen2 /
+    # Qwen2.5 causal LM and a local SigLIP; the projector is new, the tokenizer the LLM's
+    init_llm: str = ""
+    init_vision: str = ""
     tokenizer: str = ""  # a local tokenizer directory; empty: train a BPE on the recipes' text
     vocab_size: int = 0  # BPE entries when training one; 0: the preset's
     tokenizer_records: int = 50_000  # records per recipe read to train the BPE
@@ -200,13 +204,26 @@ class TrainConfig:
                 f"{recipe!r} is not a recipe file",
                 "e.g. mixtures/recipes/demo_stage1.yaml",
             )
+        m = self.model
         require(
-            self.model.preset != "2b" or bool(self.model.init or self.model.tokenizer),
+            bool(m.init_llm) == bool(m.init_vision),
+            "model.init_vision" if m.init_llm else "model.init_llm",
+            "starting from parts needs both the LLM and the vision encoder",
+            "--set model.init_llm=/path/to/Qwen2.5-1.5B --set model.init_vision=/path/to/siglip",
+        )
+        require(
+            not (m.init and m.init_llm),
+            "model.init",
+            "a VideoLLaMA3 checkpoint and separate parts (init_llm, init_vision) both given",
+            "keep one: model.init, or model.init_llm with model.init_vision",
+        )
+        require(
+            m.preset != "2b" or bool(m.init or m.tokenizer or m.init_llm),
             "model.tokenizer",
             "the 2b preset needs Qwen2.5's tokenizer, not one trained here",
             "--set model.tokenizer=/path/to/Qwen2.5-1.5B (or model.init=a checkpoint)",
         )
-        for name in ("init", "tokenizer"):
+        for name in ("init", "tokenizer", "init_llm", "init_vision"):
             path = getattr(self.model, name)
             require(
                 not path or Path(path).is_dir(),

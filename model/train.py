@@ -3,9 +3,12 @@
     python -m model.train configs/train_compact.yaml --stage all
     python -m model.train configs/train_compact.yaml --stage 3 --resume
     torchrun --nproc-per-node 2 -m model.train configs/train_compact.yaml --stage 2
+    python -m model.train configs/train_compact.yaml --stage 2 --ray-workers 2   # Ray Train
 
 One loop for every stage. A stage starts from the previous stage's ``final`` checkpoint (stage 1:
-``model.init``, or a fresh ``model.preset`` with a BPE tokenizer trained on the recipes' text),
+``model.init``; or Qwen2.5 + SigLIP checkpoints, ``model.init_llm`` + ``model.init_vision``,
+assembled by :mod:`model.init_parts`; or a fresh ``model.preset`` with a BPE tokenizer trained on
+the recipes' text),
 freezes and sets learning rates per group as the paper does (:mod:`model.stages`), streams its
 mixture recipe (:func:`mixtures.open_stage`: seeded, rank-aware, resumable) through the collator
 (:mod:`model.collate`) and takes ``steps`` AdamW steps with a warm-up + cosine schedule. Each step
@@ -13,8 +16,9 @@ draws ``batch_size`` samples per rank ``grad_accum`` times; the collator packs t
 length-bucketed micro-batches whose losses are weighted by their answer tokens and accumulated
 (gradients are all-reduced once per step under DDP). bf16 autocast on CUDA.
 
-Under ``torchrun`` (``WORLD_SIZE`` > 1) it runs torch.distributed data parallel: gloo on CPU, nccl
-on GPU, one DDP-wrapped model per rank, each rank reading its own share of the mixture.
+Under ``torchrun`` or Ray Train (``--ray-workers``, :mod:`model.ray_launch`; ``WORLD_SIZE`` > 1)
+it runs torch.distributed data parallel: gloo on CPU, nccl on GPU, one DDP-wrapped model per rank,
+each rank reading its own share of the mixture.
 
 Everything lands in ``output``::
 
@@ -80,6 +84,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False  # we opened the process group (torchrun), not Ray Train
 
     @property
     def main(self) -> bool:
@@ -110,7 +115,8 @@ class Dist:
 
 
 def setup_dist() -> Dist:
-    """torch.distributed from torchrun's environment (``WORLD_SIZE`` > 1), else one process."""
+    """torch.distributed from the launcher's environment (``WORLD_SIZE`` > 1), else one process.
+    Under torchrun we open the process group; under Ray Train it is open already and Ray's."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     local = int(os.environ.get("LOCAL_RANK", 0))
@@ -118,17 +124,19 @@ def setup_dist() -> Dist:
     device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+    owns = False
     if world > 1:
         if not torch.distributed.is_initialized():
             torch.distributed.init_process_group("nccl" if cuda else "gloo")
+            owns = True
         if not cuda:  # share the cores between the ranks on this machine
             per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
-    return Dist(rank, world, local, device)
+    return Dist(rank, world, local, device, owns)
 
 
 def teardown_dist(d: Dist) -> None:
-    if d.on and torch.distributed.is_initialized():
+    if d.owns_group and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
 
@@ -414,22 +422,37 @@ def starting_point(cfg: TrainConfig, n: int, d: Dist, fresh: bool) -> Path:
         from model.build import build_from_preset, save_checkpoint
         from model.tokenizer import load_tokenizer
 
-        tok = load_tokenizer(cfg.model.tokenizer) if cfg.model.tokenizer else None
-        model, processor = build_from_preset(
-            cfg.model.preset,
-            tokenizer=tok,
-            corpus=_corpus(cfg),
-            vocab_size=cfg.model.vocab_size or None,
-            seed=cfg.seed,
-            attn_implementation=cfg.model.attn_implementation,
-        )
+        m = cfg.model
+        tok = load_tokenizer(m.tokenizer) if m.tokenizer else None
         tmp = _tmp_dir(init)
-        save_checkpoint(model, processor, tmp)
+        if m.init_llm:  # the paper's start: Qwen2.5 + SigLIP, a new projector
+            from model.init_parts import build_from_parts
+
+            model, processor, parts = build_from_parts(
+                m.init_llm,
+                m.init_vision,
+                m.preset,
+                tokenizer=tok,
+                seed=cfg.seed,
+                attn_implementation=m.attn_implementation,
+            )
+            save_checkpoint(model, processor, tmp)
+            write_json(tmp / "parts.json", parts)
+        else:
+            model, processor = build_from_preset(
+                m.preset,
+                tokenizer=tok,
+                corpus=_corpus(cfg),
+                vocab_size=m.vocab_size or None,
+                seed=cfg.seed,
+                attn_implementation=m.attn_implementation,
+            )
+            save_checkpoint(model, processor, tmp)
         _publish(tmp, init)
         log.info(
-            "built a %s model in %s (vocabulary %d)",
-            cfg.model.preset,
+            "built the stage-1 start in %s (%s, vocabulary %d)",
             init,
+            f"from {m.init_llm} + {m.init_vision}" if m.init_llm else f"{m.preset} preset",
             len(processor.tokenizer),
         )
     d.barrier()
@@ -801,7 +824,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoints")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    from model.ray_launch import add_ray_train_args
+
+    add_ray_train_args(p)
     return p
+
+
+def launch_with_ray(args: argparse.Namespace, overrides: list[str]) -> dict:
+    from model.ray_launch import launch
+
+    return launch(
+        list(args.config),
+        overrides,
+        parse_stages(args.stage),
+        resume=args.resume,
+        workers=args.ray_workers,
+        use_gpu=args.ray_gpu,
+        cpus_per_worker=args.ray_cpus_per_worker,
+        address=args.ray_address,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -810,6 +851,8 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = list(args.set or [])
     if args.log_level:
         overrides.append(f"log_level={args.log_level}")
+    if args.ray_workers:
+        return launch_with_ray(args, overrides)
     cfg = load_config(TrainConfig, args.config, overrides)
     stages = parse_stages(args.stage)
     logging.basicConfig(

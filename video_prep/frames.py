@@ -134,9 +134,7 @@ def decode_grid(
     return grid
 
 
-def _decode(
-    path, info, fps, max_side, keep, quality, timeout_s, threads, first_only: bool
-) -> Grid:
+def _decode(path, info, fps, max_side, keep, quality, timeout_s, threads, first_only: bool) -> Grid:
     size = scaled_size(info.width, info.height, max_side)
     grid = Grid(fps=fps, size=size)
     frame_bytes = size[0] * size[1] * 3

@@ -159,11 +159,17 @@ def _cmd_mix(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from model.config import TrainConfig
-    from model.train import parse_stages, run
+    from model.train import launch_with_ray, parse_stages, run
 
-    cfg = _job_config(TrainConfig, args)
-    stages = parse_stages(args.stage)
-    summary = run(cfg, stages, resume=args.resume)
+    if args.ray_workers:
+        _setup_logging(args.log_level or "INFO")
+        overrides = [*(args.set or [])] + (
+            [f"log_level={args.log_level}"] if args.log_level else []
+        )
+        summary = launch_with_ray(args, overrides)
+    else:
+        cfg = _job_config(TrainConfig, args)
+        summary = run(cfg, parse_stages(args.stage), resume=args.resume)
     if "report" not in summary:  # not the main rank of a torchrun
         return 0
     for n, r in summary["stages"].items():
@@ -302,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    from model.ray_launch import add_ray_train_args
+
+    add_ray_train_args(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(

@@ -174,6 +174,10 @@ def _train_nodes(cfg: BuildConfig, mixes: dict[int, Node]) -> list[Node]:
     full = dataclasses.asdict(job)
     for k in ("output", "log_level", "stage1", "stage2", "stage3", "stage4"):
         full.pop(k)
+    local = ("init", "tokenizer", "init_llm", "init_vision")  # fingerprinted as inputs instead
+    for k in local:
+        if full["model"][k]:
+            full["model"][k] = "<input>"
     nodes = []
     for n in spec.stages:
         stage = dataclasses.asdict(job.stage(n))
@@ -182,11 +186,10 @@ def _train_nodes(cfg: BuildConfig, mixes: dict[int, Node]) -> list[Node]:
         if n > 1:
             inputs["start"] = str(out / f"stage{n - 1}" / "final")
         else:
-            if job.model.init:
-                inputs["init"] = _abs(job.model.init)
-            if job.model.tokenizer:
-                inputs["tokenizer"] = _abs(job.model.tokenizer)
-            if not job.model.init and not job.model.tokenizer:
+            for k in local:
+                if getattr(job.model, k):
+                    inputs[k] = _abs(getattr(job.model, k))
+            if not (job.model.init or job.model.tokenizer or job.model.init_llm):
                 # the BPE is trained on every stage's recipe text (model.train)
                 for m in range(1, 5):
                     if job.stage(m).recipe:
