@@ -1,5 +1,6 @@
-"""The trainer launched by Ray Train (two CPU workers on the embedded Ray, gloo) instead of
-torchrun: the same loop, the same data split, so the same losses and weights as torchrun's."""
+"""The trainer launched by Ray Train instead of torchrun: the same loop and the same data split,
+so the same losses and weights as torchrun's. Two CPU workers (gloo) on the embedded Ray, and
+(slow) on a real ``ray start --head`` on loopback."""
 
 from __future__ import annotations
 
@@ -10,42 +11,72 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
+from tests.ray_head import LOOPBACK_ENV, ray_head
 from vl3data import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["--stage", "1-2", "--set", "train.batch_size=3", "--set", "data.tokens_per_batch=64"]
+ARGS = ["--set", "train.batch_size=3", "--set", "data.tokens_per_batch=64"]
+
+
+def _configs(tmp_path, names, train_recipe, init, writer) -> dict[str, str]:
+    return {
+        n: writer(
+            tmp_path / f"{n}.yaml", train_recipe, tmp_path / n, init=init, steps=2, lr_scale=300
+        )
+        for n in names
+    }
+
+
+def _torchrun(config: str, stage: str) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "model.train", config, "--stage", stage, *ARGS]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _assert_same_run(ours: Path, ref: Path, stages: list[str]) -> None:
+    got = json.loads((ours / "summary.json").read_text())
+    want = json.loads((ref / "summary.json").read_text())
+    for n in stages:
+        r, w = got["stages"][n], want["stages"][n]
+        assert r["world_size"] == 2 and r["done"] and r["in_sync"], r
+        assert all(math.isfinite(x) for x in r["losses"])
+        assert r["losses"] == w["losses"]  # same ranks, same shares of the mixture
+        a = load_file(str(ours / f"stage{n}" / "final" / "model.safetensors"))
+        b = load_file(str(ref / f"stage{n}" / "final" / "model.safetensors"))
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert (ours / "ray_train").is_dir()  # Ray Train's run state, beside ours
 
 
 def test_ray_train_matches_torchrun(
     tmp_path, train_recipe, tiny_vl3_checkpoint, train_config_writer, ray_local
 ):
-    runs = {}
-    for name in ("ray", "torchrun"):
-        runs[name] = train_config_writer(
-            tmp_path / f"{name}.yaml",
-            train_recipe,
-            tmp_path / name,
-            init=tiny_vl3_checkpoint,
-            steps=2,
-            lr_scale=300,
-        )
-    assert cli.main(["train", runs["ray"], *ARGS, "--ray-workers", "2"]) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    cmd += ["-m", "model.train", runs["torchrun"], *ARGS]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cfg = _configs(tmp_path, ["ray", "ref"], train_recipe, tiny_vl3_checkpoint, train_config_writer)
+    assert cli.main(["train", cfg["ray"], "--stage", "1-2", *ARGS, "--ray-workers", "2"]) == 0
+    _torchrun(cfg["ref"], "1-2")
+    _assert_same_run(tmp_path / "ray", tmp_path / "ref", ["1", "2"])
 
-    ray_sum = json.loads((tmp_path / "ray" / "summary.json").read_text())
-    ref_sum = json.loads((tmp_path / "torchrun" / "summary.json").read_text())
-    for n in ("1", "2"):
-        r, ref = ray_sum["stages"][n], ref_sum["stages"][n]
-        assert r["world_size"] == 2 and r["done"] and r["in_sync"], r
-        assert all(math.isfinite(x) for x in r["losses"])
-        assert r["losses"] == ref["losses"]  # same ranks, same shares of the mixture
-        a = load_file(str(tmp_path / "ray" / f"stage{n}" / "final" / "model.safetensors"))
-        b = load_file(str(tmp_path / "torchrun" / f"stage{n}" / "final" / "model.safetensors"))
-        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
-    assert (tmp_path / "ray" / "ray_train").is_dir()
+
+def test_a_bad_config_fails_before_ray_starts(tmp_path, train_recipe, train_config_writer):
+    config = train_config_writer(tmp_path / "t.yaml", train_recipe, tmp_path / "out")
+    code = cli.main(["train", config, "--ray-workers", "2", "--set", "model.init_llm=/nowhere"])
+    assert code == 2 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_ray_train_on_a_local_cluster_matches_torchrun(
+    tmp_path, train_recipe, tiny_vl3_checkpoint, train_config_writer
+):
+    cfg = _configs(tmp_path, ["ray", "ref"], train_recipe, tiny_vl3_checkpoint, train_config_writer)
+    with ray_head(num_cpus=2) as head:
+        cmd = [str(Path(sys.executable).parent / "vl3data"), "train", cfg["ray"], "--stage", "1"]
+        cmd += [*ARGS, "--ray-workers", "2", "--ray-address", head.address]
+        env = {**os.environ, **LOOPBACK_ENV}
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _torchrun(cfg["ref"], "1")
+    _assert_same_run(tmp_path / "ray", tmp_path / "ref", ["1"])
