@@ -26,21 +26,20 @@ log = logging.getLogger(__name__)
 
 
 def _worker(spec: dict[str, Any]) -> None:
-    """One rank: the driver's config, parsed again here, through the ordinary loop."""
+    """One rank: the driver's resolved config, read back here, through the ordinary loop."""
     from manifests.configs import load_config
     from model.config import TrainConfig
     from model.train import run
 
-    if Path(spec["cwd"]).is_dir():  # config and recipe paths may be relative to it
+    if Path(spec["cwd"]).is_dir():  # relative recipe and checkpoint paths are relative to it
         os.chdir(spec["cwd"])
     logging.basicConfig(level=getattr(logging, spec["log_level"].upper(), logging.INFO))
-    cfg = load_config(TrainConfig, spec["configs"], spec["overrides"])
+    cfg = load_config(TrainConfig, spec["config"])
     run(cfg, spec["stages"], resume=spec["resume"])
 
 
-def launch(
-    configs: list[str],
-    overrides: list[str],
+def launch_config(
+    cfg,
     stages: list[int],
     *,
     resume: bool,
@@ -49,34 +48,35 @@ def launch(
     cpus_per_worker: float = 1.0,
     address: str | None = None,
 ) -> dict:
-    """Train ``stages`` on ``workers`` Ray Train workers; returns the run's ``summary.json``."""
+    """Train ``stages`` of a validated ``TrainConfig`` on ``workers`` Ray Train workers (joining
+    Ray at ``address``, or the Ray this process is already in); returns ``summary.json``.
+
+    The workers read the config from ``output/ray_train/config.yaml``, written here: exactly
+    the driver's, overrides applied, whatever files it came from."""
     import ray
+    import yaml
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from curation.ray_session import init_ray
-    from manifests.configs import load_config
-    from model.config import TrainConfig
-
-    if not address:  # an embedded Ray serves only this process: keep it on loopback
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    cfg = load_config(TrainConfig, configs, overrides)  # bad config: fails here, before Ray
-    cfg.check_runnable(stages)
-    out = Path(cfg.output).resolve()
     import manifests
     import mixtures
     import model
     import video_prep
+    from curation.ray_session import init_ray
+    from manifests.atomic import write_bytes
+    from manifests.configs import to_dict
 
-    started = init_ray(
-        address, log_level=cfg.log_level, py_modules=[manifests, mixtures, model, video_prep]
-    )
+    cfg.check_runnable(stages)  # bad config: fails here, before Ray
+    out = Path(cfg.output).resolve()
+    resolved = out / "ray_train" / "config.yaml"
+    write_bytes(resolved, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+    ours = [manifests, mixtures, model, video_prep]
+    started = init_ray(address, log_level=cfg.log_level, py_modules=ours)
     try:
         trainer = TorchTrainer(
             _worker,
             train_loop_config={
-                "configs": [str(Path(c).resolve()) for c in configs],
-                "overrides": list(overrides),
+                "config": str(resolved),
                 "stages": list(stages),
                 "resume": resume,
                 "cwd": os.getcwd(),
@@ -94,7 +94,38 @@ def launch(
     finally:
         if started:
             ray.shutdown()
-    return json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    summary["stages"] = {int(n): r for n, r in summary["stages"].items()}  # as run() returns
+    return summary
+
+
+def launch(
+    configs: list[str],
+    overrides: list[str],
+    stages: list[int],
+    *,
+    resume: bool,
+    workers: int,
+    use_gpu: bool = False,
+    cpus_per_worker: float = 1.0,
+    address: str | None = None,
+) -> dict:
+    """:func:`launch_config` from YAML files and ``--set`` overrides (the CLI's way)."""
+    from manifests.configs import load_config
+    from model.config import TrainConfig
+
+    if not address:  # an embedded Ray serves only this process: keep it on loopback
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    cfg = load_config(TrainConfig, configs, overrides)
+    return launch_config(
+        cfg,
+        stages,
+        resume=resume,
+        workers=workers,
+        use_gpu=use_gpu,
+        cpus_per_worker=cpus_per_worker,
+        address=address,
+    )
 
 
 def add_ray_train_args(p: argparse.ArgumentParser) -> None:
@@ -106,4 +137,4 @@ def add_ray_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ray-address", help="a Ray cluster to join (default: an embedded Ray)")
 
 
-__all__ = ["add_ray_train_args", "launch"]
+__all__ = ["add_ray_train_args", "launch", "launch_config"]

@@ -88,6 +88,9 @@ def write(tmp_path: Path, edit) -> str:
         (lambda d: d["mixtures"].pop(1), "train.stages", "stage 2 has no mixture"),
         (lambda d: d.update(max_parallel=0), "max_parallel", "at least 1"),
         (lambda d: d["mixtures"][0].update(stage=5), "mixtures[0].stage", "1, 2, 3 or 4"),
+        (lambda d: d["train"].update(workers=-1), "train.workers", "0 (in-process)"),
+        (lambda d: d["train"].update(workers=2, num_gpus=1), "train.num_gpus", "use_gpu"),
+        (lambda d: d["train"].update(use_gpu=True), "train.use_gpu", "Ray Train workers"),
     ],
 )
 def test_bad_build_fields_are_named(tmp_path, edit, field, words):

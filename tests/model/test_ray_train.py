@@ -80,3 +80,23 @@ def test_ray_train_on_a_local_cluster_matches_torchrun(
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _torchrun(cfg["ref"], "1")
     _assert_same_run(tmp_path / "ray", tmp_path / "ref", ["1"])
+
+
+def test_a_build_train_node_with_workers_runs_ray_train(
+    tmp_path, train_recipe, tiny_vl3_checkpoint, train_config_writer, ray_local
+):
+    """``train.workers`` in a build: the stage node launches Ray Train inside the build's Ray."""
+    from manifests.configs import load_config
+    from model.config import TrainConfig
+    from vl3data.builder.graph import Node
+    from vl3data.builder.run_node import RUNNERS
+
+    config = train_config_writer(
+        tmp_path / "t.yaml", train_recipe, tmp_path / "out", init=tiny_vl3_checkpoint, steps=2
+    )
+    job = load_config(TrainConfig, config, ARGS[1::2])
+    options = {"num_gpus": 0, "workers": 2, "use_gpu": False, "cpus_per_worker": 1.0}
+    node = Node("train.stage2", "train", "train", job, [], {}, "h", stage=2, options=options)
+    assert RUNNERS["train"](node, False) == {"unit": "steps", "inputs": 2, "outputs": 2}
+    r = json.loads((tmp_path / "out" / "summary.json").read_text())["stages"]["2"]
+    assert r["world_size"] == 2 and r["in_sync"] and r["done"]

@@ -51,6 +51,11 @@ class TrainSpec(JobSpec):
 
     stages: list[int] = field(default_factory=lambda: [1, 2, 3, 4])
     num_gpus: float = 0.0  # per stage node; >0 schedules the node on a GPU worker
+    # >0: each stage runs data parallel on this many Ray Train workers (model/ray_launch.py),
+    # each with one GPU when use_gpu; 0: in the node's own process
+    workers: int = 0
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
 
 
 @dataclass
@@ -149,7 +154,22 @@ class BuildConfig:
                     f"add a mixtures entry with stage: {n}",
                 )
             self.train.stages = sorted(set(self.train.stages))
-            require(self.train.num_gpus >= 0, "train.num_gpus", "must be 0 or more")
+            t = self.train
+            require(t.num_gpus >= 0, "train.num_gpus", "must be 0 or more")
+            require(t.workers >= 0, "train.workers", "must be 0 (in-process) or more")
+            require(
+                not (t.workers and t.num_gpus),
+                "train.num_gpus",
+                "with train.workers the GPUs are the workers' (use_gpu), not the node's",
+                "set train.num_gpus: 0 and train.use_gpu: true",
+            )
+            require(
+                not t.use_gpu or t.workers > 0,
+                "train.use_gpu",
+                "only applies to Ray Train workers",
+                "set train.workers (or use train.num_gpus for one in-process GPU)",
+            )
+            require(t.cpus_per_worker > 0, "train.cpus_per_worker", "must be positive")
 
 
 def _expand(obj, paths: dict[str, str], prefix: str) -> None:

@@ -178,6 +178,7 @@ def _train_nodes(cfg: BuildConfig, mixes: dict[int, Node]) -> list[Node]:
     for k in local:
         if full["model"][k]:
             full["model"][k] = "<input>"
+    workers = {"workers": spec.workers} if spec.workers else {}
     nodes = []
     for n in spec.stages:
         stage = dataclasses.asdict(job.stage(n))
@@ -202,9 +203,15 @@ def _train_nodes(cfg: BuildConfig, mixes: dict[int, Node]) -> list[Node]:
                 job,
                 [str(out / f"stage{n}" / "final")],
                 inputs,
-                digest({"train": full, "stage": stage, "n": n}),
+                # Ray Train workers change the result (a step takes every worker's batch)
+                digest({"train": full, "stage": stage, "n": n, **workers}),
                 stage=n,
-                options={"num_gpus": spec.num_gpus},
+                options={
+                    "num_gpus": spec.num_gpus,
+                    "workers": spec.workers,
+                    "use_gpu": spec.use_gpu,
+                    "cpus_per_worker": spec.cpus_per_worker,
+                },
             )
         )
     return nodes

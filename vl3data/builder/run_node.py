@@ -112,8 +112,21 @@ def _train(node: Node, resume: bool) -> dict:
 
     from model.train import run
 
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)))
-    summary = run(node.job, [node.stage], resume=resume)
+    if node.options.get("workers"):  # data parallel on Ray Train workers, in this Ray
+        from model.ray_launch import launch_config
+
+        summary = launch_config(
+            node.job,
+            [node.stage],
+            resume=resume,
+            workers=node.options["workers"],
+            use_gpu=node.options["use_gpu"],
+            cpus_per_worker=node.options["cpus_per_worker"],
+        )
+    else:
+        threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+        torch.set_num_threads(max(1, threads))
+        summary = run(node.job, [node.stage], resume=resume)
     result = summary["stages"][node.stage]
     if not result["done"]:
         raise RuntimeError(
