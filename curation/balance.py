@@ -12,6 +12,7 @@ Results: ``OUT/clusters/centroids.npy`` (the artifact),
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,26 @@ from manifests.marks import alive, set_column
 from manifests.schema import EMBEDDING
 
 CLUSTER_TABLE = "clusters.parquet"
+#: faiss's own floor of training points per centroid (its k-means warns below it)
+MIN_POINTS_PER_CENTROID = 39
+
+log = logging.getLogger(__name__)
+
+
+def check_training_size(n_train: int, n: int, k: int, cap: int | None) -> str | None:
+    """A warning when k-means would fit ``k`` centroids on too few points to place them well,
+    with the fix: a larger ``max_train_points`` when the sample was capped, else a smaller k."""
+    if k < 1 or n_train >= MIN_POINTS_PER_CENTROID * k:
+        return None
+    need = MIN_POINTS_PER_CENTROID * k
+    if cap is not None and n > n_train:
+        fix = f"raise cluster.max_train_points to {min(need, n):,} (of {n:,} survivors)"
+    else:
+        fix = f"lower k to {max(1, n_train // MIN_POINTS_PER_CENTROID):,} or below"
+    return (
+        f"k-means fits {k:,} centroids on {n_train:,} points ({n_train / k:.1f} per centroid; "
+        f"faiss asks for at least {MIN_POINTS_PER_CENTROID}): {fix}"
+    )
 
 
 @dataclass
@@ -101,6 +122,10 @@ def cluster_and_balance(
         sample.append(x[local])
         offset += len(x)
     train = np.concatenate(sample)
+    k1 = cfg.levels[0] if cfg.levels else cfg.k
+    warning = check_training_size(len(train), n, k1, cfg.max_train_points)
+    if warning:
+        log.warning(warning)
 
     if cfg.levels:  # hierarchical: the level-1 clusters are the ledger's clusters
         centroids = clustering.train_kmeans(

@@ -264,3 +264,15 @@ def test_upper_levels_from_level1_centroids_alone_rebuild_the_tree(blobs):
         hierarchical_balanced_select(x, levels, target, seed=3),
     )
     assert upper_levels(tree[0][0], []) == []
+
+
+def test_too_few_training_points_per_centroid_are_flagged_with_the_fix():
+    from curation.balance import check_training_size
+
+    # the paper's case at the default sample: 1M points for 70,000 clusters
+    msg = check_training_size(1_000_000, 100_000_000, 70_000, 1_000_000)
+    assert "14.3 per centroid" in msg and "max_train_points to 2,730,000" in msg
+    # a small pool, used whole: only a smaller k helps
+    msg = check_training_size(500, 500, 100, 1_000_000)
+    assert "lower k to 12" in msg
+    assert check_training_size(39 * 70_000, 10**8, 70_000, 39 * 70_000) is None
