@@ -73,8 +73,8 @@ mixtures: $(BUILD_INPUTS)  ## the four stage mixtures (and what they read)
 train: $(BUILD_INPUTS)  ## training stages 1-4 (and what they read)
 	$(BUILD) --target train
 
-plan: $(BUILD_INPUTS)  ## what `make demo` would run now, and its cost
-	$(BUILD) --plan
+plan: $(BUILD_INPUTS)  ## what `make demo` would run now, and its cost (PILOT=N: price by a pilot)
+	$(BUILD) --plan $(if $(PILOT),--pilot $(PILOT))
 
 test: setup  ## the suite (CPU; GPU tests are make test-gpu)
 	$(VENV)/bin/pytest -m "not slow and not gpu" -q

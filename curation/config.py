@@ -24,6 +24,8 @@ class InputConfig:
     kind: str = "folder"  # folder | webdataset | url_parquet
     path: str = ""  # a folder; a tar, a folder of tars or a glob; a parquet, folder or glob
     partition_size: int = 256  # inputs per partition: finished partitions survive a crash
+    # only the first N partitions (a trial run or a build --pilot); null: the whole pool
+    max_partitions: int | None = None
     extensions: list[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
     max_file_bytes: int = 50_000_000  # larger files or tar members: ledger reason file_too_large
     url_column: str = "url"
@@ -36,6 +38,12 @@ class InputConfig:
             self.kind in INPUT_KINDS, "input.kind", f"{self.kind!r} is not one of {INPUT_KINDS}"
         )
         require(self.partition_size >= 1, "input.partition_size", "must be at least 1")
+        require(
+            self.max_partitions is None or self.max_partitions >= 1,
+            "input.max_partitions",
+            "must be at least 1",
+            "null for the whole pool",
+        )
         require(self.max_file_bytes > 0, "input.max_file_bytes", "must be positive")
         self.extensions = [e.lower().lstrip(".") for e in self.extensions]
 

@@ -66,6 +66,7 @@ def test_every_shipped_config_loads(path):
     [
         ("input.kind=ftp", "input.kind"),
         ("input.partition_size=0", "input.partition_size"),
+        ("input.max_partitions=0", "input.max_partitions"),
         ("input.nope=1", "input.nope"),
         ("filters.max_aspect=0.1", "filters.max_aspect"),
         ("filters.min_side=big", "filters.min_side"),
@@ -119,6 +120,7 @@ def test_similarity_needs_captions():
         ("frames.fps=0", "frames.fps"),
         ("frames.max_frames=0", "frames.max_frames"),
         ("frames.decode_threads=-1", "frames.decode_threads"),
+        ("input.max_partitions=0", "input.max_partitions"),
         ("clips.max_len_s=0", "clips.max_len_s"),
         ("tasks=[caption,caption]", "tasks"),
         ("grounding.questions=[when]", "grounding.questions[0]"),

@@ -22,11 +22,19 @@ class VideoInputConfig:
     annotations: str = ""  # annotation file in ``format``
     format: str = "jsonl"  # activitynet | youcook2 | charades | jsonl
     partition_size: int = 4  # videos per partition: the unit of parallel work and of resume
+    # only the first N partitions (a trial run or a build --pilot); null: every video
+    max_partitions: int | None = None
     extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
 
     def __post_init__(self) -> None:
         require(self.format in FORMATS, "input.format", f"{self.format!r} is not one of {FORMATS}")
         require(self.partition_size >= 1, "input.partition_size", "must be at least 1")
+        require(
+            self.max_partitions is None or self.max_partitions >= 1,
+            "input.max_partitions",
+            "must be at least 1",
+            "null for every video",
+        )
 
 
 @dataclass

@@ -96,10 +96,11 @@ def _where(annotations: str, detail: str, n: int) -> str:
 def list_video_partitions(cfg: VideoConfig) -> list[Partition]:
     items = plan_inputs(cfg)
     size = cfg.input.partition_size
-    return [
+    parts = [
         Partition(i // size, "videos", {"items": items[i : i + size]})
         for i in range(0, len(items), size)
     ]
+    return parts[: cfg.input.max_partitions]
 
 
 def load_video_partition(part: Partition, source: str) -> pa.Table:

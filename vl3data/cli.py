@@ -193,6 +193,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
     cfg = load_config(BuildConfig, args.config, overrides)
     _setup_logging(cfg.log_level)
     targets = [t for spec in args.target or [] for t in spec.split(",") if t]
+    if args.pilot is not None and not args.plan:
+        print("vl3data build: --pilot goes with --plan", file=sys.stderr)
+        return 2
     if args.plan:
         from vl3data.builder.plan import format_plan, make_plan
 
@@ -203,8 +206,28 @@ def _cmd_build(args: argparse.Namespace) -> int:
                 print(f"vl3data: --inputs {spec!r}: use NODE=COUNT, e.g. curate=746972269")
                 return 2
             counts[node] = int(n.replace("_", ""))
+        pilot_state = None
+        if args.pilot:
+            from vl3data.builder.execute import BuildFailed, run_build
+            from vl3data.builder.pilot import PILOT_STEPS, pilot_config
+
+            pilot = pilot_config(args.config, overrides, args.pilot)
+            print(
+                f"pilot: the first {args.pilot} partition(s) of every raw input, {PILOT_STEPS} "
+                f"steps per training stage, in {Path(pilot.paths['out'])}"
+            )
+            try:
+                run_build(pilot, targets)
+            except BuildFailed as exc:  # what did run still gives rates
+                print(f"pilot: {exc}", file=sys.stderr)
+            pilot_state = pilot.state
         rows = make_plan(
-            cfg, targets, target_gpus=args.target_gpus, gpu_rates=args.gpu_rates, inputs=counts
+            cfg,
+            targets,
+            target_gpus=args.target_gpus,
+            gpu_rates=args.gpu_rates,
+            inputs=counts,
+            pilot_state=pilot_state,
         )
         print(format_plan(cfg, rows, args.target_gpus))
         return 0
@@ -328,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--plan",
         action="store_true",
         help="print what would run and its cost (at earlier runs' measured rates); run nothing",
+    )
+    p.add_argument(
+        "--pilot",
+        type=int,
+        metavar="N",
+        help="with --plan: first build the first N partitions of every raw input under "
+        "OUT/.pilot, and price nodes that never ran at the pilot's rates",
     )
     p.add_argument(
         "--target-gpus",

@@ -33,18 +33,15 @@ class Partition:
 
 
 def list_partitions(cfg: InputConfig) -> list[Partition]:
-    """All partitions of the input, in a deterministic order."""
+    """The partitions of the input, in a deterministic order: all of them, or the first
+    ``input.max_partitions``."""
     if cfg.kind == "folder":
-        from curation.sources.folder import list_folder_partitions
-
-        return list_folder_partitions(cfg)
-    if cfg.kind == "webdataset":
-        from curation.sources.tars import list_tar_partitions
-
-        return list_tar_partitions(cfg)
-    from curation.sources.url_parquet import list_parquet_partitions
-
-    return list_parquet_partitions(cfg)
+        from curation.sources.folder import list_folder_partitions as lister
+    elif cfg.kind == "webdataset":
+        from curation.sources.tars import list_tar_partitions as lister
+    else:
+        from curation.sources.url_parquet import list_parquet_partitions as lister
+    return lister(cfg)[: cfg.max_partitions]
 
 
 def load_partition(part: Partition, cfg: InputConfig) -> pa.Table:

@@ -41,8 +41,9 @@ class PlanRow:
     gpu: dict = field(default_factory=dict)  # gpu_hours, seconds, usd, rate, source
 
 
-def measured(node: Node, state: str) -> tuple[dict | None, str]:
-    """What ``node`` measured the last time it ran: ``{inputs, outputs, wall_s, workers}``."""
+def measured(node: Node, state: str, own_outputs: bool = True) -> tuple[dict | None, str]:
+    """What ``node`` measured the last time it ran: ``{inputs, outputs, wall_s, workers}``, from
+    its marker in ``state`` or (``own_outputs``) the stats.json of a run outside the build."""
     m = read_marker(state, node.name)
     if m and m.get("state") == "done" and m.get("measured") and m.get("wall_s"):
         got = m["measured"]
@@ -56,7 +57,7 @@ def measured(node: Node, state: str) -> tuple[dict | None, str]:
             },
             str(Path(state) / f"{node.name}.json"),
         )
-    if node.kind in ("curate", "recaption", "video"):  # a run outside the build: its stats.json
+    if own_outputs and node.kind in ("curate", "recaption", "video"):  # a run outside the build
         stats = []
         for out in node.outputs:
             try:
@@ -87,18 +88,21 @@ def _count_pool(job) -> int | None:
     if not path.exists():
         return None
     kind = job.input.kind
+    cap = job.input.max_partitions
+    most = None if cap is None else cap * job.input.partition_size
     if kind == "folder":
-        return _count_files(path, job.input.extensions)
+        n = _count_files(path, job.input.extensions)
+        return n if most is None else min(n, most)
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
     if kind == "url_parquet":
         import pyarrow.parquet as pq
 
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.suffix == ".parquet")
+        n = sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.suffix == ".parquet")
+        return n if most is None else min(n, most)  # at most: partitions end at file ends
     keys = 0
-    for f in files:
-        if f.suffix == ".tar":
-            with tarfile.open(f) as tar:
-                keys += len({m.name.split(".", 1)[0] for m in tar.getmembers() if m.isfile()})
+    for f in [f for f in files if f.suffix == ".tar"][:cap]:  # a partition is a tar
+        with tarfile.open(f) as tar:
+            keys += len({m.name.split(".", 1)[0] for m in tar.getmembers() if m.isfile()})
     return keys
 
 
@@ -124,8 +128,12 @@ def _count_inputs(node: Node, nodes: list[Node], expected: dict[str, float]) -> 
         got = upstream(node.inputs["curated"])
         return None if got is None else round(got)
     if node.kind == "video":
-        root = Path(node.job.input.videos)
-        return _count_files(root, node.job.input.extensions) if root.is_dir() else None
+        inp = node.job.input
+        root = Path(inp.videos)
+        if not root.is_dir():
+            return None
+        n = _count_files(root, inp.extensions)
+        return n if inp.max_partitions is None else min(n, inp.max_partitions * inp.partition_size)
     if node.kind == "mix":
         total = 0.0
         for _, _, src in node.job.sources():
@@ -249,9 +257,11 @@ def make_plan(
     target_gpus: int | None = None,
     gpu_rates: str | None = None,
     inputs: dict[str, int] | None = None,
+    pilot_state: str | None = None,
 ) -> list[PlanRow]:
     """One row per selected node, in graph order. ``inputs`` replaces counted inputs by node
-    name (to price a scale not on disk, e.g. ``{"curate": 746_972_269}``)."""
+    name (to price a scale not on disk, e.g. ``{"curate": 746_972_269}``). A node the real build
+    never ran takes its rate from ``pilot_state`` (:mod:`vl3data.builder.pilot`) when given."""
     from vl3data.builder.execute import load_graph
 
     nodes = load_graph(cfg, targets)
@@ -261,6 +271,9 @@ def make_plan(
     rows: list[PlanRow] = []
     for node in nodes:
         got, source = measured(node, cfg.state)
+        if got is None and pilot_state:
+            got, source = measured(node, pilot_state, own_outputs=False)
+            source = f"pilot: {source}" if got else ""
         n_in = (inputs or {}).get(node.name)
         if n_in is None:
             n_in = _count_inputs(node, nodes, expected)
