@@ -26,6 +26,7 @@ ratio (reference / ours), the JPEG encodes made and whether the JPEG bytes are e
 JSON line (with the load average, since the box may be shared).
 
     .venv/bin/python bench/bench_video.py [--rounds 3] [--minutes 10] [--clips 10] [--parts a,b]
+        [--clip-video PATH] [--gap 5]
 """
 
 from __future__ import annotations
@@ -269,10 +270,15 @@ def bench_sampling(videos: dict[str, Path], n_rounds: int) -> dict:
     return results
 
 
-def bench_clips(path: Path, duration: float, n_clips: int, n_rounds: int) -> dict:
+def bench_clips(path: Path, duration: float, n_clips: int, n_rounds: int, gap: int = 5) -> dict:
     step = duration / n_clips
-    length = min(55, int(step) - 5)  # whole seconds, so every approach lands on one grid
-    spans = [[float(int(i * step) + 3), float(int(i * step) + 3 + length)] for i in range(n_clips)]
+    length = min(55, int(step) - gap)  # whole seconds, so every approach lands on one grid
+    lead = min(3, gap)
+    if length < 1:
+        raise SystemExit(f"{n_clips} clips with {gap}-s gaps do not fit in {duration:.1f} s")
+    spans = [
+        [float(int(i * step) + lead), float(int(i * step) + lead + length)] for i in range(n_clips)
+    ]
     kinds = ["clips_input_seek", "clips_output_seek", "clips_ours_default_threads", "clips_ours"]
     runs = rounds(kinds, {"path": str(path), "spans": spans}, n_rounds)
     ours = runs["clips_ours"]
@@ -329,6 +335,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--minutes", type=float, default=10.0, help="length of the test pattern")
     ap.add_argument("--clips", type=int, default=10)
     ap.add_argument("--parts", default="a,b", help="which parts to run: a (sampling), b (clips)")
+    ap.add_argument("--clip-video", help="part b on this video instead of the test pattern")
+    ap.add_argument("--gap", type=int, default=5, help="seconds between clips in part b")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -337,16 +345,28 @@ def main(argv: list[str] | None = None) -> dict:
     load0 = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         seconds = args.minutes * 60
-        t0 = time.perf_counter()
-        long = pattern_video(Path(tmp) / "pattern.mp4", seconds, rate=25, size="640x360")
-        gen_s = time.perf_counter() - t0
-        print(
-            f"generated {long.name}: {seconds:.0f} s, 640x360, 25 fps in {gen_s:.1f} s (not timed)"
-        )
-        videos = {**real_videos(), f"pattern_{args.minutes:g}min": long}
         parts = set(args.parts.split(","))
+        long = Path(tmp) / "pattern.mp4"
+        if "a" in parts or not args.clip_video:
+            t0 = time.perf_counter()
+            pattern_video(long, seconds, rate=25, size="640x360")
+            gen_s = time.perf_counter() - t0
+            print(
+                f"generated {long.name}: {seconds:.0f} s, 640x360, 25 fps in {gen_s:.1f} s "
+                "(not timed)"
+            )
+        videos = {**real_videos(), f"pattern_{args.minutes:g}min": long}
         sampling = bench_sampling(videos, args.rounds) if "a" in parts else {}
-        clips = bench_clips(long, seconds, args.clips, args.rounds) if "b" in parts else {}
+        if "b" in parts and args.clip_video:
+            from video_prep.probe import probe_video
+
+            clip_video = Path(args.clip_video)
+            dur = probe_video(clip_video).duration
+            clips = bench_clips(clip_video, dur, args.clips, args.rounds, args.gap)
+        elif "b" in parts:
+            clips = bench_clips(long, seconds, args.clips, args.rounds, args.gap)
+        else:
+            clips = {}
     res = {
         "bench": "video",
         "machine": platform.processor() or platform.machine(),
