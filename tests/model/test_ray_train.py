@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,53 @@ def test_a_build_train_node_with_workers_runs_ray_train(
     assert RUNNERS["train"](node, False) == {"unit": "steps", "inputs": 2, "outputs": 2}
     r = json.loads((tmp_path / "out" / "summary.json").read_text())["stages"]["2"]
     assert r["world_size"] == 2 and r["in_sync"] and r["done"]
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_ray_train_run_then_resume_gives_the_uninterrupted_weights(
+    tmp_path, train_recipe, tiny_vl3_checkpoint, train_config_writer
+):
+    """SIGKILL of the launcher (and the embedded Ray it started) once stage 2 has a checkpoint;
+    ``--resume`` finishes it with the losses and weights of a run never interrupted."""
+    writer = train_config_writer
+    kw = {"init": tiny_vl3_checkpoint, "steps": 6, "lr_scale": 300}
+    killed = writer(tmp_path / "k.yaml", train_recipe, tmp_path / "k", **kw)
+    whole = writer(tmp_path / "w.yaml", train_recipe, tmp_path / "w", **kw)
+    args = ["--stage", "2", *ARGS, "--set", "train.checkpoint_every=1", "--ray-workers", "2"]
+    vl3 = str(Path(sys.executable).parent / "vl3data")
+    env = {**os.environ, **LOOPBACK_ENV}
+    proc = subprocess.Popen(
+        [vl3, "train", killed, *args],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    latest = tmp_path / "k" / "stage2" / "checkpoints" / "latest"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and latest.read_text() >= "step-000002":
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "k" / "stage2" / "final").exists()
+
+    for config, extra in ((killed, ["--resume"]), (whole, [])):
+        run = subprocess.run(
+            [vl3, "train", config, *args, *extra],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    got = json.loads((tmp_path / "k" / "summary.json").read_text())["stages"]["2"]
+    want = json.loads((tmp_path / "w" / "summary.json").read_text())["stages"]["2"]
+    assert got["losses"] == want["losses"] and got["steps"] == 6
+    a = load_file(str(tmp_path / "k" / "stage2" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "w" / "stage2" / "final" / "model.safetensors"))
+    assert all(a[k].equal(b[k]) for k in b)
