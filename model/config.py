@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from manifests.configs import require
+from manifests.configs import ConfigError, require
 from model.presets import PRESETS
 from model.stages import DIFF_THRESHOLD, PAPER, STAGES, WARMUP_RATIO
 
@@ -230,6 +230,13 @@ class TrainConfig:
                 f"model.{name}",
                 f"{path!r} is not a local directory",
             )
+        if m.init_llm and 1 in stages:  # their kinds, from config.json alone
+            from model.init_parts import PartsError, check_parts
+
+            try:
+                check_parts(m.init_llm, m.init_vision)
+            except PartsError as exc:
+                raise ConfigError(exc.field, str(exc).split(": ", 1)[1]) from None
 
 
 __all__ = [

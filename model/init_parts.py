@@ -56,13 +56,15 @@ def _config(path: str | Path, field: str):
     return AutoConfig.from_pretrained(p, local_files_only=True)
 
 
-def load_vision(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
-    """SigLIP's vision tower: ``(VideoLlama3VisionConfig fields, weights under
-    model.vision_model.*, names left out)``. Takes a ``SiglipVisionModel`` or a whole
-    ``SiglipModel`` (its text tower is not read into the model)."""
-    import torch
-    from transformers import SiglipModel, SiglipVisionModel
+def check_parts(llm: str | Path, vision: str | Path) -> None:
+    """The two checkpoints' configs only (no weights): the right kinds, 14-pixel patches. The
+    trainer calls this before any work; :func:`build_from_parts` checks the weights."""
+    _vision_config(vision)
+    _llm_config(llm)
 
+
+def _vision_config(path: str | Path):
+    """``(its config, its model_type, the vision config)``, or :class:`PartsError`."""
     cfg = _config(path, "model.init_vision")
     kind = getattr(cfg, "model_type", "")
     if kind not in ("siglip", "siglip_vision_model"):
@@ -78,6 +80,28 @@ def load_vision(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], list[
             f"{path} has {vcfg.patch_size}-pixel patches; VideoLLaMA3 and its processor use "
             f"{PATCH} (e.g. siglip-so400m-patch14-384)",
         )
+    return cfg, kind, vcfg
+
+
+def _llm_config(path: str | Path):
+    cfg = _config(path, "model.init_llm")
+    if getattr(cfg, "model_type", "") != "qwen2":
+        raise PartsError(
+            "model.init_llm",
+            f"{path} holds a {getattr(cfg, 'model_type', 'unknown')} model; VideoLLaMA3's LLM "
+            "is Qwen2 (Qwen2.5 checkpoints are model_type qwen2)",
+        )
+    return cfg
+
+
+def load_vision(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """SigLIP's vision tower: ``(VideoLlama3VisionConfig fields, weights under
+    model.vision_model.*, names left out)``. Takes a ``SiglipVisionModel`` or a whole
+    ``SiglipModel`` (its text tower is not read into the model)."""
+    import torch
+    from transformers import SiglipModel, SiglipVisionModel
+
+    _, kind, vcfg = _vision_config(path)
     cls = SiglipModel if kind == "siglip" else SiglipVisionModel
     loaded = cls.from_pretrained(path, dtype=torch.float32, local_files_only=True)
     tower = getattr(loaded, "vision_model", loaded)  # SiglipModel wraps it; the other is it
@@ -97,13 +121,7 @@ def load_llm(path: str | Path) -> tuple[Any, dict[str, Any]]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    cfg = _config(path, "model.init_llm")
-    if getattr(cfg, "model_type", "") != "qwen2":
-        raise PartsError(
-            "model.init_llm",
-            f"{path} holds a {getattr(cfg, 'model_type', 'unknown')} model; VideoLLaMA3's LLM "
-            "is Qwen2 (Qwen2.5 checkpoints are model_type qwen2)",
-        )
+    cfg = _llm_config(path)
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=True)
     weights = {}
     for name, t in lm.state_dict().items():
@@ -206,4 +224,4 @@ def build_from_parts(
     return model, processor, info
 
 
-__all__ = ["PartsError", "build_from_parts", "load_llm", "load_vision"]
+__all__ = ["PartsError", "build_from_parts", "check_parts", "load_llm", "load_vision"]

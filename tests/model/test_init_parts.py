@@ -151,6 +151,10 @@ def test_a_checkpoint_that_is_not_the_part_named_is_refused(parts):
         (["model.init_vision=SIGLIP"], "model.init_llm"),
         (["model.init_llm=QWEN", "model.init_vision=SIGLIP", "model.init=QWEN"], "model.init"),
         (["model.init_llm=/nowhere", "model.init_vision=SIGLIP"], "model.init_llm"),
+        # the checkpoints' kinds, read from config.json before any work
+        (["model.init_llm=QWEN", "model.init_vision=QWEN"], "model.init_vision"),
+        (["model.init_llm=SIGLIP", "model.init_vision=SIGLIP"], "model.init_llm"),
+        (["model.init_llm=QWEN", "model.init_vision=SIGLIP16"], "model.init_vision"),
     ],
 )
 def test_bad_part_settings_fail_before_any_work(
@@ -158,7 +162,9 @@ def test_bad_part_settings_fail_before_any_work(
 ):
     config = train_config_writer(tmp_path / "t.yaml", train_recipe, tmp_path / "out")
     sets = [
-        s.replace("QWEN", str(parts / "qwen")).replace("SIGLIP", str(parts / "siglip"))
+        s.replace("QWEN", str(parts / "qwen"))
+        .replace("SIGLIP16", str(parts / "siglip16"))
+        .replace("SIGLIP", str(parts / "siglip"))
         for s in sets
     ]
     cfg = load_config(TrainConfig, config, sets)
