@@ -605,6 +605,8 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
         "parameters": params,
         "skipped": dict(collator.skipped),
         "world_size": d.world,
+        "device": str(d.device),
+        "autocast": str(amp).removeprefix("torch.") if amp else "fp32",
         "param_checksums": checksums,
         "in_sync": len(set(checksums)) == 1,
     }

@@ -49,6 +49,7 @@ def test_all_stages_loss_falls_in_each(tmp_path, train_recipe, train_config_writ
         assert r["last_loss"] < 0.95 * r["first_loss"], (n, r["losses"])
         assert r["skipped"] == {}
         assert r["token_compression"] == (n in (3, 4))
+        assert (r["device"], r["autocast"]) == ("cpu", "fp32")  # what ran, in the result
         rows = [json.loads(x) for x in (out / f"stage{n}/metrics.jsonl").read_text().splitlines()]
         assert [x["step"] for x in rows] == list(range(1, 9))
         assert rows[0]["samples"] == 9  # every sample of the recipe, every step
