@@ -25,6 +25,7 @@ def test_a_pilot_prices_a_build_that_never_ran(
     assert cli.main(["build", str(path), "--plan", "--pilot", "1"]) == 0
     printed = capsys.readouterr().out
     assert "pilot: the first 1 partition(s)" in printed and ".pilot" in printed
+    assert "rates of 4 node(s) measured by the pilot" in printed
     pilot = out / ".pilot"
     # one partition of each raw input: 6 pool files (input.partition_size=6), 2 videos
     assert len(read_ledger(pilot / "curated")) == 6

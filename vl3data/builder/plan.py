@@ -366,9 +366,17 @@ def format_plan(cfg: BuildConfig, rows: list[PlanRow], target_gpus: int | None =
         )
     sources = sorted({r.rate_source for r in rows if r.rate})
     markers = [x for x in sources if x.startswith(str(cfg.state))]
-    others = [x for x in sources if not x.startswith(str(cfg.state))]
+    pilot = sorted(
+        {str(Path(x.removeprefix("pilot: ")).parent) for x in sources if x.startswith("pilot: ")}
+    )
+    others = [x for x in sources if x not in markers and not x.startswith("pilot: ")]
     if markers:
         text.append(f"rates measured by earlier runs: {cfg.state}/NODE.json")
+    for state in pilot:
+        n = sum(1 for r in rows if r.rate and r.rate_source.startswith("pilot: "))
+        text.append(
+            f"rates of {n} node(s) measured by the pilot: {state}/NODE.json (rough: a small run)"
+        )
     if others:
         text.append("rates from stats.json: " + "; ".join(others))
     if target_gpus:
