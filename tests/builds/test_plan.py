@@ -52,6 +52,7 @@ def known(tmp_path):
             "fingerprint": "old",
             "wall_s": 2.0,
             "machine": {"cpus": 4, "gpus": 0},
+            "cpus": 1,  # a mixture is one process (run_node.cpus_used)
             "measured": {"unit": "samples", "inputs": 10, "outputs": 10},
         },
     )
@@ -77,6 +78,8 @@ def test_plan_figures_from_measured_rates(known):
     assert cur.rate == pytest.approx(2.0) and cur.outputs == pytest.approx(12.0)
     assert cur.seconds == pytest.approx(15.0)
     assert cur.worker_hours == pytest.approx(15.0 * 4 / 3600)
+    mix = rows["mix.stage1"]
+    assert mix.workers == 1 and mix.worker_hours == pytest.approx(mix.seconds / 3600)
     assert cur.gpu["gpu_hours"] == pytest.approx(30 / 10 / 3600)
     assert cur.gpu["seconds"] == pytest.approx(30 / 10 / 4)
     assert cur.gpu["usd"] == pytest.approx(30 / 10 / 3600 * 2.0)
@@ -134,3 +137,16 @@ def test_a_rate_without_a_source_is_refused(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_gpu_rates(bad)
     assert err.value.field == "nodes.curate.source"
+
+
+def test_worker_hours_count_the_cpus_a_node_keeps_busy():
+    from vl3data.builder.graph import Node
+    from vl3data.builder.run_node import cpus_used
+
+    machine = {"cpus": 16, "gpus": 0}
+    assert cpus_used(Node("mix.stage1", "mix", "mix", None, [], {}, "h"), machine) == 1
+    assert cpus_used(Node("curate", "curate", "image", None, [], {}, "h"), machine) == 16
+    train = Node("train.stage1", "train", "train", None, [], {}, "h", stage=1)
+    assert cpus_used(train, machine) == 16  # torch threads across the machine
+    train.options = {"workers": 4, "cpus_per_worker": 2.0}
+    assert cpus_used(train, machine) == 8.0

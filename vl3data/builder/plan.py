@@ -47,7 +47,7 @@ def measured(node: Node, state: str, own_outputs: bool = True) -> tuple[dict | N
     m = read_marker(state, node.name)
     if m and m.get("state") == "done" and m.get("measured") and m.get("wall_s"):
         got = m["measured"]
-        workers = (m.get("machine") or {}).get("cpus")
+        workers = m.get("cpus") or (m.get("machine") or {}).get("cpus")
         return (
             {
                 "inputs": got["inputs"],

@@ -157,6 +157,17 @@ def _quiet_ray_data() -> None:
         pass
 
 
+def cpus_used(node: Node, machine: dict) -> float:
+    """The CPUs a node keeps busy, for the plan's worker-hours: a mixture is one process; a
+    stage on Ray Train workers takes theirs; the data jobs (Ray Data over the cluster) and an
+    in-process training stage (torch threads = the machine's CPUs) take the machine's."""
+    if node.kind == "mix":
+        return 1
+    if node.kind == "train" and node.options.get("workers"):
+        return node.options["workers"] * node.options["cpus_per_worker"]
+    return machine["cpus"]
+
+
 def run_node(
     node: Node, nodes: list[Node], state: str, machine: dict, log_level: str = "INFO"
 ) -> dict:
@@ -214,6 +225,7 @@ def run_node(
         "wall_s": wall,
         "resumed": resume,
         "machine": machine,
+        "cpus": cpus_used(node, machine),
         "measured": measured,
     }
     write_marker(state, node.name, done)
