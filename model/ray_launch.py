@@ -131,10 +131,16 @@ def launch(
 def add_ray_train_args(p: argparse.ArgumentParser) -> None:
     """The Ray Train launch (:mod:`model.ray_launch`), shared with ``vl3data train``."""
     g = p.add_argument_group("Ray Train (instead of torchrun)")
-    g.add_argument("--ray-workers", type=int, default=0, help="train on N Ray Train workers")
+    g.add_argument(
+        "--ray-workers", type=int, default=0, metavar="N", help="train on N Ray Train workers"
+    )
     g.add_argument("--ray-gpu", action="store_true", help="one GPU per worker (nccl)")
-    g.add_argument("--ray-cpus-per-worker", type=float, default=1.0, help="CPUs per worker")
-    g.add_argument("--ray-address", help="a Ray cluster to join (default: an embedded Ray)")
+    g.add_argument(
+        "--ray-cpus-per-worker", type=float, default=1.0, metavar="K", help="CPUs per worker (1)"
+    )
+    g.add_argument(
+        "--ray-address", metavar="ADDR", help="a Ray cluster to join (default: an embedded Ray)"
+    )
 
 
 __all__ = ["add_ray_train_args", "launch", "launch_config"]

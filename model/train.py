@@ -853,6 +853,8 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = list(args.set or [])
     if args.log_level:
         overrides.append(f"log_level={args.log_level}")
+    if args.ray_address and not args.ray_workers:
+        raise SystemExit("model.train: --ray-address goes with --ray-workers N")
     if args.ray_workers:
         return launch_with_ray(args, overrides)
     cfg = load_config(TrainConfig, args.config, overrides)

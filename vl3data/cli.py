@@ -161,6 +161,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from model.config import TrainConfig
     from model.train import launch_with_ray, parse_stages, run
 
+    if args.ray_address and not args.ray_workers:
+        print("vl3data train: --ray-address goes with --ray-workers N", file=sys.stderr)
+        return 2
     if args.ray_workers:
         _setup_logging(args.log_level or "INFO")
         overrides = [*(args.set or [])] + (

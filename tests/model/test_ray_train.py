@@ -67,6 +67,8 @@ def test_a_bad_config_fails_before_ray_starts(tmp_path, train_recipe, train_conf
     config = train_config_writer(tmp_path / "t.yaml", train_recipe, tmp_path / "out")
     code = cli.main(["train", config, "--ray-workers", "2", "--set", "model.init_llm=/nowhere"])
     assert code == 2 and not (tmp_path / "out").exists()
+    assert cli.main(["train", config, "--ray-address", "auto"]) == 2  # needs --ray-workers
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
