@@ -53,6 +53,8 @@ def launch_config(
 
     The workers read the config from ``output/ray_train/config.yaml``, written here: exactly
     the driver's, overrides applied, whatever files it came from."""
+    if not address:  # an embedded Ray serves only this process: keep it on loopback
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
     import yaml
     from ray.train import RunConfig, ScalingConfig
@@ -99,35 +101,6 @@ def launch_config(
     return summary
 
 
-def launch(
-    configs: list[str],
-    overrides: list[str],
-    stages: list[int],
-    *,
-    resume: bool,
-    workers: int,
-    use_gpu: bool = False,
-    cpus_per_worker: float = 1.0,
-    address: str | None = None,
-) -> dict:
-    """:func:`launch_config` from YAML files and ``--set`` overrides (the CLI's way)."""
-    from manifests.configs import load_config
-    from model.config import TrainConfig
-
-    if not address:  # an embedded Ray serves only this process: keep it on loopback
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    cfg = load_config(TrainConfig, configs, overrides)
-    return launch_config(
-        cfg,
-        stages,
-        resume=resume,
-        workers=workers,
-        use_gpu=use_gpu,
-        cpus_per_worker=cpus_per_worker,
-        address=address,
-    )
-
-
 def add_ray_train_args(p: argparse.ArgumentParser) -> None:
     """The Ray Train launch (:mod:`model.ray_launch`), shared with ``vl3data train``."""
     g = p.add_argument_group("Ray Train (instead of torchrun)")
@@ -143,4 +116,4 @@ def add_ray_train_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-__all__ = ["add_ray_train_args", "launch", "launch_config"]
+__all__ = ["add_ray_train_args", "launch_config"]

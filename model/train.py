@@ -833,11 +833,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def launch_with_ray(args: argparse.Namespace, overrides: list[str]) -> dict:
-    from model.ray_launch import launch
+    """The config from ``args`` and ``overrides``, trained on Ray Train workers."""
+    from model.ray_launch import launch_config
 
-    return launch(
-        list(args.config),
-        overrides,
+    return launch_config(
+        load_config(TrainConfig, args.config, overrides),
         parse_stages(args.stage),
         resume=args.resume,
         workers=args.ray_workers,
