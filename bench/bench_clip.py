@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import keep_ray_local
 from pools import write_pool
 
 from curation.config import InputConfig
-from curation.runner import WorkDir, run_partitions
 from curation.sources import list_partitions, load_partition
 from curation.stages.clip_embed import ClipEmbed, preprocess
 from curation.stages.clip_model import load_clip
+from engine.runner import run_partitions
+from engine.workdir import WorkDir
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default="ViT-B-32")
     args = ap.parse_args(argv)
+    keep_ray_local()  # before Ray starts: no usage statistics, no cloud probe
     import ray
     import torch
 

@@ -16,6 +16,7 @@ The tokenizer is the repo's tiny one (token counts of the video do not depend on
 and video processors' own caps are set generous so the budget is what binds.
 
     .venv/bin/python bench/bench_difffp.py [--budget 10240] [--max-side N] [--rounds 3]
+        [--videos bikes,vtest]
 """
 
 from __future__ import annotations
@@ -99,22 +100,27 @@ def measure(processor, sample: dict, budget: int, rounds: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=int, default=10240, help="visual tokens per sample")
     ap.add_argument("--max-side", type=int, default=None, help="frame decode size (native)")
     ap.add_argument("--max-frames", type=int, default=180)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--videos", help="comma-separated names of the real videos (default: all)")
     args = ap.parse_args(argv)
 
     processor = build_processor(args.budget)
+    videos = real_videos()
+    if args.videos:
+        videos = {k: v for k, v in videos.items() if k in args.videos.split(",")}
     rows = []
-    for name, path in sorted(real_videos().items()):
+    for name, path in sorted(videos.items()):
         info = probe_video(path)
         s = sample_video(path, info, max_frames=args.max_frames, max_side=args.max_side)
         sample = video_sample(name, s.frames, s.timestamps)
         row = {"video": name, "seconds": info.duration, "decoded": f"{s.size[0]}x{s.size[1]}"}
         row.update(measure(processor, sample, args.budget, args.rounds))
+        row["kept_share"] = round(row["diffp"] / row["tokens"], 4)
         rows.append(row)
 
     print(
@@ -130,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['diffp']:,} ({share:.0%}) | {r['hf']:,} | "
             f"{r['seq_off']:,} → {r['seq_on']:,} | {r['ms']:.0f} |"
         )
-    print(json.dumps({"budget": args.budget, "max_side": args.max_side, "rows": rows}))
-    return 0
+    res = {"bench": "difffp", "budget": args.budget, "max_side": args.max_side, "rows": rows}
+    print(json.dumps(res))
+    return res
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -10,17 +10,16 @@ driver, the embedded Ray's daemons and its workers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import curate_cmd, loadavg, run_timed
 from pools import write_pool
 
 
@@ -35,46 +34,23 @@ def tree_pss(root: psutil.Process) -> int:
 
 
 def run_and_measure(pool: Path, out: Path) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "vl3data.cli",
-        "curate",
-        "configs/curate_local.yaml",
-        "--set",
-        f"input.path={pool}",
-        "--set",
-        f"output={out}",
-        "--set",
-        "input.partition_size=256",
-        "--set",
-        "decode.thumbs_per_reason=0",
-        "--set",
-        "ray.num_cpus=2",
-        "--no-progress",
-        "--log-level",
-        "WARNING",
-    ]
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ps = psutil.Process(proc.pid)
+    cmd = curate_cmd(
+        [
+            f"input.path={pool}",
+            f"output={out}",
+            "input.partition_size=256",
+            "decode.thumbs_per_reason=0",
+            "ray.num_cpus=2",
+        ]
+    )
     peak = [0]
 
-    def sample() -> None:
-        while proc.poll() is None:
-            try:
-                peak[0] = max(peak[0], tree_pss(ps))
-            except psutil.NoSuchProcess:
-                break
-            time.sleep(0.25)
+    def sample(pid: int) -> None:
+        with contextlib.suppress(psutil.Error):  # gone, or a zombie (memory released)
+            peak[0] = max(peak[0], tree_pss(psutil.Process(pid)))
 
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    _, err = proc.communicate()
-    t.join()
-    if proc.returncode != 0:
-        raise RuntimeError(err.decode()[-2000:])
-    return {"peak_pss_mb": round(peak[0] / 2**20, 1), "wall_s": round(time.time() - t0, 1)}
+    r = run_timed(cmd, watch=sample, interval=0.25)
+    return {"peak_pss_mb": round(peak[0] / 2**20, 1), "wall_s": round(r["wall_s"], 1)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -82,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     args = ap.parse_args(argv)
     results = {}
+    load0 = loadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             pool = write_pool(Path(tmp) / f"pool{n}", n)
@@ -90,8 +67,15 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = sorted(results)
     ratio = results[sizes[-1]]["peak_pss_mb"] / results[sizes[0]]["peak_pss_mb"]
     print(f"peak memory {sizes[-1]} vs {sizes[0]} inputs: {ratio:.2f}x (target <= 1.25x)")
-    print(json.dumps({"bench": "memory", "results": results, "ratio": round(ratio, 2)}))
-    return results
+    res = {
+        "bench": "memory",
+        "results": results,
+        "ratio": round(ratio, 2),
+        "loadavg_before": load0,
+        "loadavg_after": loadavg(),
+    }
+    print(json.dumps(res))
+    return res
 
 
 if __name__ == "__main__":

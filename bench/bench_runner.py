@@ -1,102 +1,139 @@
-"""What the Ray runner costs per image over a plain loop calling the same stage functions.
+"""The first stage as a whole ``vl3data curate`` job on 2 CPUs vs a plain one-core loop.
 
-Same pool, same stages (``curation.pipeline.build_stages``), same partitions. The plain loop
-loads each partition and calls the stages in turn in this process; the runner maps them with
-Ray Data (embedded Ray, started before timing; its start-up is reported apart) and writes the
-scored pieces that make runs resumable. Neither writes shards: this isolates the runner.
+One folder of ``--inputs`` JPEGs (``pools.write_pool``: crops of the real sample photos,
+``--side`` px on the long edge), one config (``configs/curate_local.yaml`` with the same
+``--set`` overrides on both sides), the same partitions, the same stages
+(``curation.pipeline.first_stage``: probe, shape filter, decode/verify) and the same sink
+(``curation.write.CuratedShards``: each partition's tars and ledger part), so both do the same
+work:
 
-    .venv/bin/python bench/bench_runner.py [--inputs 2000] [--partition-size 250]
+- plain: in this process, one core, no Ray: for each partition ``load_partition``, then its rows
+  in chunks of ``engine.runner.CHUNK_ROWS`` through the stages into the sink;
+- job: ``vl3data curate`` as a subprocess with an embedded Ray of ``--cpus`` CPUs (partition
+  tasks, done markers, stats.json, dataset.json, report.html), timed as a whole process, and
+  also by its own stats.json as ``wall_s - ray_start_s`` (the job without Ray's start-up).
+
+Prints images/s each way and the ratios job / plain (the ideal on 2 CPUs is 2x); both outputs
+are checked to hold every input image (the tars are read).
+
+    .venv/bin/python bench/bench_runner.py [--inputs 12000] [--side 640] [--partition-size 500]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import ROOT, count_tar_images, curate_cmd, loadavg, run_timed
 from pools import write_pool
 
 from curation.config import CurateConfig
-from curation.pipeline import build_stages
-from curation.runner import WorkDir, run_partitions
+from curation.pipeline import first_stage
 from curation.sources import list_partitions, load_partition
-from manifests.atomic import write_parquet
+from curation.write import CuratedShards
+from engine.runner import CHUNK_ROWS, chunks_of
 from manifests.configs import load_config
+
+CONFIG = "configs/curate_local.yaml"
+
+
+def plain_loop(cfg: CurateConfig) -> float:
+    """The first stage over every partition in this process; seconds."""
+    parts = list_partitions(cfg.input)
+    stages = first_stage(cfg)
+    sink = CuratedShards(
+        Path(cfg.output),
+        cfg.shards.subset,
+        cfg.shards.max_count,
+        cfg.shards.max_bytes,
+        cfg.clip.embeddings_dtype,
+    )
+
+    def chunks(table):
+        for chunk in chunks_of(table, CHUNK_ROWS):
+            for stage in stages:
+                if chunk.num_rows == 0:
+                    break
+                chunk = stage(chunk)
+            yield chunk
+
+    t0 = time.perf_counter()
+    for part in parts:
+        sink.write(part, chunks(load_partition(part, cfg.input)))
+    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--inputs", type=int, default=2000)
-    ap.add_argument("--partition-size", type=int, default=250)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--inputs", type=int, default=12000)
+    ap.add_argument("--side", type=int, default=640, help="long edge of the pool's JPEGs")
+    ap.add_argument("--partition-size", type=int, default=500)
+    ap.add_argument("--cpus", type=int, default=2, help="the job's embedded Ray CPUs")
     args = ap.parse_args(argv)
-    import ray
 
-    with tempfile.TemporaryDirectory() as tmp:
-        pool = write_pool(Path(tmp) / "pool", args.inputs)
-        cfg = load_config(
-            CurateConfig,
-            "configs/curate_local.yaml",
-            [
-                f"input.path={pool}",
-                f"output={tmp}/out",
-                f"input.partition_size={args.partition_size}",
-                "decode.thumbs_per_reason=0",
-            ],
-        )
-        parts = list_partitions(cfg.input)
-        stages = build_stages(cfg)
+    with tempfile.TemporaryDirectory(prefix="bench_runner_") as tmp_s:
+        tmp = Path(tmp_s)
+        t0 = time.perf_counter()
+        pool = write_pool(tmp / "pool", args.inputs, side=args.side)
+        print(f"wrote {args.inputs} JPEGs ({args.side} px) in {time.perf_counter() - t0:.0f} s")
+        common = [
+            f"input.path={pool}",
+            f"input.partition_size={args.partition_size}",
+            f"ray.num_cpus={args.cpus}",
+        ]
+        load0 = loadavg()
+        cfg = load_config(CurateConfig, str(ROOT / CONFIG), [*common, f"output={tmp}/plain"])
+        plain_s = plain_loop(cfg)
+        plain_images = count_tar_images(tmp / "plain" / "shards")
 
-        t0 = time.perf_counter()
-        for part in parts:
-            batch = load_partition(part, cfg.input)
-            for stage in stages:
-                batch = stage(batch)
-        plain = time.perf_counter() - t0
-
-        # the same loop, also writing each partition's scored rows as the runner does
-        t0 = time.perf_counter()
-        for part in parts:
-            batch = load_partition(part, cfg.input)
-            for stage in stages:
-                batch = stage(batch)
-            write_parquet(Path(tmp) / "plain" / f"p{part.index:06d}.parquet", batch)
-        plain_write = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        startup = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        run_partitions(
-            WorkDir(Path(tmp) / "work"),
-            parts,
-            partial(load_partition, cfg=cfg.input),
-            stages,
-            progress=False,
-        )
-        on_ray = time.perf_counter() - t0
-        ray.shutdown()
+        job = run_timed(curate_cmd([*common, f"output={tmp}/job"], CONFIG))
+        load1 = loadavg()
+        stats = json.loads((tmp / "job" / "stats.json").read_text())
+        job_images = count_tar_images(tmp / "job" / "shards")
     n = args.inputs
+    whole_s = job["wall_s"]
+    work_s = stats["wall_s"] - stats["ray_start_s"]
     res = {
+        "bench": "runner",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
         "inputs": n,
-        "plain_loop_ms_per_image": round(plain / n * 1e3, 3),
-        "plain_loop_with_writes_ms_per_image": round(plain_write / n * 1e3, 3),
-        "ray_runner_ms_per_image": round(on_ray / n * 1e3, 3),
-        "overhead_ms_per_image": round((on_ray - plain) / n * 1e3, 3),
-        "ray_over_plain": round(on_ray / plain, 2),
-        "ray_startup_s": round(startup, 1),
+        "side": args.side,
+        "partition_size": args.partition_size,
+        "job_cpus": args.cpus,
+        "loadavg_before": load0,
+        "loadavg_after": load1,
+        "plain_s": round(plain_s, 2),
+        "plain_img_per_s": round(n / plain_s, 1),
+        "job_whole_s": round(whole_s, 2),
+        "job_img_per_s": round(n / whole_s, 1),
+        "job_wall_s": stats["wall_s"],
+        "job_ray_start_s": stats["ray_start_s"],
+        "job_work_img_per_s": round(n / work_s, 1),
+        "ratio": round(plain_s / whole_s, 3),
+        "ratio_without_ray_start": round(plain_s / work_s, 3),
+        "job_timings_s": {k: round(v, 2) for k, v in stats["timings_s"].items()},
+        "plain_images": plain_images,
+        "job_images": job_images,
+        "job_kept": stats["kept"],
     }
+    if not plain_images == job_images == stats["kept"] == n:
+        raise SystemExit(f"outputs incomplete: plain {plain_images}, job {job_images} of {n}")
     print(
-        f"{n} images: plain loop {res['plain_loop_ms_per_image']} ms/img (1 core; "
-        f"{res['plain_loop_with_writes_ms_per_image']} with writes), Ray runner "
-        f"{res['ray_runner_ms_per_image']} ms/img (2 cores) -> {res['ray_over_plain']}x wall; "
-        f"Ray start-up {res['ray_startup_s']} s"
+        f"{n} JPEGs ({args.side} px), partitions of {args.partition_size}: plain loop (1 core) "
+        f"{res['plain_img_per_s']} img/s | vl3data curate ({args.cpus} CPUs) "
+        f"{res['job_img_per_s']} img/s as a whole process ({whole_s:.1f} s) -> {res['ratio']}x; "
+        f"{res['job_work_img_per_s']} img/s without Ray start-up ({stats['ray_start_s']:.1f} s) "
+        f"-> {res['ratio_without_ray_start']}x; load {load0} -> {load1}"
     )
-    print(json.dumps({"bench": "runner", **res}))
+    print(json.dumps(res))
     return res
 
 

@@ -168,7 +168,7 @@ class Ours:
         self.sched = make_scheduler(self.opt, steps, warmup_ratio)
 
     def step(self, micro: list[dict], counts: list[int]) -> float:
-        from model.train import train_step
+        from model.step import train_step
 
         return train_step(self.model, self.opt, self.sched, micro)["loss"]
 
@@ -212,8 +212,9 @@ def main(argv: list[str] | None = None) -> dict:
     from model.collate import Collator
     from model.config import ModelConfig, TrainConfig
     from model.stages import count_parameters
+    from model.step import answer_tokens
+    from model.stream import Stream, collate_config, draw
     from model.tokenizer import corpus_from_recipes
-    from model.train import Stream, answer_tokens, collate_config, draw
 
     hf_logging.disable_progress_bar()
     with tempfile.TemporaryDirectory() as tmp:

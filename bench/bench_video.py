@@ -26,7 +26,7 @@ ratio (reference / ours), the JPEG encodes made and whether the JPEG bytes are e
 JSON line (with the load average, since the box may be shared).
 
     .venv/bin/python bench/bench_video.py [--rounds 3] [--minutes 10] [--clips 10] [--parts a,b]
-        [--clip-video PATH] [--gap 5]
+        [--clip-video PATH] [--gap 5] [--videos bikes,pattern]
 """
 
 from __future__ import annotations
@@ -337,6 +337,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--parts", default="a,b", help="which parts to run: a (sampling), b (clips)")
     ap.add_argument("--clip-video", help="part b on this video instead of the test pattern")
     ap.add_argument("--gap", type=int, default=5, help="seconds between clips in part b")
+    ap.add_argument(
+        "--videos", help="part a on these only: comma-separated real video names or 'pattern'"
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -356,6 +359,11 @@ def main(argv: list[str] | None = None) -> dict:
                 "(not timed)"
             )
         videos = {**real_videos(), f"pattern_{args.minutes:g}min": long}
+        if args.videos:  # part a on these only ("pattern" names the test pattern)
+            wanted = set(args.videos.split(","))
+            if "pattern" in wanted:
+                wanted.add(f"pattern_{args.minutes:g}min")
+            videos = {k: v for k, v in videos.items() if k in wanted}
         sampling = bench_sampling(videos, args.rounds) if "a" in parts else {}
         if "b" in parts and args.clip_video:
             from video_prep.probe import probe_video

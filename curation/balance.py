@@ -24,9 +24,10 @@ import pyarrow.parquet as pq
 
 from curation.config_models import ClusterConfig
 from curation.passes import Drops, LoadPrevious, iter_live
-from curation.runner import WorkDir, run_partitions
-from curation.sources import Partition
 from curation.stages.clip_embed import embedding_matrix
+from engine.partitions import Partition
+from engine.runner import run_partitions
+from engine.workdir import WorkDir
 from manifests.atomic import write_bytes, write_parquet
 from manifests.marks import alive, set_column
 from manifests.schema import EMBEDDING

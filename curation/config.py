@@ -11,6 +11,7 @@ from curation.config_models import (
     ClusterConfig,
     SimilarityConfig,
 )
+from engine.config import RayConfig
 from manifests.configs import require
 
 INPUT_KINDS = ("folder", "webdataset", "url_parquet")
@@ -132,16 +133,6 @@ class ShardConfig:
         require(self.max_bytes >= 1024, "shards.max_bytes", "must be at least 1024")
 
 
-@dataclass
-class RayConfig:
-    """Where the work runs. No address: an embedded Ray in this process."""
-
-    address: str | None = None  # "auto", "ray://host:10001" or "127.0.0.1:6379"
-    num_cpus: int | None = None  # embedded Ray only
-    object_store_mb: int | None = None  # embedded Ray only
-
-    def __post_init__(self) -> None:
-        require(self.num_cpus is None or self.num_cpus >= 1, "ray.num_cpus", "must be at least 1")
 
 
 @dataclass

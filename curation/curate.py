@@ -1,172 +1,42 @@
 """The ``curate`` job: a raw image pool in, a curated WebDataset shard set out.
 
 Score first (passes of stages, in parallel, resumable per partition), select second (global
-steps: top-fraction thresholds, k-means balancing, each recorded as a drop list), write last
-(one deterministic pass): shards, the ledger, embeddings, stats, the report, and
-``dataset.json`` as the marker that the shard set is complete.
+steps: top-fraction thresholds, k-means balancing, each recorded as a drop list), write last:
+every partition writes its own shards, ledger part and embeddings in the worker that holds it
+(``curation.write``). A job with no model stage and no global step (the first stage alone)
+writes its shards in its one pass, keeping no second copy of the bytes. The driver assembles
+``stats.json`` and ``dataset.json`` (the marker that the shard set is complete) from the
+partitions' metadata.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
-import shutil
-import time
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-
 from curation.config import CurateConfig
-from curation.passes import FIRST_PASS_ONLY, Drops, LoadPrevious, read_rows, top_fraction
+from curation.passes import FIRST_PASS_ONLY, Drops, LoadPrevious, top_fraction
 from curation.pipeline import build_passes, stage_names, thresholds
-from curation.runner import WorkDir, prepare_plan, run_partitions
 from curation.sources import list_partitions, load_partition
-from manifests import ledger
-from manifests.atomic import write_bytes, write_json
+from curation.write import CuratedShards
+from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
+from engine.partitions import Partition
+from engine.runner import is_model_stage, run_partitions
+from engine.workdir import WorkDir
+from manifests.atomic import write_json
 from manifests.configs import config_hash, merge
-from manifests.dataset import DATASET_JSON, read_dataset_json, write_dataset_json
-from manifests.schema import EMBEDDING, HEAVY_COLUMNS, KEPT, STATUSES
-from manifests.shards import ShardSetWriter
+from manifests.dataset import write_dataset_json
+from manifests.schema import STATUSES
 
 log = logging.getLogger(__name__)
-
-# in the ledger but not the training record
-NOT_IN_RECORD = {
-    "image",
-    "thumb",
-    "status",
-    "stage",
-    "reason",
-    "partition",
-    "row",
-    "ext",
-    *HEAVY_COLUMNS,
-}
-
-
-def training_record(row: dict, key: str, ext: str) -> dict:
-    """The sample's ``json`` member: LLaVA/VideoLLaMA3 style (DESIGN §5) plus its scores.
-
-    Curated images have no caption of ours yet; the alt-text, where present, is the answer
-    (recaptioning replaces it).
-    """
-    rec = {k: v for k, v in row.items() if k not in NOT_IN_RECORD and v is not None}
-    rec["key"] = key
-    rec["image"] = [f"{key}.{ext}"]
-    if row.get("meta"):
-        rec["meta"] = json.loads(row["meta"])
-    if row.get("text"):
-        rec["conversations"] = [
-            {"from": "human", "value": "<image>\nDescribe the image briefly."},
-            {"from": "gpt", "value": row["text"]},
-        ]
-    return rec
-
-
-def _save_embeddings(out: Path, partition: int, rows: pa.Table, dtype: str) -> pa.Table:
-    """Write a partition's embeddings to ``embeddings/part-*.npy``; the ledger keeps the row."""
-    if EMBEDDING not in rows.column_names:
-        return rows
-    vectors = rows[EMBEDDING].to_pylist()
-    index = [None] * len(vectors)
-    kept = []
-    for i, v in enumerate(vectors):
-        if v is not None:
-            index[i] = len(kept)
-            kept.append(v)
-    if kept:
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(kept, dtype=dtype), allow_pickle=False)
-        write_bytes(out / "embeddings" / f"part-{partition:06d}.npy", buf.getvalue())
-    return rows.append_column("embedding_row", pa.array(index, pa.int32()))
-
-
-def _with_clusters(rows: pa.Table, lookup: dict) -> pa.Table:
-    if not lookup:
-        return rows
-    found = [lookup.get(i) for i in rows["id"].to_pylist()]
-    rows = rows.append_column("cluster", pa.array([f[0] if f else None for f in found], pa.int32()))
-    return rows.append_column(
-        "cluster_dist", pa.array([f[1] if f else None for f in found], pa.float32())
-    )
-
-
-def finalize(
-    cfg: CurateConfig,
-    work_root: Path,
-    parts,
-    last: WorkDir,
-    base: WorkDir,
-    drops: Drops,
-    passes: list[str],
-    global_stats: dict,
-    wall_s: float,
-) -> dict:
-    from curation.balance import ClusterLookup
-
-    out = Path(cfg.output)
-    for sub in ("shards", "ledger", "embeddings"):  # leftovers of an interrupted final write
-        shutil.rmtree(out / sub, ignore_errors=True)
-    writer = ShardSetWriter(out, cfg.shards.subset, cfg.shards.max_count, cfg.shards.max_bytes)
-    clusters = ClusterLookup(work_root)
-    counts = dict.fromkeys(STATUSES, 0)
-    timings: dict[str, float] = {}
-    for part in parts:
-        for name in passes:
-            for k, v in WorkDir(work_root / name).timings(part.index).items():
-                timings[k] = timings.get(k, 0.0) + v
-        rows = read_rows(last, base, drops, part.index)
-        if rows is None:
-            continue
-        rows = _with_clusters(rows, clusters.for_partition(part.index))
-        rows = _save_embeddings(out, part.index, rows, cfg.clip.embeddings_dtype)
-        shards, keys = [None] * rows.num_rows, [None] * rows.num_rows
-        status = rows["status"].to_pylist()
-        for i, row in enumerate(rows.to_pylist()):
-            counts[status[i]] += 1
-            if status[i] != KEPT:
-                continue
-            key, ext = row["id"], row["ext"] or "jpg"
-            rec = training_record(row, key, ext)
-            sample = {"__key__": key, ext: row["image"], "json": json.dumps(rec).encode()}
-            shards[i], keys[i] = writer.write(sample), key
-        rows = rows.append_column("shard", pa.array(shards, pa.string()))
-        rows = rows.append_column("key", pa.array(keys, pa.string()))
-        ledger.write_part(out, part.index, rows)
-    shard_list = writer.close()
-    stats = {
-        "inputs": sum(counts.values()),
-        **counts,
-        "stages": stage_names(cfg),
-        "timings_s": timings,
-        "thresholds": {**thresholds(cfg), **global_stats.get("thresholds", {})},
-        "wall_s": round(wall_s, 3),
-        "partitions": len(parts),
-    }
-    if "clusters" in global_stats:
-        stats["clusters"] = global_stats["clusters"]
-    write_json(out / "stats.json", stats)
-    doc = write_dataset_json(
-        out,
-        name=cfg.name,
-        modality="image",
-        task="curated_images",
-        shards=shard_list,
-        config=dataclasses.asdict(cfg),
-        config_hash=config_hash(cfg),
-        extra={"inputs": stats["inputs"], "ledger_parts": len(parts)},
-    )
-    _write_report(out)
-    return doc
 
 
 def _write_report(out: Path) -> None:
     """After dataset.json (the report reads it); a rerun redoes it if a crash came between."""
-    from manifests.report import write_report
+    from curation.report import write_report
 
     write_report(out)
 
@@ -182,59 +52,108 @@ def _global_step(state_path: Path, state: dict, key: str, run) -> dict:
     return state
 
 
-def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -> dict:
-    """Run (or finish) the curation job; returns the shard set's ``dataset.json``."""
-    from curation.ray_session import init_ray
+def has_global_step(cfg: CurateConfig) -> bool:
+    return bool(
+        (cfg.aesthetic.enabled and cfg.aesthetic.keep_top_fraction)
+        or (cfg.similarity.enabled and cfg.similarity.keep_top_fraction)
+        or cfg.cluster.enabled
+    )
 
-    cfg.check_runnable()
-    out = Path(cfg.output)
-    chash = config_hash(cfg)
-    if (out / DATASET_JSON).is_file() and not restart:
-        doc = read_dataset_json(out)
-        if doc.get("config_hash") == chash:
-            if not (out / "report.html").is_file():
-                _write_report(out)
-            log.info("%s is already complete (same config); nothing to do", out)
-            return doc
-        raise RuntimeError(
-            f"{out} already holds a shard set built with another config; "
-            "choose a new output or pass --restart to rebuild it"
-        )
-    work_root = out / "_work"
-    if restart:
-        for sub in (
-            DATASET_JSON,
-            "shards",
-            "ledger",
-            "embeddings",
-            "clusters",
-            "stats.json",
-            "report.html",
-            "_work",
+
+class CurateJob:
+    """The curate job for ``engine.job.run_job``."""
+
+    name = "curate"
+    help = "curate a raw image pool into a WebDataset shard set"
+    unit = "images"
+    config_class = CurateConfig
+
+    def inputs(self, cfg: CurateConfig) -> dict[str, tuple[str, str]]:
+        found = {"pool": ("input.path", cfg.input.path)}
+        for label, dotted, enabled in (
+            ("clip", "clip.model", cfg.clip.enabled),
+            ("blip2", "caption.model", cfg.caption.enabled),
+            ("aesthetic", "aesthetic.weights", cfg.aesthetic.enabled),
         ):
-            p = out / sub
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    parts = prepare_plan(work_root / "plan.json", partial(list_partitions, cfg.input), chash)
-    log.info("%d partitions of up to %d inputs", len(parts), cfg.input.partition_size)
-    passes = build_passes(cfg)
-    drops = Drops(work_root / "drops")
-    state_path = work_root / "global.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    base = last = WorkDir(work_root / passes[0].name)
-    started = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb, cfg.log_level)
-    try:
-        run_partitions(
-            base, parts, partial(load_partition, cfg=cfg.input), passes[0].stages, progress=progress
+            section, name = dotted.split(".")
+            if enabled and (path := local_path(getattr(getattr(cfg, section), name))):
+                found[label] = (dotted, path)
+        return found
+
+    def outputs(self, cfg: CurateConfig) -> dict[str, Path]:
+        return {cfg.shards.subset: Path(cfg.output)}
+
+    def config_hash(self, cfg: CurateConfig, blank: tuple[str, ...] = ()) -> str:
+        return config_hash(cfg, blank=blank)
+
+    def measure(self, cfg: CurateConfig) -> dict:
+        s = read_stats(Path(cfg.output))
+        return {
+            "unit": "images",
+            "inputs": s["inputs"],
+            "outputs": s["kept"],
+            "wall_s": s["wall_s"],
+        }
+
+    def partitions(self, cfg: CurateConfig) -> list[Partition]:
+        return list_partitions(cfg.input)
+
+    def report(self, out_dir: Path) -> None:
+        _write_report(out_dir)
+
+    def run(self, run: JobRun) -> dict[str, dict]:
+        cfg, work_root, parts = run.cfg, run.work_root, run.parts
+        passes = build_passes(cfg)
+        write = WorkDir(work_root / "write")
+        clusters = WorkDir(work_root / "assign") if cfg.cluster.enabled else None
+        sink = CuratedShards(
+            run.out,
+            cfg.shards.subset,
+            cfg.shards.max_count,
+            cfg.shards.max_bytes,
+            cfg.clip.embeddings_dtype,
+            clusters,
         )
+        load = partial(load_partition, cfg=cfg.input)
+        one_pass = len(passes) == 1 and not any(map(is_model_stage, passes[0].stages))
+        if one_pass and not has_global_step(cfg):
+            # the first stage alone: each partition goes straight into its shards
+            metas = run_partitions(
+                write, parts, load, passes[0].stages, sink=sink, progress=run.progress
+            )
+            return {cfg.shards.subset: finalize(cfg, run, metas, [], {})}
+        scored, state = self._score_and_select(run, passes, load)
+        last, base, drops = scored
+        metas = run_partitions(
+            write, parts, LoadPrevious(last, base, drops), sink=sink, progress=run.progress
+        )
+        pass_metas = [WorkDir(work_root / p.name) for p in passes]
+        return {
+            cfg.shards.subset: finalize(
+                cfg,
+                run,
+                metas,
+                [{q.index: w.meta(q.index) for q in parts} for w in pass_metas],
+                state,
+            )
+        }
+
+    def _score_and_select(self, run: JobRun, passes, load):
+        """The scoring passes and the global steps between them; their decisions are drop lists
+        that the writing pass applies as it reads each partition."""
+        cfg, work_root, parts = run.cfg, run.work_root, run.parts
+        drops = Drops(work_root / "drops")
+        state_path = work_root / "global.json"
+        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+        base = last = WorkDir(work_root / passes[0].name)
+        run_partitions(base, parts, load, passes[0].stages, progress=run.progress)
 
         def keep_top(column: str, fraction: float):
-            def run() -> dict:
+            def step() -> dict:
                 t = top_fraction(last, base, drops, parts, column, fraction, column)
                 return {} if t is None else {"thresholds": {column: [t]}}
 
-            return run
+            return step
 
         if cfg.aesthetic.enabled and cfg.aesthetic.keep_top_fraction:
             state = _global_step(
@@ -250,7 +169,7 @@ def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -
                 parts,
                 LoadPrevious(last, base, drops),
                 p.stages,
-                progress=progress,
+                progress=run.progress,
                 drop_columns=FIRST_PASS_ONLY,
             )
             last = work
@@ -270,19 +189,55 @@ def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -
                 "cluster",
                 lambda: {
                     "clusters": cluster_and_balance(
-                        last, base, drops, parts, cfg.cluster, out, work_root, progress
+                        last, base, drops, parts, cfg.cluster, run.out, work_root, run.progress
                     )
                 },
             )
-    finally:
-        if started:
-            import ray
+        return (last, base, drops), state
 
-            ray.shutdown()
-    doc = finalize(
-        cfg, work_root, parts, last, base, drops, [p.name for p in passes], state, time.time() - t0
+
+def finalize(
+    cfg: CurateConfig,
+    run: JobRun,
+    metas: dict[int, dict],
+    pass_metas: list[dict[int, dict]],
+    global_stats: dict,
+) -> dict:
+    """stats.json, dataset.json and the report, from the partitions' metadata alone."""
+    import time
+
+    counts = dict.fromkeys(STATUSES, 0)
+    for meta in metas.values():
+        for k, v in meta.get("counts", {}).items():
+            counts[k] += v
+    stats = {
+        "inputs": sum(counts.values()),
+        **counts,
+        "stages": stage_names(cfg),
+        "timings_s": sum_timings(*pass_metas, metas),
+        "thresholds": {**thresholds(cfg), **global_stats.get("thresholds", {})},
+        "wall_s": round(time.time() - run.started, 3),
+        "ray_start_s": round(run.ray_start_s, 3),
+        "partitions": len(run.parts),
+    }
+    if "clusters" in global_stats:
+        stats["clusters"] = global_stats["clusters"]
+    write_json(run.out / "stats.json", stats)
+    doc = write_dataset_json(
+        run.out,
+        name=cfg.name,
+        modality="image",
+        task="curated_images",
+        shards=shard_list(metas),
+        config=dataclasses.asdict(cfg),
+        config_hash=config_hash(cfg),
+        extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
     )
-    if not cfg.keep_work:
-        shutil.rmtree(work_root, ignore_errors=True)
-    log.info("wrote %d samples in %d shards to %s", doc["samples"], len(doc["shards"]), out)
+    _write_report(run.out)
     return doc
+
+
+def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -> dict:
+    """Run (or finish) the curation job; returns the shard set's ``dataset.json``."""
+    docs = run_job(CurateJob(), cfg, restart=restart, progress=progress)
+    return docs[cfg.shards.subset]

@@ -165,6 +165,8 @@ class Download:
 
     cfg: DownloadConfig
     name: str = "download"
+    #: the runner fetches the next chunk of a partition while this one decodes
+    io_bound: bool = True
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         todo = np.flatnonzero(self._wanted(batch))

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation.runner import WorkDir
-from curation.sources import Partition
+from engine.partitions import Partition
+from engine.workdir import WorkDir
 from manifests.atomic import write_parquet
 from manifests.marks import alive, mark, set_column
 from manifests.schema import HEAVY_COLUMNS

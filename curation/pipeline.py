@@ -12,10 +12,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from curation.config import CurateConfig
-from curation.runner import Stage
 from curation.stages.decode import Decode, Probe
 from curation.stages.shape import ShapeFilter
 from curation.stages.thresholds import MinScore
+from engine.runner import Stage
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 ``schema`` (the in-flight row), ``marks`` (marking rows dropped with a reason), ``ledger`` (one
 row per input), ``shards`` (WebDataset writer and reader), ``dataset`` (``dataset.json``),
-``report`` (``report.html``: ``report_data`` reads, ``report_plots`` draws, ``report`` renders),
-``thumbs`` (thumbnails), ``configs`` (validated YAML configs), ``atomic`` (temp + rename).
-This package imports no other package of the project.
+``configs`` (validated YAML configs), ``atomic`` (temp + rename), ``chat`` (conversations).
+This package imports no other package of the project; the reports people read are drawn above
+it, in the presentation layer ``reports`` (DESIGN §3).
 """

@@ -1,6 +1,9 @@
 """WebDataset shards: writing with webdataset's own ``ShardWriter`` and reading them back.
 
-Shards are named ``shards/{subset}-{000000}.tar`` and rotated by sample count and size. Tar
+A job's shards are written per partition, in the worker that processed it:
+``shards/{subset}-{partition:06d}-{000}.tar``, rotated by sample count and size, so a partition's
+files are named by the partition alone and a cluster writes them on every node at once. (A
+single-stream writer, such as a mixture's, names them ``shards/{subset}-{000000}.tar``.) Tar
 headers are reproducible (fixed mtime, owner and mode), so the same samples give the same bytes.
 Each shard is written under a temporary name and renamed when closed.
 """
@@ -37,18 +40,34 @@ class ShardSetWriter:
     ``written`` lists ``{"path", "subset", "samples", "bytes"}`` for every finished shard, in
     order; :meth:`shard_of_next` tells which shard the next sample will land in (the ledger
     records it).
+
+    With ``partition``, the writer holds that partition's tars only, and first removes whatever
+    an interrupted earlier attempt at the same partition left (finished or temporary tars).
     """
 
-    def __init__(self, out_dir: str | Path, subset: str, max_count: int, max_bytes: int):
+    def __init__(
+        self,
+        out_dir: str | Path,
+        subset: str,
+        max_count: int,
+        max_bytes: int,
+        partition: int | None = None,
+    ):
         import webdataset as wds
 
         self.out_dir = Path(out_dir)
         self.subset = subset
         (self.out_dir / "shards").mkdir(parents=True, exist_ok=True)
+        if partition is None:
+            name = f"{subset}-%06d.tar"
+        else:
+            name = f"{subset}-{partition:06d}-%03d.tar"
+            for old in (self.out_dir / "shards").glob(f"{subset}-{partition:06d}-*.tar*"):
+                old.unlink()
         self.written: list[dict] = []
         self._counts: dict[str, int] = {}
         self._max_count, self._max_bytes = max_count, max_bytes
-        pattern = str(self.out_dir / "shards" / f"{subset}-%06d.tar")
+        pattern = str(self.out_dir / "shards" / name)
         self._writer = wds.ShardWriter(
             pattern,
             maxcount=max_count,

@@ -18,6 +18,7 @@ from pathlib import Path
 from manifests.chat import CHAT_TEMPLATE
 from model.collate import MAX_FRAMES
 from model.presets import Preset, get_preset, model_config
+from model.tokenizer import add_special_tokens, load_tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
@@ -82,8 +83,6 @@ def build_from_preset(
 ):
     """``(model, processor)`` of ``preset``: around ``tokenizer`` when given, else around a BPE
     trained on ``corpus()`` with ``vocab_size`` (default: the preset's) entries."""
-    from model.tokenizer import train_tokenizer
-
     p = get_preset(preset) if isinstance(preset, str) else preset
     if tokenizer is None:
         if corpus is None:
@@ -110,8 +109,6 @@ def load_checkpoint(
     Special tokens the tokenizer lacks are added, the embeddings grown to match, and the chat
     template set to ours (:mod:`manifests.chat`)."""
     from transformers import VideoLlama3ForConditionalGeneration, VideoLlama3Processor
-
-    from model.tokenizer import add_special_tokens, load_tokenizer
 
     p = Path(path)
     if not (p / "config.json").is_file():

@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifests.configs import ConfigError, require
+from model.precision import PRECISIONS
 from model.presets import PRESETS
 from model.stages import DIFF_THRESHOLD, PAPER, STAGES, WARMUP_RATIO
-
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -231,6 +230,8 @@ class TrainConfig:
                 f"{path!r} is not a local directory",
             )
         if m.init_llm and 1 in stages:  # their kinds, from config.json alone
+            # here, not at the top: model.init_parts reaches torch (through model.build), and
+            # loading a config (vl3data build --plan) should not
             from model.init_parts import PartsError, check_parts
 
             try:

@@ -1,11 +1,8 @@
 """Held-out evaluation of a compact VideoLLaMA3: loss per task and temporal-grounding mIoU.
 
-* **Held-out split** (:func:`heldout_samples`): a sample is held out when its ``__key__``
-  hashes into the last ``fraction`` of ``[0, 1)`` (:func:`is_heldout`, default 5%). The hash
-  depends on the key alone, so the split is the same in every recipe and every stage that reads
-  the sample, on every machine; a trainer that skips ``is_heldout`` keys never sees them. The
-  selection reads every sample of every source of a recipe (not just the recipe's selection),
-  skipping the data of the other samples by seeking over tar headers.
+* **Held-out split**: :mod:`model.heldout` (:func:`~model.heldout.is_heldout`,
+  :func:`~model.heldout.heldout_samples`), a leaf module, because the tokenizer and the trainer's
+  stream need the same split without importing the evaluation.
 * **Loss** (:func:`evaluate_loss`): samples through the trainer's :class:`~model.collate.Collator`
   (same rendering, labels, visual-token budget and DiffFP), batched as the trainer batches them;
   each sample's cross-entropy is summed over its answer tokens, and every group's loss is the
@@ -29,7 +26,6 @@ after a stage; the CLI evaluates a checkpoint on a recipe's held-out samples::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import re
@@ -42,81 +38,19 @@ from pathlib import Path
 
 import torch
 
+from model.build import load_checkpoint
 from model.collate import IGNORE_INDEX, IMAGE_KEYS, VIDEO_KEYS, CollateConfig, Collator
+from model.heldout import HOLDOUT_FRACTION, heldout_samples
+from model.precision import PRECISIONS, autocast_dtype
+from model.presets import get_preset
+from model.stages import IMAGE_MERGE_SIZE, VIDEO_MERGE_SIZE
 from video_prep.grounding_eval import evaluate as score_intervals
 from video_prep.grounding_eval import parse_interval
 
 log = logging.getLogger(__name__)
 
-HOLDOUT_FRACTION = 0.05
-HOLDOUT_SALT = "vl3data-heldout-v1"  # changing it changes every split
 GROUPINGS = ("task", "kind", "source")
 _INTERVAL_ANSWER = re.compile(r"^\s*\d+(?:\.\d+)?\s*-\s*\d+(?:\.\d+)?\s*s\s*$")  # "12.0-18.5 s"
-
-
-# --- the held-out split -----------------------------------------------------------------------
-
-
-def heldout_score(key: str) -> float:
-    """A stable number in ``[0, 1)`` for a sample key (sha1, not Python's per-process hash)."""
-    digest = hashlib.sha1(f"{HOLDOUT_SALT}\x00{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def _check_fraction(fraction: float) -> None:
-    if not 0 < fraction <= 1:
-        raise ValueError(f"the held-out fraction must be in (0, 1], got {fraction!r}")
-
-
-def is_heldout(key: str, fraction: float = HOLDOUT_FRACTION) -> bool:
-    """Whether the sample ``key`` is in the held-out ``fraction`` (its score is in the last
-    ``fraction`` of ``[0, 1)``; a larger fraction holds out a superset)."""
-    _check_fraction(fraction)
-    return heldout_score(key) >= 1.0 - fraction
-
-
-def heldout_samples(
-    recipe,
-    fraction: float = HOLDOUT_FRACTION,
-    limit: int | None = None,
-) -> list[dict]:
-    """The held-out samples of every source of ``recipe`` (a path or a loaded
-    :class:`mixtures.recipe.Recipe`), in recipe, shard and tar order, at most ``limit`` per
-    source. Each is a raw mixture sample (``__key__``, members as bytes) with ``__source__``,
-    ``__group__`` and ``__task__`` (the shard set's ``dataset.json`` task; ``text`` for JSONL)."""
-    from manifests.dataset import read_dataset_json
-    from manifests.shards import tar_samples
-    from mixtures.recipe import Recipe, load_recipe, source_kind
-    from mixtures.sampler import jsonl_samples
-
-    _check_fraction(fraction)
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be a positive number of samples per source, got {limit}")
-    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-
-    def keep(_ordinal: int, key: str) -> bool:
-        return heldout_score(key) >= 1.0 - fraction
-
-    out: list[dict] = []
-    for _, group, src in rec.sources():
-        if source_kind(src) == "jsonl":
-            streams = [jsonl_samples(src.path, keep)]
-            task = "text"
-        else:
-            doc = read_dataset_json(src.path)
-            streams = [tar_samples(str(Path(src.path) / s["path"]), keep) for s in doc["shards"]]
-            task = doc.get("task") or src.modality
-        taken = 0
-        for stream in streams:
-            for sample in stream:
-                sample.update({"__source__": src.name, "__group__": group.name, "__task__": task})
-                out.append(sample)
-                taken += 1
-                if limit is not None and taken >= limit:
-                    break
-            if limit is not None and taken >= limit:
-                break
-    return out
 
 
 # --- records -------------------------------------------------------------------------------------
@@ -368,12 +302,8 @@ def evaluate_grounding(
 
 def eval_collate_config(preset: str | None, token_compression: bool) -> CollateConfig:
     """The trainer's collator settings for ``preset`` (the paper's without one)."""
-    from model.stages import IMAGE_MERGE_SIZE, VIDEO_MERGE_SIZE
-
     kw: dict = {}
     if preset:
-        from model.presets import get_preset
-
         p = get_preset(preset)
         kw = {
             "max_length": p.max_length,
@@ -411,16 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-new-tokens", type=int, default=16, help="tokens per grounding answer")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--no-grounding", action="store_true", help="the held-out loss only")
     return p
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Evaluate a checkpoint on a recipe's held-out samples; print and return the JSON."""
-    from model.build import load_checkpoint
-    from model.train import autocast_dtype
-
     args = build_parser().parse_args(argv)
     ckpt = Path(args.checkpoint)
     compression = args.token_compression == "on"

@@ -18,7 +18,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from model.build import build_processor
 from model.presets import PATCH, Preset, get_preset
+from model.tokenizer import add_special_tokens, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +148,6 @@ def build_from_parts(
     the LLM's own), with our special tokens. ``info`` says what came from where."""
     import torch
     from transformers import VideoLlama3Config, VideoLlama3ForConditionalGeneration
-
-    from model.build import build_processor
-    from model.tokenizer import add_special_tokens, load_tokenizer
 
     p = get_preset(preset) if isinstance(preset, str) else preset
     vision_fields, vision_weights, dropped = load_vision(vision)

@@ -6,7 +6,7 @@ a cluster (``--ray-address``), instead of ``torchrun``.
 
 Ray Train starts the workers, sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and opens the process
 group (gloo on CPU, nccl with ``--ray-gpu``); each worker then runs the very loop ``torchrun``
-runs (:func:`model.train.run`), which sees the group already open and uses it. Checkpoints,
+runs (:func:`model.loop.run`), which sees the group already open and uses it. Checkpoints,
 metrics and the report go to ``output`` as always, so ``output`` must be storage every worker
 sees (one machine, or a shared file system); Ray Train's own run state goes to
 ``output/ray_train``. A failed worker fails the run (no automatic restarts): rerun with
@@ -29,7 +29,7 @@ def _worker(spec: dict[str, Any]) -> None:
     """One rank: the driver's resolved config, read back here, through the ordinary loop."""
     from manifests.configs import load_config
     from model.config import TrainConfig
-    from model.train import run
+    from model.loop import run
 
     if Path(spec["cwd"]).is_dir():  # relative recipe and checkpoint paths are relative to it
         os.chdir(spec["cwd"])
@@ -60,11 +60,7 @@ def launch_config(
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    import manifests
-    import mixtures
-    import model
-    import video_prep
-    from curation.ray_session import init_ray
+    from engine.ray_session import init_ray
     from manifests.atomic import write_bytes
     from manifests.configs import to_dict
 
@@ -72,8 +68,7 @@ def launch_config(
     out = Path(cfg.output).resolve()
     resolved = out / "ray_train" / "config.yaml"
     write_bytes(resolved, yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
-    ours = [manifests, mixtures, model, video_prep]
-    started = init_ray(address, log_level=cfg.log_level, py_modules=ours)
+    started = init_ray(address, log_level=cfg.log_level)
     try:
         trainer = TorchTrainer(
             _worker,

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from manifests.chat import CHAT_TEMPLATE, IMAGE_PAD, STREAM_END, STREAM_START, VIDEO_PAD
+from model.heldout import is_heldout
 
 # Qwen2's pre-tokenizer split, so the result is an ordinary ``Qwen2Tokenizer``
 QWEN2_SPLIT = (
@@ -56,7 +57,6 @@ def corpus_from_recipes(
     would flatter their loss."""
     from mixtures.recipe import load_recipe
     from mixtures.sampler import build_plan, iter_reader
-    from model.evaluate import is_heldout
 
     texts: list[str] = []
     for path in dict.fromkeys(str(r) for r in recipes):  # each recipe once

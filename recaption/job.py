@@ -1,12 +1,14 @@
 """The ``recaption`` job: a curated shard set in; VL3-Syn7M-short and -detailed out.
 
-    OUT/_work/{short,detailed}/   captioned pieces per partition, done markers (resume)
+    OUT/_work/{short,detailed}/   captioned pieces per partition (no image bytes), done markers
+    OUT/_work/write-{subset}/     done markers of the writing pass, with each partition's shards
     OUT/short/, OUT/detailed/     shards/, ledger/, stats.json, report.html, dataset.json
 
-Each subset is one pass of the curation runner (Ray Data; the engine as an actor pool), so the
-short and detailed models can have different hardware, and a killed run resumes at the first
-unfinished partition of the pass it was in. The final write goes through the pieces in
-(partition, row) order: the same inputs and config give the same shards.
+Each subset is one pass of the engine's runner (Ray Data; the caption engine as an actor pool),
+so the short and detailed models can have different hardware, and a killed run resumes at the
+first unfinished partition of the pass it was in. Then a parallel writing pass: each partition
+joins its captions with its images, read again from the input shards (the pieces keep no copy of
+the bytes), and writes its own tars and ledger part in the worker.
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ import copy
 import dataclasses
 import json
 import logging
-import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 
-from curation.runner import WorkDir, prepare_plan, run_partitions
-from curation.sources import Partition
+from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
+from engine.partitions import Partition
+from engine.runner import run_partitions
+from engine.workdir import WorkDir
 from manifests import ledger
 from manifests.atomic import write_json
 from manifests.configs import RUN_FIELDS, config_hash
-from manifests.dataset import DATASET_JSON, read_dataset_json, write_dataset_json
+from manifests.dataset import read_dataset_json, write_dataset_json
 from manifests.schema import ERROR, KEPT, STATUSES
 from manifests.shards import ShardSetWriter, tar_samples
 from recaption.config import RecaptionConfig
@@ -41,14 +45,14 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 NOT_CARRIED = {"image", "conversations", "key"}
 
 
-def recaption_hash(cfg: RecaptionConfig) -> str:
+def recaption_hash(cfg: RecaptionConfig, blank: tuple[str, ...] = ()) -> str:
     """What decides the captions: where and how fast an engine runs does not."""
     cfg = copy.deepcopy(cfg)
     for kind in ("short", "detailed"):
         e = getattr(cfg, kind).engine
         e.concurrency, e.num_gpus, e.timeout_s, e.max_retries = 1, 0, 0.0, 0
         e.base_url, e.api_key = "", ""
-    return config_hash(cfg, (*RUN_FIELDS, "plan_images"))
+    return config_hash(cfg, (*RUN_FIELDS, "plan_images"), blank=blank)
 
 
 def list_image_partitions(cfg: RecaptionConfig) -> list[Partition]:
@@ -134,53 +138,97 @@ def training_record(row: dict, kind: str, model: str) -> dict:
     return rec
 
 
-def finalize_subset(cfg: RecaptionConfig, kind: str, work: WorkDir, parts, wall_s: float) -> dict:
+class CaptionedWithImages:
+    """Loader of the writing pass: a partition's captioned rows, their images read back from the
+    input shards in row order."""
+
+    def __init__(self, work: WorkDir, root: str):
+        self.work, self.root = work, root
+
+    def __call__(self, part: Partition) -> pa.Table:
+        rows = self.work.read_partition(part.index)
+        if rows is None:
+            return pa.table({})
+        images = load_image_partition(part, self.root)["image"]
+        return rows.append_column("image", images.take(rows["row"]))
+
+
+class CaptionShards:
+    """Sink of a subset's writing pass: the partition's kept captions into its own tars."""
+
+    def __init__(self, cfg: RecaptionConfig, kind: str):
+        self.out, self.kind = Path(cfg.output) / kind, kind
+        self.max_count, self.max_bytes = cfg.shards.max_count, cfg.shards.max_bytes
+        self.model = getattr(cfg, kind).engine.model
+
+    def write(self, part: Partition, chunks: Iterator[pa.Table]) -> dict:
+        writer = ShardSetWriter(self.out, self.kind, self.max_count, self.max_bytes, part.index)
+        counts: Counter = Counter(dict.fromkeys(STATUSES, 0))
+        reasons: Counter = Counter()
+        attempts: Counter = Counter()
+        tokens = {"prompt": 0, "output": 0}
+        gen_s = 0.0
+        pieces = []
+        for rows in chunks:
+            shards, keys = [], []
+            for row in rows.to_pylist():
+                counts[row["status"]] += 1
+                if row["reason"]:
+                    reasons[row["reason"]] += 1
+                if row["attempts"]:
+                    attempts[str(row["attempts"])] += 1
+                    tokens["prompt"] += row["prompt_tokens"] or 0
+                    tokens["output"] += row["output_tokens"] or 0
+                    gen_s += row["gen_s"] or 0.0
+                if row["status"] != KEPT:
+                    shards.append(None)
+                    keys.append(None)
+                    continue
+                rec = training_record(row, self.kind, self.model)
+                sample = {
+                    "__key__": row["id"],
+                    row["ext"]: row["image"],
+                    "json": json.dumps(rec).encode(),
+                }
+                shards.append(writer.write(sample))
+                keys.append(row["id"])
+            rows = rows.append_column("shard", pa.array(shards, pa.string()))
+            rows = rows.append_column("key", pa.array(keys, pa.string()))
+            words = [len((c or "").split()) or None for c in rows["caption"].to_pylist()]
+            pieces.append(ledger.to_ledger(rows.append_column("words", pa.array(words))))
+        shards = writer.close()
+        if pieces:
+            ledger.write_part(self.out, part.index, pa.concat_tables(pieces))
+        else:
+            ledger.part_path(self.out, part.index).unlink(missing_ok=True)
+        return {
+            "counts": dict(counts),
+            "reasons": dict(reasons),
+            "attempts": dict(attempts),
+            "tokens": tokens,
+            "gen_s": gen_s,
+            "shards": shards,
+        }
+
+
+def finalize_subset(
+    cfg: RecaptionConfig, kind: str, run: JobRun, metas: dict[int, dict], wall_s: float
+) -> dict:
+    """stats.json, dataset.json and the report of one subset, from its partitions' metadata."""
     out = Path(cfg.output) / kind
-    for sub in ("shards", "ledger"):
-        shutil.rmtree(out / sub, ignore_errors=True)
-    writer = ShardSetWriter(out, kind, cfg.shards.max_count, cfg.shards.max_bytes)
     counts: Counter = Counter(dict.fromkeys(STATUSES, 0))
     reasons: Counter = Counter()
     attempts: Counter = Counter()
     tokens = {"prompt": 0, "output": 0}
     gen_s = 0.0
+    for meta in metas.values():
+        counts.update(meta.get("counts", {}))
+        reasons.update(meta.get("reasons", {}))
+        attempts.update(meta.get("attempts", {}))
+        for k in tokens:
+            tokens[k] += meta.get("tokens", {}).get(k, 0)
+        gen_s += meta.get("gen_s", 0.0)
     model = getattr(cfg, kind).engine.model
-    for part in parts:
-        rows = work.read_partition(part.index)
-        if rows is None:
-            continue
-        # the pieces leave the image bytes in the input shards: read them back, in row order
-        images = load_image_partition(part, cfg.input.path)["image"].to_pylist()
-        shards, keys = [], []
-        for row in rows.to_pylist():
-            row["image"] = images[row["row"]]
-            counts[row["status"]] += 1
-            if row["reason"]:
-                reasons[row["reason"]] += 1
-            if row["attempts"]:
-                attempts[row["attempts"]] += 1
-                tokens["prompt"] += row["prompt_tokens"] or 0
-                tokens["output"] += row["output_tokens"] or 0
-                gen_s += row["gen_s"] or 0.0
-            if row["status"] != KEPT:
-                shards.append(None)
-                keys.append(None)
-                continue
-            rec = training_record(row, kind, model)
-            sample = {
-                "__key__": row["id"],
-                row["ext"]: row["image"],
-                "json": json.dumps(rec).encode(),
-            }
-            shards.append(writer.write(sample))
-            keys.append(row["id"])
-        rows = rows.append_column("shard", pa.array(shards, pa.string()))
-        rows = rows.append_column("key", pa.array(keys, pa.string()))
-        rows = rows.append_column(
-            "words", pa.array([len((c or "").split()) or None for c in rows["caption"].to_pylist()])
-        )
-        ledger.write_part(out, part.index, rows)
-    shard_list = writer.close()
     captioned = sum(attempts.values())
     stats = {
         "subset": kind,
@@ -189,7 +237,7 @@ def finalize_subset(cfg: RecaptionConfig, kind: str, work: WorkDir, parts, wall_
         "inputs": sum(counts.values()),
         **counts,
         "reasons": dict(reasons),
-        "attempts": {str(k): v for k, v in sorted(attempts.items())},
+        "attempts": {k: v for k, v in sorted(attempts.items(), key=lambda kv: int(kv[0]))},
         "tokens": tokens,
         "generation_s": round(gen_s, 3),
         # time inside the engine, summed over workers: the rates are per worker
@@ -198,8 +246,10 @@ def finalize_subset(cfg: RecaptionConfig, kind: str, work: WorkDir, parts, wall_
             "prompt_tokens_per_s": round(tokens["prompt"] / gen_s, 1) if gen_s else None,
             "output_tokens_per_s": round(tokens["output"] / gen_s, 1) if gen_s else None,
         },
+        "timings_s": sum_timings(metas),
         "wall_s": round(wall_s, 3),
-        "partitions": len(parts),
+        "ray_start_s": round(run.ray_start_s, 3),
+        "partitions": len(run.parts),
     }
     write_json(out / "stats.json", stats)
     doc = write_dataset_json(
@@ -207,68 +257,84 @@ def finalize_subset(cfg: RecaptionConfig, kind: str, work: WorkDir, parts, wall_
         name=f"{cfg.name}-{kind}",
         modality="image",
         task=f"caption_{kind}",
-        shards=shard_list,
+        shards=shard_list(metas),
         config=dataclasses.asdict(cfg),
         config_hash=recaption_hash(cfg),
-        extra={"inputs": stats["inputs"], "ledger_parts": len(parts)},
+        extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
     )
+    _report(out)
+    return doc
+
+
+def _report(out: Path) -> None:
     from recaption.report import write_recaption_report
 
     write_recaption_report(out)
-    return doc
+
+
+class RecaptionJob:
+    """The recaption job for ``engine.job.run_job``: one captioning pass and one writing pass
+    per subset."""
+
+    name = "recaption"
+    help = "InternVL2 short and detailed captions of curated images"
+    unit = "images"
+    config_class = RecaptionConfig
+
+    def inputs(self, cfg: RecaptionConfig) -> dict[str, tuple[str, str]]:
+        found = {"curated": ("input.path", cfg.input.path)}
+        for kind in cfg.subsets():
+            if path := local_path(getattr(cfg, kind).engine.model):
+                found[f"{kind}_model"] = (f"{kind}.engine.model", path)
+        return found
+
+    def outputs(self, cfg: RecaptionConfig) -> dict[str, Path]:
+        return {k: Path(cfg.output) / k for k in cfg.subsets()}
+
+    def config_hash(self, cfg: RecaptionConfig, blank: tuple[str, ...] = ()) -> str:
+        return recaption_hash(cfg, blank)
+
+    def measure(self, cfg: RecaptionConfig) -> dict:
+        stats = {k: read_stats(d) for k, d in self.outputs(cfg).items()}
+        first = next(iter(stats.values()))
+        return {
+            "unit": "images",
+            "inputs": first["inputs"],
+            "outputs": sum(s["kept"] for s in stats.values()),
+            "wall_s": sum(s["wall_s"] for s in stats.values()),
+            "per_subset": {k: s["kept"] for k, s in stats.items()},
+        }
+
+    def partitions(self, cfg: RecaptionConfig) -> list[Partition]:
+        return list_image_partitions(cfg)
+
+    def report(self, out_dir: Path) -> None:
+        _report(out_dir)
+
+    def run(self, run: JobRun) -> dict[str, dict]:
+        cfg, docs = run.cfg, {}
+        for kind in cfg.subsets():
+            t0 = time.time()
+            work = WorkDir(run.work_root / kind)
+            stage = CaptionStage(kind, getattr(cfg, kind), cfg.prompts)
+            load = partial(load_image_partition, root=cfg.input.path)
+            run_partitions(
+                work, run.parts, load, [stage], progress=run.progress, drop_columns=("image",)
+            )
+            metas = run_partitions(
+                WorkDir(run.work_root / f"write-{kind}"),
+                run.parts,
+                CaptionedWithImages(work, cfg.input.path),
+                sink=CaptionShards(cfg, kind),
+                progress=run.progress,
+            )
+            for p, meta in metas.items():  # the engine's time, beside the write's
+                for k, v in work.timings(p).items():
+                    meta.setdefault("timings_s", {})[k] = v
+            docs[kind] = finalize_subset(cfg, kind, run, metas, time.time() - t0)
+        return docs
 
 
 def run_recaption(cfg: RecaptionConfig, *, restart: bool = False, progress: bool = True) -> dict:
     """Run (or finish) the job; returns ``{subset: dataset.json}``."""
-    from curation.ray_session import init_ray
-
-    cfg.check_runnable()
-    out = Path(cfg.output)
-    chash = recaption_hash(cfg)
-    kinds = cfg.subsets()
-    if restart:
-        for sub in (*kinds, "_work"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-    if all((out / k / DATASET_JSON).is_file() for k in kinds):
-        docs = {k: read_dataset_json(out / k) for k in kinds}
-        if all(d.get("config_hash") == chash for d in docs.values()):
-            log.info("%s is already complete (same config); nothing to do", out)
-            return docs
-        raise RuntimeError(
-            f"{out} already holds caption sets built with another config; "
-            "choose a new output or pass --restart to rebuild them"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    parts = prepare_plan(out / "_work" / "plan.json", partial(list_image_partitions, cfg), chash)
-    log.info("%d partitions of up to %d images", len(parts), cfg.input.partition_size)
-    load = partial(load_image_partition, root=cfg.input.path)
-    docs = {}
-    started = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb, cfg.log_level)
-    try:
-        for kind in kinds:
-            if (out / kind / DATASET_JSON).is_file():
-                docs[kind] = read_dataset_json(out / kind)
-                continue
-            t0 = time.time()
-            work = WorkDir(out / "_work" / kind)
-            stage = CaptionStage(kind, getattr(cfg, kind), cfg.prompts)
-            run_partitions(work, parts, load, [stage], progress=progress, drop_columns=("image",))
-            docs[kind] = None, work, time.time() - t0
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-    for kind in kinds:
-        if isinstance(docs[kind], tuple):
-            _, work, wall = docs[kind]
-            docs[kind] = finalize_subset(cfg, kind, work, parts, wall)
-            log.info(
-                "%s: %d samples in %d shards",
-                kind,
-                docs[kind]["samples"],
-                len(docs[kind]["shards"]),
-            )
-    if not cfg.keep_work:
-        shutil.rmtree(out / "_work", ignore_errors=True)
-    return docs
+    return run_job(RecaptionJob(), cfg, restart=restart, progress=progress)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from curation.sources import Partition
+from engine.partitions import Partition
 from manifests.dataset import read_dataset_json
 from recaption.config import RecaptionConfig
 from recaption.job import load_image_partition

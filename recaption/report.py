@@ -12,21 +12,12 @@ import numpy as np
 from manifests.atomic import write_bytes
 from manifests.dataset import shard_paths
 from manifests.ledger import read_ledger
-from manifests.report import (
-    _e,
-    _funnel_html,
-    _header,
-    _img,
-    _num,
-    _reasons_html,
-    _table,
-    render_page,
-    summarize_ledger,
-)
-from manifests.report_data import read_json
-from manifests.report_plots import hist_png
 from manifests.shards import iter_samples
-from manifests.thumbs import make_thumb
+from reports.html import esc, img, num, render_page, table
+from reports.ledger_summary import read_json, summarize_ledger
+from reports.plots import hist_png
+from reports.sections import funnel_html, header_html, reasons_html
+from reports.thumbs import make_thumb
 
 EXAMPLES = 12
 FAILED_PER_REASON = 3
@@ -48,35 +39,35 @@ def _lengths_html(rows: list[dict]) -> str:
         "n": int(allv.size),
     }
     q = np.percentile(np.asarray(kept or other), [5, 50, 95]).round(1).tolist()
-    table = _table(
+    summary_table = table(
         [("words per caption", False), ("p5", True), ("median", True), ("p95", True)],
-        [["kept" if kept else "all", *(_num(x) for x in q)]],
+        [["kept" if kept else "all", *(num(x) for x in q)]],
     )
-    img = _img(hist_png("caption words", h, []), "image/png", "plot hist", "caption lengths")
-    return f'{table}<div class="plots">{img}</div>'
+    plot = img(hist_png("caption words", h, []), "image/png", "plot hist", "caption lengths")
+    return f'{summary_table}<div class="plots">{plot}</div>'
 
 
 def _throughput_html(stats: dict) -> str:
     pw = stats.get("per_worker") or {}
     tok = stats.get("tokens") or {}
     rows = [
-        ["model", _e(stats.get("model")), ""],
-        ["engine", _e(stats.get("engine")), ""],
-        ["images / s / worker", _num(pw.get("images_per_s")), ""],
+        ["model", esc(stats.get("model")), ""],
+        ["engine", esc(stats.get("engine")), ""],
+        ["images / s / worker", num(pw.get("images_per_s")), ""],
         [
             "prompt tokens / s / worker",
-            _num(pw.get("prompt_tokens_per_s")),
-            _num(tok.get("prompt")),
+            num(pw.get("prompt_tokens_per_s")),
+            num(tok.get("prompt")),
         ],
         [
             "output tokens / s / worker",
-            _num(pw.get("output_tokens_per_s")),
-            _num(tok.get("output")),
+            num(pw.get("output_tokens_per_s")),
+            num(tok.get("output")),
         ],
     ]
     att = stats.get("attempts") or {}
-    rows += [[f"captions taking {k} attempt(s)", _num(v), ""] for k, v in att.items()]
-    return _table([("", False), ("rate", True), ("total tokens", True)], rows)
+    rows += [[f"captions taking {k} attempt(s)", num(v), ""] for k, v in att.items()]
+    return table([("", False), ("rate", True), ("total tokens", True)], rows)
 
 
 def _examples_html(out: Path, meta: dict | None) -> str:
@@ -87,12 +78,12 @@ def _examples_html(out: Path, meta: dict | None) -> str:
         rec = json.loads(sample["json"])
         ext = rec["image"][0].rsplit(".", 1)[1]
         thumb = make_thumb(sample.get(ext, b""), 160)
-        pic = _img(base64.b64encode(thumb).decode(), "image/jpeg", "t", rec["key"]) if thumb else ""
+        pic = img(base64.b64encode(thumb).decode(), "image/jpeg", "t", rec["key"]) if thumb else ""
         human, gpt = (c["value"] for c in rec["conversations"][:2])
         figs.append(
-            f"<figure>{pic}<figcaption><span class='k'>{_e(rec['key'])}</span>"
-            f"<span class='d'>{_e(human.removeprefix('<image>').strip())}</span>"
-            f"<span class='c'>{_e(gpt)}</span></figcaption></figure>"
+            f"<figure>{pic}<figcaption><span class='k'>{esc(rec['key'])}</span>"
+            f"<span class='d'>{esc(human.removeprefix('<image>').strip())}</span>"
+            f"<span class='c'>{esc(gpt)}</span></figcaption></figure>"
         )
         if len(figs) >= EXAMPLES:
             break
@@ -110,15 +101,15 @@ def _failures_html(rows: list[dict]) -> str:
     for reason, rs in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
         examples = [
             [
-                _e(r["id"]),
-                _e(r.get("finish_reason")),
-                _num(r.get("attempts")),
-                _e(r.get("caption") or ""),
+                esc(r["id"]),
+                esc(r.get("finish_reason")),
+                num(r.get("attempts")),
+                esc(r.get("caption") or ""),
             ]
             for r in rs[:FAILED_PER_REASON]
         ]
         head = [("key", False), ("finish", False), ("attempts", True), ("caption", False)]
-        body.append(f"<h3>{_e(reason)} ({len(rs)})</h3>{_table(head, examples)}")
+        body.append(f"<h3>{esc(reason)} ({len(rs)})</h3>{table(head, examples)}")
     return "".join(body)
 
 
@@ -130,14 +121,14 @@ def render(out: Path) -> str:
     cols = ["id", "status", "reason", "words", "caption", "finish_reason", "attempts"]
     rows = read_ledger(out, cols).to_pylist() if summary["ledger_files"] else []
     sections = [
-        ("funnel", "Funnel by stage", _funnel_html(summary, stats)),
-        ("reasons", "Why captions failed", _reasons_html(summary)),
+        ("funnel", "Funnel by stage", funnel_html(summary, stats)),
+        ("reasons", "Why captions failed", reasons_html(summary)),
         ("lengths", "Caption lengths", _lengths_html(rows)),
         ("throughput", "Throughput", _throughput_html(stats)),
         ("examples", "Kept captions", _examples_html(out, meta)),
         ("failures", "Failed captions by gate", _failures_html(rows)),
     ]
-    header = _header(out, summary, stats, meta, notes)
+    header = header_html(out, summary, stats, meta, notes)
     name = (meta or {}).get("name") or out.name
     return render_page(
         f"{name} — caption report",

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Ray's usage statistics probe a cloud metadata address on every start: never from a test
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 # keep every Ray we start on loopback (Ray otherwise binds the machine's routable address);
 # set before ray is imported, and inherited by the CLI subprocesses the tests start
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -117,3 +117,52 @@ def _up(url: str) -> bool:
             return r.status == 200
     except OSError:
         return False
+
+
+@dataclass
+class TwoNodes:
+    address: str  # the head's GCS address, for ray.address
+    env: dict  # the environment a driver joining it needs
+    control: subprocess.Popen  # the process holding the cluster
+
+    def kill_worker(self) -> None:
+        """SIGKILL the second node's raylet and workers, as a lost machine would vanish."""
+        assert self.control.stdin is not None and self.control.stdout is not None
+        self.control.stdin.write("kill-worker\n")
+        self.control.stdin.flush()
+        line = self.control.stdout.readline().strip()
+        assert line == "killed", line
+
+
+@contextlib.contextmanager
+def two_node_cluster(cpus_per_node: int = 1) -> Iterator[TwoNodes]:
+    """A head and a second node on this machine, each with its own raylet and object store
+    (``ray.cluster_utils.Cluster``, held by a process of its own so this test process can keep
+    its embedded Ray). ``ray start`` refuses a second node while addresses stay on loopback;
+    the Cluster utility keeps both nodes on 127.0.0.1."""
+    env = {**os.environ, **LOOPBACK_ENV, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.two_node_cluster", str(cpus_per_node)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        address = proc.stdout.readline().strip()
+        if not address:
+            pytest.fail(f"the two-node cluster did not start (exit {proc.wait(timeout=30)})")
+        yield TwoNodes(address, env, proc)
+    finally:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            assert proc.stdin is not None
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation.config import RayConfig
+from engine.config import RayConfig
 from manifests.configs import require
 from manifests.shards import ShardLimits
 

@@ -4,9 +4,11 @@
     OUT/{task}/            caption | streaming | grounding: shards/, ledger/, stats.json,
                            report.html and dataset.json (written last: the set is complete)
 
-Every annotated video is decoded once, in parallel over partitions with Ray Data (the curation
-runner: a killed run resumes at the first unfinished partition); the final write goes through the
-pieces in (partition, row) order, so the result does not depend on scheduling.
+Every annotated video is decoded once, in parallel over partitions (the engine's runner: one
+Ray Data task per partition), and its samples go straight into that partition's own tars of each
+task's shard set, in the worker: no intermediate copy of the frames. A killed run resumes at the
+first unfinished partition; names come from the partition, so the result does not depend on
+scheduling.
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ import dataclasses
 import json
 import logging
 import re
-import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 
-from curation.runner import WorkDir, prepare_plan, run_partitions
-from curation.sources import Partition
+from engine.job import JobRun, read_stats, run_job, shard_list, sum_timings
+from engine.partitions import Partition
+from engine.runner import run_partitions
+from engine.workdir import WorkDir
 from manifests import ledger
 from manifests.atomic import write_json
 from manifests.configs import config_hash
-from manifests.dataset import DATASET_JSON, read_dataset_json, write_dataset_json
+from manifests.dataset import write_dataset_json
 from manifests.schema import ERROR, KEPT, STATUSES, stable_id
 from manifests.shards import ShardSetWriter
 from video_prep.annotations import load_annotations, resolve_video
@@ -139,64 +143,112 @@ def _task_rows(rows: pa.Table, task: str) -> tuple[pa.Table, list[list[dict]]]:
     return t, samples
 
 
-def finalize(cfg: VideoConfig, work: WorkDir, parts: list[Partition], wall_s: float) -> dict:
-    out = Path(cfg.output)
-    docs = {}
+class VideoShards:
+    """Sink of the video job: each prepared video's samples into the partition's own tars of
+    every task's shard set, and a ledger part per task."""
+
+    def __init__(self, cfg: VideoConfig):
+        self.out, self.tasks = Path(cfg.output), list(cfg.tasks)
+        self.max_count, self.max_bytes = cfg.shards.max_count, cfg.shards.max_bytes
+
+    def write(self, part: Partition, chunks: Iterator[pa.Table]) -> dict:
+        writers = {
+            t: ShardSetWriter(self.out / t, t, self.max_count, self.max_bytes, part.index)
+            for t in self.tasks
+        }
+        meta = {
+            t: {
+                "counts": Counter(dict.fromkeys(STATUSES, 0)),
+                "reasons": Counter(),
+                "clip_reasons": Counter(),
+                "samples": 0,
+                "frames": 0,
+                "second_decodes": 0,
+            }
+            for t in self.tasks
+        }
+        ledgers: dict[str, list[pa.Table]] = {t: [] for t in self.tasks}
+        for rows in chunks:
+            for task in self.tasks:
+                ledgers[task].append(self._write_task(rows, task, writers[task], meta[task]))
+        out: dict = {"sets": {}}
+        for task in self.tasks:
+            tdir = self.out / task
+            if ledgers[task]:
+                ledger.write_part(tdir, part.index, pa.concat_tables(ledgers[task]))
+            else:
+                ledger.part_path(tdir, part.index).unlink(missing_ok=True)
+            m = meta[task]
+            out["sets"][task] = {
+                **{k: dict(v) if isinstance(v, Counter) else v for k, v in m.items()},
+                "shards": writers[task].close(),
+            }
+        return out
+
+    @staticmethod
+    def _write_task(rows: pa.Table, task: str, writer: ShardSetWriter, m: dict) -> pa.Table:
+        rows, samples = _task_rows(rows, task)
+        shards, keys = [], []
+        for st, rs, ss, clips in zip(
+            rows["status"].to_pylist(),
+            rows["reason"].to_pylist(),
+            samples,
+            rows["clips"].to_pylist(),
+            strict=True,
+        ):
+            m["counts"][st] += 1
+            if st != KEPT:
+                m["reasons"][rs] += 1
+            for c in json.loads(clips or "[]"):
+                if c["status"] != KEPT:
+                    m["clip_reasons"][c["reason"]] += 1
+            sh, ks = [], []
+            for s in ss:
+                sample = {"__key__": s["key"], "json": s["record"].encode()}
+                for j, fr in enumerate(s["frames"]):
+                    sample[f"f{j:04d}.jpg"] = fr
+                sh.append(writer.write(sample))
+                ks.append(s["key"])
+                m["frames"] += len(s["frames"])
+            m["samples"] += len(ss)
+            shards.append(sh[0] if sh else None)
+            keys.append(json.dumps(ks) if ks else None)
+        m["second_decodes"] += sum(1 for p in rows["decode_passes"].to_pylist() if p == 2)
+        rows = rows.append_column("shard", pa.array(shards, pa.string()))
+        rows = rows.append_column("keys", pa.array(keys, pa.string()))
+        return ledger.to_ledger(rows)
+
+
+def finalize(cfg: VideoConfig, run: JobRun, metas: dict[int, dict]) -> dict:
+    """Each task's stats.json, dataset.json and report, from the partitions' metadata."""
+    out, docs = Path(cfg.output), {}
+    wall_s = time.time() - run.started
     for task in cfg.tasks:
         tdir = out / task
-        for sub in ("shards", "ledger"):
-            shutil.rmtree(tdir / sub, ignore_errors=True)
-        writer = ShardSetWriter(tdir, task, cfg.shards.max_count, cfg.shards.max_bytes)
+        per_part = {p: m["sets"][task] for p, m in metas.items() if "sets" in m}
         counts: Counter = Counter(dict.fromkeys(STATUSES, 0))
         reasons: Counter = Counter()
         clip_reasons: Counter = Counter()
-        n_samples = frames = passes2 = 0
-        for part in parts:
-            rows = work.read_partition(part.index)
-            if rows is None:
-                continue
-            rows, samples = _task_rows(rows, task)
-            shards, keys = [], []
-            for st, rs, ss, clips in zip(
-                rows["status"].to_pylist(),
-                rows["reason"].to_pylist(),
-                samples,
-                rows["clips"].to_pylist(),
-                strict=True,
-            ):
-                counts[st] += 1
-                if st != KEPT:
-                    reasons[rs] += 1
-                for c in json.loads(clips or "[]"):
-                    if c["status"] != KEPT:
-                        clip_reasons[c["reason"]] += 1
-                sh, ks = [], []
-                for s in ss:
-                    sample = {"__key__": s["key"], "json": s["record"].encode()}
-                    for j, fr in enumerate(s["frames"]):
-                        sample[f"f{j:04d}.jpg"] = fr
-                    sh.append(writer.write(sample))
-                    ks.append(s["key"])
-                    frames += len(s["frames"])
-                n_samples += len(ss)
-                shards.append(sh[0] if sh else None)
-                keys.append(json.dumps(ks) if ks else None)
-            passes2 += sum(1 for p in rows["decode_passes"].to_pylist() if p == 2)
-            rows = rows.append_column("shard", pa.array(shards, pa.string()))
-            rows = rows.append_column("keys", pa.array(keys, pa.string()))
-            ledger.write_part(tdir, part.index, rows)
-        shard_list = writer.close()
+        totals = {"samples": 0, "frames": 0, "second_decodes": 0}
+        for m in per_part.values():
+            counts.update(m["counts"])
+            reasons.update(m["reasons"])
+            clip_reasons.update(m["clip_reasons"])
+            for k in totals:
+                totals[k] += m[k]
         stats = {
             "task": task,
             "inputs": sum(counts.values()),
             **counts,
-            "samples": n_samples,
-            "frames": frames,
+            "samples": totals["samples"],
+            "frames": totals["frames"],
             "reasons": dict(reasons),
             "clip_reasons": dict(clip_reasons),
-            "second_decodes": passes2,
+            "second_decodes": totals["second_decodes"],
+            "timings_s": sum_timings(metas),
             "wall_s": round(wall_s, 3),
-            "partitions": len(parts),
+            "ray_start_s": round(run.ray_start_s, 3),
+            "partitions": len(run.parts),
         }
         write_json(tdir / "stats.json", stats)
         docs[task] = write_dataset_json(
@@ -204,10 +256,10 @@ def finalize(cfg: VideoConfig, work: WorkDir, parts: list[Partition], wall_s: fl
             name=f"{cfg.name}-{task}",
             modality="video",
             task=task,
-            shards=shard_list,
+            shards=shard_list(per_part),
             config=dataclasses.asdict(cfg),
             config_hash=config_hash(cfg),
-            extra={"inputs": stats["inputs"], "ledger_parts": len(parts)},
+            extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
         )
         _report(tdir)
     return docs
@@ -219,53 +271,58 @@ def _report(tdir: Path) -> None:
     write_video_report(tdir)
 
 
-def _complete(cfg: VideoConfig) -> bool:
-    out = Path(cfg.output)
-    return all((out / t / DATASET_JSON).is_file() for t in cfg.tasks)
+class VideoJob:
+    """The video job for ``engine.job.run_job``: one pass that prepares and writes."""
+
+    name = "video"
+    help = "videos + annotations into caption/streaming/grounding sets"
+    unit = "videos"
+    config_class = VideoConfig
+
+    def inputs(self, cfg: VideoConfig) -> dict[str, tuple[str, str]]:
+        return {
+            "videos": ("input.videos", cfg.input.videos),
+            "annotations": ("input.annotations", cfg.input.annotations),
+        }
+
+    def outputs(self, cfg: VideoConfig) -> dict[str, Path]:
+        return {t: Path(cfg.output) / t for t in cfg.tasks}
+
+    def config_hash(self, cfg: VideoConfig, blank: tuple[str, ...] = ()) -> str:
+        return config_hash(cfg, blank=blank)
+
+    def measure(self, cfg: VideoConfig) -> dict:
+        stats = [read_stats(d) for d in self.outputs(cfg).values()]
+        return {
+            "unit": "videos",
+            "inputs": stats[0]["inputs"],
+            "outputs": sum(s["samples"] for s in stats),
+            "wall_s": stats[0]["wall_s"],
+            "frames": sum(s["frames"] for s in stats),
+        }
+
+    def partitions(self, cfg: VideoConfig) -> list[Partition]:
+        return list_video_partitions(cfg)
+
+    def report(self, out_dir: Path) -> None:
+        _report(out_dir)
+
+    def run(self, run: JobRun) -> dict[str, dict]:
+        cfg = run.cfg
+        source = f"video:{cfg.input.format}:{Path(cfg.input.annotations).name}"
+        metas = run_partitions(
+            WorkDir(run.work_root / "prepare"),
+            run.parts,
+            partial(load_video_partition, source=source),
+            [PrepareVideos(cfg)],
+            sink=VideoShards(cfg),
+            progress=run.progress,
+            unit="videos",
+            chunk_rows=1,
+        )
+        return finalize(cfg, run, metas)
 
 
 def run_video_job(cfg: VideoConfig, *, restart: bool = False, progress: bool = True) -> dict:
     """Run (or finish) the video job; returns ``{task: dataset.json}``."""
-    from curation.ray_session import init_ray
-
-    cfg.check_runnable()
-    out = Path(cfg.output)
-    chash = config_hash(cfg)
-    if restart:
-        for sub in (*cfg.tasks, "_work"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-    if _complete(cfg):
-        docs = {t: read_dataset_json(out / t) for t in cfg.tasks}
-        if all(d.get("config_hash") == chash for d in docs.values()):
-            log.info("%s is already complete (same config); nothing to do", out)
-            return docs
-        raise RuntimeError(
-            f"{out} already holds shard sets built with another config; "
-            "choose a new output or pass --restart to rebuild them"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    work = WorkDir(out / "_work" / "prepare")
-    parts = prepare_plan(out / "_work" / "plan.json", partial(list_video_partitions, cfg), chash)
-    log.info("%d partitions of up to %d videos", len(parts), cfg.input.partition_size)
-    source = f"video:{cfg.input.format}:{Path(cfg.input.annotations).name}"
-    started = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb, cfg.log_level)
-    try:
-        run_partitions(
-            work,
-            parts,
-            partial(load_video_partition, source=source),
-            [PrepareVideos(cfg)],
-            progress=progress,
-        )
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-    docs = finalize(cfg, work, parts, time.time() - t0)
-    if not cfg.keep_work:
-        shutil.rmtree(out / "_work", ignore_errors=True)
-    for task, doc in docs.items():
-        log.info("%s: %d samples in %d shards", task, doc["samples"], len(doc["shards"]))
-    return docs
+    return run_job(VideoJob(), cfg, restart=restart, progress=progress)

@@ -3,7 +3,7 @@ caption densities against the job's bounds, and frame strips of the first sample
 conversations, so a person can see what the trainer will get.
 
 Built from the output folder alone (dataset.json, stats.json, the ledger, the shards), with the
-page parts of :mod:`manifests.report`; one self-contained HTML file.
+page kit of :mod:`reports`; one self-contained HTML file.
 """
 
 from __future__ import annotations
@@ -17,21 +17,12 @@ import numpy as np
 from manifests.atomic import write_bytes
 from manifests.dataset import shard_paths
 from manifests.ledger import read_ledger
-from manifests.report import (
-    _e,
-    _funnel_html,
-    _header,
-    _img,
-    _num,
-    _reasons_html,
-    _table,
-    render_page,
-    summarize_ledger,
-)
-from manifests.report_data import read_json
-from manifests.report_plots import hist_png
 from manifests.shards import iter_samples
-from manifests.thumbs import make_thumb
+from reports.html import esc, img, num, render_page, table
+from reports.ledger_summary import read_json, summarize_ledger
+from reports.plots import hist_png
+from reports.sections import funnel_html, header_html, reasons_html
+from reports.thumbs import make_thumb
 
 STRIP_SAMPLES = 12
 STRIP_FRAMES = 8
@@ -78,14 +69,14 @@ def _clips_html(clips: list[dict], cfg: dict, stats: dict) -> str:
     reasons: dict[str, int] = {}
     for c in other:
         reasons[c["reason"]] = reasons.get(c["reason"], 0) + 1
-    table = _table(
+    summary_table = table(
         [("clips", False), ("count", True)],
-        [["kept", _num(len(kept))]]
-        + [[f"<b>{_e(r)}</b>", _num(n)] for r, n in reasons.items()]
-        + [["samples written", _num(stats.get("samples"))], ["frames", _num(stats.get("frames"))]],
+        [["kept", num(len(kept))]]
+        + [[f"<b>{esc(r)}</b>", num(n)] for r, n in reasons.items()]
+        + [["samples written", num(stats.get("samples"))], ["frames", num(stats.get("frames"))]],
     )
-    imgs = "".join(_img(p, "image/png", "plot hist", "clip histogram") for p in plots)
-    return f'{table}<div class="plots">{imgs}</div>'
+    imgs = "".join(img(p, "image/png", "plot hist", "clip histogram") for p in plots)
+    return f'{summary_table}<div class="plots">{imgs}</div>'
 
 
 def _strip(sample: dict) -> str:
@@ -97,7 +88,7 @@ def _strip(sample: dict) -> str:
     for i in dict.fromkeys(int(x) for x in pick):
         thumb = make_thumb(sample.get(names[i], b""), 112)
         pic = (
-            _img(base64.b64encode(thumb).decode(), "image/jpeg", "frame", names[i])
+            img(base64.b64encode(thumb).decode(), "image/jpeg", "frame", names[i])
             if thumb
             else '<div class="nopic">no frame</div>'
         )
@@ -108,13 +99,13 @@ def _strip(sample: dict) -> str:
     else:
         turns = [f"{m['from']}: {m['value']}" for m in rec.get("conversations", [])]
     text = "\n".join(turns)
-    head = f"<b>{_e(rec.get('key', sample['__key__']))}</b> · {len(names)} frames"
+    head = f"<b>{esc(rec.get('key', sample['__key__']))}</b> · {len(names)} frames"
     if rec.get("clip"):
         c = rec["clip"]
-        head += f" · clip {c['start']:.1f}-{c['end']:.1f} s of {_e(rec.get('source_video'))}"
+        head += f" · clip {c['start']:.1f}-{c['end']:.1f} s of {esc(rec.get('source_video'))}"
     return (
         f'<div class="sample"><div>{head}</div>'
-        f'<div class="sheet">{"".join(figs)}</div><pre>{_e(text)}</pre></div>'
+        f'<div class="sheet">{"".join(figs)}</div><pre>{esc(text)}</pre></div>'
     )
 
 
@@ -139,13 +130,13 @@ def render(out: Path) -> str:
         for text in read_ledger(out, ["clips"])["clips"].to_pylist():
             clips += json.loads(text or "[]")
     sections = [
-        ("funnel", "Funnel by stage", _funnel_html(summary, stats)),
-        ("reasons", "Why videos went", _reasons_html(summary)),
+        ("funnel", "Funnel by stage", funnel_html(summary, stats)),
+        ("reasons", "Why videos went", reasons_html(summary)),
         ("clips", "Clips", _clips_html(clips, (meta or {}).get("config") or {}, stats)),
         ("samples", "Samples (frame strips)", _samples_html(out, meta)),
     ]
     # a video gives many samples: the header's samples-vs-kept-rows check is for image sets
-    header = _header(out, summary, stats, {**(meta or {}), "samples": None}, notes)
+    header = header_html(out, summary, stats, {**(meta or {}), "samples": None}, notes)
     name = (meta or {}).get("name") or out.name
     return render_page(
         f"{name} — video report",

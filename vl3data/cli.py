@@ -50,68 +50,47 @@ def _job_config(cls: type, args: argparse.Namespace, *extra: str):
     return cfg
 
 
-def _cmd_curate(args: argparse.Namespace) -> int:
-    from curation.config import CurateConfig
-    from curation.curate import curate
-
-    cfg = _job_config(CurateConfig, args)
-    cfg.check_runnable()
-    doc = curate(cfg, restart=args.restart, progress=not args.no_progress)
-    stats = json.loads((Path(cfg.output) / "stats.json").read_text())
-    print(
-        f"{cfg.output}: {stats['inputs']} inputs -> {stats['kept']} kept, "
-        f"{stats['dropped']} dropped, {stats['error']} errors; "
-        f"{doc['samples']} samples in {len(doc['shards'])} shards; "
-        f"report: {cfg.output}/report.html"
-    )
-    return 0
-
-
-def _cmd_video(args: argparse.Namespace) -> int:
-    from video_prep.config import VideoConfig
-    from video_prep.job import run_video_job
-
-    cfg = _job_config(VideoConfig, args)
-    cfg.check_runnable()
-    docs = run_video_job(cfg, restart=args.restart, progress=not args.no_progress)
-    for task in docs:
-        stats = json.loads((Path(cfg.output) / task / "stats.json").read_text())
-        print(
-            f"{cfg.output}/{task}: {stats['inputs']} videos -> {stats['kept']} kept, "
-            f"{stats['dropped']} dropped, {stats['error']} errors; {stats['samples']} samples, "
-            f"{stats['frames']} frames; report: {cfg.output}/{task}/report.html"
+def _summary(job, cfg) -> list[str]:
+    """One line per output shard set: what came in, what was kept, where the report is."""
+    lines = []
+    for folder in job.outputs(cfg).values():
+        stats = json.loads((folder / "stats.json").read_text())
+        doc = json.loads((folder / "dataset.json").read_text())
+        extra = ""
+        if "frames" in stats:
+            extra = f"; {stats['frames']} frames"
+        elif "per_worker" in stats:
+            extra = f"; {stats['per_worker']['output_tokens_per_s']} output tokens/s per worker"
+        lines.append(
+            f"{folder}: {stats['inputs']} {job.unit} -> {stats['kept']} kept, "
+            f"{stats['dropped']} dropped, {stats['error']} errors; {doc['samples']} samples in "
+            f"{len(doc['shards'])} shards{extra}; report: {folder}/report.html"
         )
-    return 0
+    return lines
 
 
-def _cmd_recaption(args: argparse.Namespace) -> int:
-    from recaption.config import RecaptionConfig
+def _cmd_job(args: argparse.Namespace) -> int:
+    """Any data job: its config, then the engine's skeleton (``engine.job.run_job``)."""
+    from engine.job import run_job
 
-    extra = [f"input.path={args.input}"] if args.input else []
-    extra += [f"output={args.output}"] if args.output else []
-    cfg = _job_config(RecaptionConfig, args, *extra)
-    if args.plan:
+    job = args.job
+    extra = [f"input.path={args.input}"] if getattr(args, "input", None) else []
+    extra += [f"output={args.output}"] if getattr(args, "output", None) else []
+    cfg = _job_config(job.config_class, args, *extra)
+    if getattr(args, "plan", False):
         from recaption.plan import plan_main
 
         print(plan_main(cfg))
         return 0
     cfg.check_runnable()
-    from recaption.job import run_recaption
-
-    docs = run_recaption(cfg, restart=args.restart, progress=not args.no_progress)
-    for kind in docs:
-        stats = json.loads((Path(cfg.output) / kind / "stats.json").read_text())
-        rate = stats["per_worker"]["output_tokens_per_s"]
-        print(
-            f"{cfg.output}/{kind}: {stats['inputs']} images -> {stats['kept']} captioned, "
-            f"{stats['dropped']} failed a gate, {stats['error']} errors; {rate} output tokens/s "
-            f"per worker; report: {cfg.output}/{kind}/report.html"
-        )
+    run_job(job, cfg, restart=args.restart, progress=not args.no_progress)
+    for line in _summary(job, cfg):
+        print(line)
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from manifests.report import write_report
+    from curation.report import write_report
 
     _setup_logging(args.log_level or "INFO")
     path = write_report(args.out)
@@ -159,7 +138,8 @@ def _cmd_mix(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from model.config import TrainConfig
-    from model.train import launch_with_ray, parse_stages, run
+    from model.loop import run
+    from model.train import launch_with_ray, parse_stages
 
     if args.ray_address and not args.ray_workers:
         print("vl3data train: --ray-address goes with --ray-workers N", file=sys.stderr)
@@ -251,60 +231,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("curate", help="curate a raw image pool into a WebDataset shard set")
-    p.add_argument(
+    # the flags every data job shares, from one parent
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "config",
         nargs="+",
-        help="YAML config(s), e.g. configs/curate_local.yaml; later files override "
-        "earlier ones (configs/syn7m_filters.yaml configs/models/tiny.yaml)",
+        help="YAML config(s); later files override earlier ones "
+        "(e.g. configs/syn7m_filters.yaml configs/models/tiny.yaml)",
     )
-    p.add_argument(
+    common.add_argument(
         "--set",
         action="append",
         metavar="FIELD=VALUE",
         help="override a config field, e.g. --set input.path=/data/pool (repeatable)",
     )
-    p.add_argument("--ray-address", help="join a Ray cluster: 'auto' or 'ray://host:10001'")
-    p.add_argument(
+    common.add_argument("--ray-address", help="join a Ray cluster: 'auto' or 'ray://host:10001'")
+    common.add_argument(
         "--restart",
         action="store_true",
         help="discard an unfinished or finished run in the output and start over",
     )
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_curate)
+    common.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    common.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from vl3data.jobs import DATA_JOBS
 
-    p = sub.add_parser("video", help="videos + annotations into caption/streaming/grounding sets")
-    p.add_argument("config", nargs="+", help="YAML config(s), e.g. configs/video_activitynet.yaml")
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="FIELD=VALUE",
-        help="override a config field, e.g. --set input.videos=/data/videos (repeatable)",
-    )
-    p.add_argument("--ray-address", help="join a Ray cluster: 'auto' or 'ray://host:10001'")
-    p.add_argument("--restart", action="store_true", help="discard earlier output and start over")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_video)
-
-    p = sub.add_parser("recaption", help="InternVL2 short and detailed captions of curated images")
-    p.add_argument(
-        "config", nargs="+", help="YAML config(s), e.g. configs/recaption_internvl2.yaml"
-    )
-    p.add_argument("--input", help="a curated shard set (sets input.path)")
-    p.add_argument("--output", help="where OUT/short and OUT/detailed go (sets output)")
-    p.add_argument(
-        "--plan",
-        action="store_true",
-        help="caption a few input images here and print worker-hours per million images",
-    )
-    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field")
-    p.add_argument("--ray-address", help="join a Ray cluster: 'auto' or 'ray://host:10001'")
-    p.add_argument("--restart", action="store_true", help="discard earlier output and start over")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cmd_recaption)
+    for job in DATA_JOBS:
+        p = sub.add_parser(job.name, help=job.help, parents=[common])
+        if job.name == "recaption":
+            p.add_argument("--input", help="a curated shard set (sets input.path)")
+            p.add_argument("--output", help="where OUT/short and OUT/detailed go (sets output)")
+            p.add_argument(
+                "--plan",
+                action="store_true",
+                help="caption a few input images here and print worker-hours per million images",
+            )
+        p.set_defaults(func=_cmd_job, job=job)
 
     p = sub.add_parser("mix", help="check a stage mixture recipe, or write it as shards")
     p.add_argument("recipe", help="e.g. mixtures/recipes/stage1.yaml")

@@ -7,29 +7,10 @@ ledger accounts for it.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-
 import pyarrow as pa
 
 from curation.config import InputConfig
-
-
-@dataclass(frozen=True)
-class Partition:
-    """One unit of input: a list of files, one tar, or a slice of a parquet file."""
-
-    index: int
-    kind: str
-    spec: dict
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @staticmethod
-    def from_json(text: str) -> Partition:
-        d = json.loads(text)
-        return Partition(index=d["index"], kind=d["kind"], spec=d["spec"])
+from engine.partitions import Partition
 
 
 def list_partitions(cfg: InputConfig) -> list[Partition]:

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 
 from curation.config import InputConfig
-from curation.sources import Partition
+from engine.partitions import Partition
 from manifests.marks import errors_to
 from manifests.schema import new_rows
 

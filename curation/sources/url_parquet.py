@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.config import InputConfig
-from curation.sources import Partition
+from engine.partitions import Partition
 from manifests.schema import new_rows
 
 

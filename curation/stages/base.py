@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from manifests.marks import alive, mark, set_column
-from manifests.thumbs import make_thumb
+from reports.thumbs import make_thumb
 
-#: Longest side of a dropped row's thumbnail (see ``manifests.thumbs.make_thumb``).
+#: Longest side of a dropped row's thumbnail (see ``reports.thumbs.make_thumb``).
 THUMB_SIDE = 128
 
 

@@ -171,7 +171,8 @@ class Decode:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         live = alive(batch)
-        images = batch["image"].to_pylist()
+        column = batch["image"]
+        new_images: dict[int, bytes] = {}  # most images keep their bytes: no column rebuild
         exts = batch["ext"].to_pylist()
         widths = batch["width"].to_pylist()
         heights = batch["height"].to_pylist()
@@ -179,7 +180,7 @@ class Decode:
         errors: list[str | None] = [None] * batch.num_rows
         for i in np.flatnonzero(live):
             try:
-                new, ext, transform, (w, h) = self._one(images[i])
+                new, ext, transform, (w, h) = self._one(column[i].as_py())
             except OSError as exc:
                 errors[i] = "truncated" if "truncated" in str(exc) else "decode_error"
                 continue
@@ -187,9 +188,13 @@ class Decode:
                 errors[i] = "decode_error"
                 continue
             if new is not None:
-                images[i], exts[i], transforms[i] = new, ext, transform
+                new_images[i], exts[i], transforms[i] = new, ext, transform
             widths[i], heights[i] = w, h
-        batch = set_column(batch, "image", pa.array(images, pa.binary()))
+        if new_images:
+            images = column.to_pylist()
+            for i, data in new_images.items():
+                images[i] = data
+            batch = set_column(batch, "image", pa.array(images, pa.binary()))
         batch = set_column(batch, "ext", exts)
         batch = set_column(batch, "width", widths)
         batch = set_column(batch, "height", heights)

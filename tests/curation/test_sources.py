@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.config import InputConfig
-from curation.sources import Partition, list_partitions, load_partition
+from curation.sources import list_partitions, load_partition
+from engine.partitions import Partition
 from vl3data.sample_media import jpeg_bytes
 
 

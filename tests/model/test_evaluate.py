@@ -16,12 +16,11 @@ from model.evaluate import (
     evaluate_grounding,
     evaluate_loss,
     grounding_questions,
-    heldout_samples,
-    is_heldout,
     main,
     prompt_inputs,
     score_grounding,
 )
+from model.heldout import heldout_samples, is_heldout
 
 GROUNDING = [  # (key, conversation): three questions over two records
     (
@@ -290,7 +289,6 @@ def test_cli_prints_the_metrics(tiny_vl3_checkpoint, train_recipe, capsys):
 
 def test_the_tokenizer_corpus_leaves_out_the_held_out_samples(tmp_path):
     """Held-out answers are evaluated, so the BPE must not have seen them."""
-    from model.evaluate import is_heldout
     from model.tokenizer import corpus_from_recipes
 
     lines = [

@@ -20,7 +20,8 @@ from model.stages import (
     param_group,
     split_parameters,
 )
-from model.train import collate_config, train_step
+from model.step import train_step
+from model.stream import collate_config
 
 ROOT = Path(__file__).resolve().parents[2]
 # DESIGN §1, written out here rather than read from model.stages.PAPER

@@ -154,8 +154,8 @@ def test_two_gloo_ranks_stay_in_sync(
 
 def test_held_out_samples_are_evaluated_not_trained(tmp_path, train_recipe, train_config_writer):
     import mixtures
-    from model.evaluate import heldout_samples, is_heldout
-    from model.train import Stream
+    from model.heldout import heldout_samples, is_heldout
+    from model.stream import Stream
 
     out = tmp_path / "run"
     config = train_config_writer(tmp_path / "train.yaml", train_recipe, out, steps=2)
@@ -177,7 +177,7 @@ def test_a_mixture_held_out_whole_fails_instead_of_spinning(train_recipe):
     import pytest
 
     import mixtures
-    from model.train import Stream
+    from model.stream import Stream
 
     stream = Stream(mixtures.open_stage(str(train_recipe)), 0.999999)
     with pytest.raises(RuntimeError, match="no samples"):

@@ -237,7 +237,7 @@ def test_kill_9_then_rerun_equals_uninterrupted(curated, tiny_internvl, tmp_path
 def test_a_curated_sample_without_an_image_gets_a_ledger_row(tmp_path):
     """A shard set edited by hand (or by another tool) may hold a record with no image: it is
     an error row with its reason, and the samples around it load."""
-    from curation.sources import Partition
+    from engine.partitions import Partition
     from manifests.dataset import write_dataset_json
     from manifests.shards import ShardSetWriter
     from recaption.job import load_image_partition

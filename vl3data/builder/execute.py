@@ -11,7 +11,6 @@ command again resumes at the failed node.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,37 +51,9 @@ def load_graph(cfg: BuildConfig, targets: list[str] | None = None) -> list[Node]
 
 
 def _init_ray(cfg: BuildConfig) -> None:
-    import ray
+    from engine.ray_session import init_ray
 
-    if ray.is_initialized():
-        return
-    quiet = cfg.log_level.upper() != "DEBUG"
-    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
-        # joining a cluster (or running as a `ray job`, whose working_dir already ships the code)
-        runtime_env = None
-        if cfg.ray.address and not os.environ.get("RAY_JOB_ID"):
-            import curation
-            import manifests
-            import mixtures
-            import model
-            import recaption
-            import video_prep
-            import vl3data
-
-            runtime_env = {
-                "py_modules": [manifests, curation, recaption, video_prep, mixtures, model, vl3data]
-            }
-        ray.init(address=cfg.ray.address, runtime_env=runtime_env, log_to_driver=not quiet)
-    else:
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        mb = cfg.ray.object_store_mb
-        ray.init(
-            num_cpus=cfg.ray.num_cpus,
-            object_store_memory=mb * 2**20 if mb else None,
-            include_dashboard=False,
-            log_to_driver=not quiet,
-            logging_level=logging.WARNING,
-        )
+    init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb, cfg.log_level)
 
 
 def run_build(

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from manifests.configs import ConfigError, config_hash, digest, load_config
+from engine.job import Job
+from manifests.configs import ConfigError, digest, load_config
 from vl3data.builder.config import BuildConfig, JobSpec
+from vl3data.jobs import job_named
 
 #: node groups, in the order a user thinks of them; ``--target`` accepts a group or a node
 GROUPS = ("syn7m", "video", "mix", "train")
@@ -50,78 +52,31 @@ def _load(cls: type, spec: JobSpec, where: str, extra: list[str] | None = None):
         raise ConfigError(f"{where} ({exc.field})", str(exc).split(": ", 1)[1]) from None
 
 
-def _local(path: str | None) -> str | None:
-    """A model given as a local path (not a hub name) is an input; ``local-dir:`` is open_clip's."""
-    if not path:
-        return None
-    path = path.removeprefix("local-dir:")
-    return _abs(path) if Path(path).expanduser().exists() else None
-
-
-def _curate_node(cfg: BuildConfig) -> Node:
-    from curation.config import CurateConfig
-
-    job = _load(CurateConfig, cfg.curate, "curate")
-    inputs = {"pool": _abs(job.input.path)}
-    blank = ["input.path"]  # local paths are fingerprinted as inputs, so not hashed
-    for label, dotted, enabled in (
-        ("clip", "clip.model", job.clip.enabled),
-        ("blip2", "caption.model", job.caption.enabled),
-        ("aesthetic", "aesthetic.weights", job.aesthetic.enabled),
-    ):
-        section, name = dotted.split(".")
-        if enabled and (local := _local(getattr(getattr(job, section), name))):
-            inputs[label] = local
-            blank.append(dotted)
+def _job_node(
+    job: Job, spec: JobSpec, name: str, group: str, where: str, extra: list[str] | None = None
+) -> Node:
+    """A data job's node: what it reads and writes, and its hash less the inputs (the build
+    fingerprints those by content), all from the job itself. ``where``: the build config's
+    field, for errors."""
+    cfg = _load(job.config_class, spec, where, extra)
+    found = job.inputs(cfg)
     return Node(
-        "curate",
-        "curate",
-        "syn7m",
-        job,
-        [_abs(job.output)],
-        inputs,
-        config_hash(job, blank=tuple(blank)),
+        name,
+        job.name,
+        group,
+        cfg,
+        [_abs(str(d)) for d in job.outputs(cfg).values()],
+        {label: _abs(path) for label, (_, path) in found.items()},
+        job.config_hash(cfg, blank=tuple(dotted for dotted, _ in found.values())),
     )
 
 
 def _recaption_node(cfg: BuildConfig) -> Node:
-    from recaption.config import RecaptionConfig
-
+    """Recaption reads the curate node's output unless its config names another input."""
     given = any(s.startswith("input.path=") for s in cfg.recaption.set)
     extra = [] if given else [f"input.path={cfg.curate.output}"]
-    job = _load(RecaptionConfig, cfg.recaption, "recaption", extra)
-    inputs = {"curated": _abs(job.input.path)}
-    blank = ["input.path"]
-    for kind in job.subsets():
-        if local := _local(getattr(job, kind).engine.model):
-            inputs[f"{kind}_model"] = local
-            blank.append(f"{kind}.engine.model")
-    out = _abs(job.output)
-    return Node(
-        "recaption",
-        "recaption",
-        "syn7m",
-        job,
-        [str(Path(out) / kind) for kind in job.subsets()],
-        inputs,
-        config_hash(job, blank=tuple(blank)),
-    )
-
-
-def _video_node(spec) -> Node:
-    from video_prep.config import VideoConfig
-
-    job = _load(VideoConfig, spec, f"videos[{spec.name}]")
-    out = _abs(job.output)
-    return Node(
-        f"video.{spec.name}",
-        "video",
-        "video",
-        job,
-        [str(Path(out) / task) for task in job.tasks],
-        {"videos": _abs(job.input.videos), "annotations": _abs(job.input.annotations)},
-        config_hash(job, blank=("input.videos", "input.annotations")),
-    )
+    job = job_named("recaption")
+    return _job_node(job, cfg.recaption, "recaption", "syn7m", "recaption", extra)
 
 
 def _mix_node(i: int, spec) -> Node:
@@ -240,10 +195,13 @@ def make_graph(cfg: BuildConfig) -> list[Node]:
     :class:`ConfigError` on a bad job config, two nodes writing one place, or a cycle)."""
     nodes: list[Node] = []
     if cfg.curate:
-        nodes.append(_curate_node(cfg))
+        nodes.append(_job_node(job_named("curate"), cfg.curate, "curate", "syn7m", "curate"))
     if cfg.recaption:
         nodes.append(_recaption_node(cfg))
-    nodes += [_video_node(v) for v in cfg.videos]
+    video = job_named("video")
+    nodes += [
+        _job_node(video, v, f"video.{v.name}", "video", f"videos[{v.name}]") for v in cfg.videos
+    ]
     mixes = {m.stage: _mix_node(i, m) for i, m in enumerate(cfg.mixtures)}
     nodes += [mixes[n] for n in sorted(mixes)]
     if cfg.train:

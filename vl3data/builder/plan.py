@@ -58,17 +58,15 @@ def measured(node: Node, state: str, own_outputs: bool = True) -> tuple[dict | N
             str(Path(state) / f"{node.name}.json"),
         )
     if own_outputs and node.kind in ("curate", "recaption", "video"):  # a run outside the build
-        stats = []
-        for out in node.outputs:
-            try:
-                stats.append(json.loads((Path(out) / "stats.json").read_text()))
-            except (FileNotFoundError, json.JSONDecodeError):
-                return None, ""
-        counted = "samples" if node.kind == "video" else "kept"  # video: samples per task set
-        outputs = sum(s[counted] for s in stats)
-        wall = sum(s["wall_s"] for s in stats) if node.kind == "recaption" else stats[0]["wall_s"]
+        from vl3data.jobs import job_named
+
+        try:
+            got = job_named(node.kind).measure(node.job)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None, ""
+        keep = ("inputs", "outputs", "wall_s")
         return (
-            {"inputs": stats[0]["inputs"], "outputs": outputs, "wall_s": wall, "workers": None},
+            {**{k: got[k] for k in keep}, "workers": None},
             " + ".join(str(Path(o) / "stats.json") for o in node.outputs),
         )
     return None, ""

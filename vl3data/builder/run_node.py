@@ -49,48 +49,20 @@ def write_marker(state: str, node: str, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def _stats(path: Path) -> dict:
-    return json.loads((path / "stats.json").read_text())
-
-
 # --- one runner per kind: run the job, return what was measured -------------------------------
 
 
-def _curate(node: Node, resume: bool) -> dict:
-    from curation.curate import curate
+def _data_job(node: Node, resume: bool) -> dict:
+    """A data job (curate, recaption, video) through the engine's skeleton; what it measured."""
+    from engine.job import run_job
+    from vl3data.jobs import job_named
 
+    job = job_named(node.kind)
     node.job.check_runnable()
-    curate(node.job, restart=not resume, progress=False)
-    s = _stats(Path(node.outputs[0]))
-    return {"unit": "images", "inputs": s["inputs"], "outputs": s["kept"]}
-
-
-def _recaption(node: Node, resume: bool) -> dict:
-    from recaption.job import run_recaption
-
-    node.job.check_runnable()
-    run_recaption(node.job, restart=not resume, progress=False)
-    stats = [_stats(Path(out)) for out in node.outputs]
-    return {
-        "unit": "images",
-        "inputs": stats[0]["inputs"],
-        "outputs": sum(s["kept"] for s in stats),
-        "per_subset": {Path(o).name: s["kept"] for o, s in zip(node.outputs, stats, strict=True)},
-    }
-
-
-def _video(node: Node, resume: bool) -> dict:
-    from video_prep.job import run_video_job
-
-    node.job.check_runnable()
-    run_video_job(node.job, restart=not resume, progress=False)
-    stats = [_stats(Path(out)) for out in node.outputs]
-    return {
-        "unit": "videos",
-        "inputs": stats[0]["inputs"],
-        "outputs": sum(s["samples"] for s in stats),
-        "frames": sum(s["frames"] for s in stats),
-    }
+    run_job(job, node.job, restart=not resume, progress=False)
+    measured = job.measure(node.job)
+    measured.pop("wall_s", None)  # the build times the node itself
+    return measured
 
 
 def _mix(node: Node, resume: bool) -> dict:
@@ -110,7 +82,7 @@ def _mix(node: Node, resume: bool) -> dict:
 def _train(node: Node, resume: bool) -> dict:
     import torch
 
-    from model.train import run
+    from model.loop import run
 
     if node.options.get("workers"):  # data parallel on Ray Train workers, in this Ray
         from model.ray_launch import launch_config
@@ -137,9 +109,9 @@ def _train(node: Node, resume: bool) -> dict:
 
 
 RUNNERS = {
-    "curate": _curate,
-    "recaption": _recaption,
-    "video": _video,
+    "curate": _data_job,
+    "recaption": _data_job,
+    "video": _data_job,
     "mix": _mix,
     "train": _train,
 }

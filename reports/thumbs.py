@@ -1,9 +1,9 @@
 """Small JPEG thumbnails of encoded images, the one place both producers of thumbnails share.
 
-The curation filters keep a thumbnail of a few dropped rows in the ledger, and the report makes
+The curation filters keep a thumbnail of a few dropped rows in the ledger, and the reports make
 them of kept samples read back from the shards; both go through :func:`make_thumb`, so the two
-contact sheets look alike. It lives in ``manifests`` because the report may import no other
-package of the project.
+contact sheets look alike. It lives in the presentation layer because a thumbnail exists only to
+be shown to people; the curation stages, which sit above ``reports``, may import it.
 """
 
 from __future__ import annotations

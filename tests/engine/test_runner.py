@@ -9,10 +9,11 @@ import numpy as np
 import pyarrow as pa
 
 from curation.config import InputConfig
-from curation.runner import WorkDir, run_partitions
 from curation.sources import list_partitions, load_partition
 from curation.stages.decode import Decode, Probe
 from curation.stages.shape import ShapeFilter
+from engine.runner import run_partitions
+from engine.workdir import WorkDir
 from manifests.marks import alive, set_column
 
 

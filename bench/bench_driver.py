@@ -1,0 +1,145 @@
+"""The driver's own cost, 10k vs 100k inputs: peak RSS and CPU seconds (target <= 1.1x each).
+
+The driver of a job plans partitions and assembles metadata; it never holds image bytes
+(DESIGN §3), so its memory and CPU should not grow with the pool. For each size, a folder pool of
+small JPEGs (``pools.write_pool``, ``--side`` px: the bytes do not matter here, their count does)
+goes through the first stage as ``vl3data curate`` in a subprocess (embedded Ray, ``--cpus``
+CPUs, partitions of ``--partition-size``). Measured on that process alone, not its children
+(Ray's daemons and workers are its children): the peak resident set (``VmHWM`` of
+/proc/PID/status, sampled every 0.1 s while it runs) and its user + system CPU seconds (psutil,
+read once it has exited but before it is reaped, so nothing it spent is missed).
+
+    .venv/bin/python bench/bench_driver.py [--sizes 10000 100000] [--side 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import count_tar_images, curate_cmd, loadavg, run_timed
+from pools import write_pool
+
+
+class DriverWatch:
+    """Peak RSS and final CPU seconds of one process (not its children)."""
+
+    def __init__(self) -> None:
+        self.hwm_kb = 0
+        self.rss_max = 0
+        self.cpu_s = 0.0
+        self.at_max: dict[str, int] = {}  # RssAnon / RssFile / RssShmem (kB) at the largest RSS
+
+    def __call__(self, pid: int) -> None:
+        try:
+            status = dict(
+                line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+            )
+            if "VmHWM" in status:  # the kernel's own high-water mark (gone once it exits)
+                self.hwm_kb = max(self.hwm_kb, int(status["VmHWM"].split()[0]))
+                rss = int(status["VmRSS"].split()[0])
+                if rss >= self.at_max.get("VmRSS", 0):
+                    self.at_max = {
+                        k: int(status[k].split()[0])
+                        for k in ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+                        if k in status
+                    }
+            p = psutil.Process(pid)
+            t = p.cpu_times()  # a zombie still reports its final times
+            self.cpu_s = max(self.cpu_s, t.user + t.system)
+            if p.status() != psutil.STATUS_ZOMBIE:
+                self.rss_max = max(self.rss_max, p.memory_info().rss)
+        except (psutil.Error, OSError):
+            pass
+
+
+def measure(pool: Path, out: Path, partition_size: int, cpus: int) -> dict:
+    watch = DriverWatch()
+    cmd = curate_cmd(
+        [
+            f"input.path={pool}",
+            f"output={out}",
+            f"input.partition_size={partition_size}",
+            f"ray.num_cpus={cpus}",
+            # small images are the point (writing 100k must be quick); keep them all
+            "filters.min_side=8",
+        ]
+    )
+    r = run_timed(cmd, watch=watch, interval=0.1)
+    stats = json.loads((out / "stats.json").read_text())
+    return {
+        "driver_peak_rss_mb": round(max(watch.hwm_kb * 1024, watch.rss_max) / 2**20, 1),
+        "driver_cpu_s": round(watch.cpu_s, 2),
+        "driver_rss_parts_mb": {k: round(v / 1024, 1) for k, v in watch.at_max.items()},
+        "wall_s": round(r["wall_s"], 1),
+        "ray_start_s": stats["ray_start_s"],
+        "partitions": stats["partitions"],
+        "kept": stats["kept"],
+        "images_in_tars": count_tar_images(out / "shards"),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs=2, default=[10000, 100000], metavar=("SMALL", "BIG"))
+    ap.add_argument("--side", type=int, default=64, help="long edge of the pool's JPEGs")
+    ap.add_argument("--partition-size", type=int, default=1000)
+    ap.add_argument("--cpus", type=int, default=2, help="the job's embedded Ray CPUs")
+    args = ap.parse_args(argv)
+    small, big = sorted(args.sizes)
+    results: dict[int, dict] = {}
+    loads = {}
+    with tempfile.TemporaryDirectory(prefix="bench_driver_") as tmp_s:
+        tmp = Path(tmp_s)
+        for n in (small, big):
+            t0 = time.perf_counter()
+            pool = write_pool(tmp / f"pool{n}", n, side=args.side)
+            written = time.perf_counter() - t0
+            load0 = loadavg()
+            results[n] = measure(pool, tmp / f"out{n}", args.partition_size, args.cpus)
+            loads[n] = {"before": load0, "after": loadavg()}
+            r = results[n]
+            print(
+                f"{n} inputs ({args.side} px, written in {written:.0f} s), {r['partitions']} "
+                f"partitions: driver peak RSS {r['driver_peak_rss_mb']} MB, driver CPU "
+                f"{r['driver_cpu_s']} s; job {r['wall_s']} s; load {load0} -> {loads[n]['after']}"
+            )
+            if not r["kept"] == r["images_in_tars"] == n:
+                raise SystemExit(f"{n} inputs: {r['images_in_tars']} images in the tars")
+            # the pool is not needed any more: free the disk before writing the next
+            for f in sorted(pool.rglob("*"), reverse=True):
+                f.rmdir() if f.is_dir() else f.unlink()
+    s, b = results[small], results[big]
+    res = {
+        "bench": "driver",
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "side": args.side,
+        "partition_size": args.partition_size,
+        "job_cpus": args.cpus,
+        "sizes": [small, big],
+        "results": results,
+        "loadavg": loads,
+        "rss_ratio": round(b["driver_peak_rss_mb"] / s["driver_peak_rss_mb"], 3),
+        "cpu_ratio": round(b["driver_cpu_s"] / s["driver_cpu_s"], 3),
+    }
+    print(
+        f"driver {big} vs {small} inputs: peak RSS {res['rss_ratio']}x "
+        f"({s['driver_peak_rss_mb']} -> {b['driver_peak_rss_mb']} MB), CPU {res['cpu_ratio']}x "
+        f"({s['driver_cpu_s']} -> {b['driver_cpu_s']} s) (target <= 1.1x each)"
+    )
+    print(json.dumps(res))
+    return res
+
+
+if __name__ == "__main__":
+    main()

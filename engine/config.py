@@ -1,0 +1,19 @@
+"""Config sections every job shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from manifests.configs import require
+
+
+@dataclass
+class RayConfig:
+    """Where the work runs. No address: an embedded Ray in this process."""
+
+    address: str | None = None  # "auto", "ray://host:10001" or "127.0.0.1:6379"
+    num_cpus: int | None = None  # embedded Ray only
+    object_store_mb: int | None = None  # embedded Ray only
+
+    def __post_init__(self) -> None:
+        require(self.num_cpus is None or self.num_cpus >= 1, "ray.num_cpus", "must be at least 1")

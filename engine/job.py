@@ -1,0 +1,179 @@
+"""The job protocol and the one skeleton every job runs through.
+
+A job (curate, recaption, video) says what it is: its config class, the shard sets it writes,
+the hash of what decides its output, how its input splits into partitions, and how to run its
+passes. ``run_job`` does the rest the same way for all of them: check the config before any
+work, restart or refuse a foreign output, return at once when the output is complete, make (or
+reuse) the partition plan, bring Ray up (timed apart) and down, clean up the work dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.partitions import Partition, prepare_plan
+from manifests.dataset import DATASET_JSON, read_dataset_json
+
+log = logging.getLogger(__name__)
+
+#: what a job writes into each of its shard-set folders (removed by --restart)
+OUTPUT_ENTRIES = (
+    DATASET_JSON,
+    "shards",
+    "ledger",
+    "embeddings",
+    "clusters",
+    "stats.json",
+    "report.html",
+)
+WORK = "_work"
+
+
+@dataclass
+class JobRun:
+    """What a job's ``run`` gets: its config, where to work, the plan, and the clock."""
+
+    cfg: Any
+    out: Path
+    work_root: Path
+    parts: list[Partition]
+    progress: bool
+    started: float  # time.time() when the job started, for wall_s
+    ray_start_s: float  # Ray start-up, measured apart from the work
+
+
+class Job(Protocol):
+    """A job: its config class, inputs, outputs, hash, partitions, its passes, what it measures.
+
+    The CLI and the build graph walk one explicit list of jobs (``vl3data.jobs.DATA_JOBS``) and
+    know nothing else about them."""
+
+    name: str  # the command, and the build node's kind
+    help: str  # one line for ``vl3data --help``
+    unit: str  # what its inputs are: images, videos
+    config_class: type
+
+    def inputs(self, cfg: Any) -> dict[str, tuple[str, str]]:
+        """Local files and folders it reads: label -> (config field, path). A build
+        fingerprints their contents instead of hashing the paths."""
+        ...
+
+    def outputs(self, cfg: Any) -> dict[str, Path]:
+        """The shard sets it writes: name -> folder (complete once dataset.json is there)."""
+        ...
+
+    def config_hash(self, cfg: Any, blank: tuple[str, ...] = ()) -> str:
+        """What decides the output (where and how fast it runs does not); ``blank``: fields
+        left out (inputs a build fingerprints by content)."""
+        ...
+
+    def measure(self, cfg: Any) -> dict:
+        """What its finished output measured: ``{unit, inputs, outputs, wall_s, ...}``."""
+        ...
+
+    def partitions(self, cfg: Any) -> list[Partition]: ...
+
+    def run(self, run: JobRun) -> dict[str, dict]:
+        """The passes, global steps and the write; returns each output's dataset.json."""
+        ...
+
+    def report(self, out_dir: Path) -> None:
+        """(Re)write one output's report.html from its files."""
+        ...
+
+
+def local_path(value: str | None) -> str | None:
+    """A model or file named by a local path (not a hub name) as an absolute path; open_clip's
+    ``local-dir:`` prefix is a local path too. None when it names nothing on this machine."""
+    if not value:
+        return None
+    path = Path(value.removeprefix("local-dir:")).expanduser()
+    return str(path.resolve()) if path.exists() else None
+
+
+def read_stats(folder: Path) -> dict:
+    import json
+
+    return json.loads((Path(folder) / "stats.json").read_text())
+
+
+def _clear(outputs: dict[str, Path], work_root: Path) -> None:
+    for folder in outputs.values():
+        for entry in OUTPUT_ENTRIES:
+            p = folder / entry
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    shutil.rmtree(work_root, ignore_errors=True)
+
+
+def complete_outputs(job: Job, cfg: Any, chash: str) -> dict[str, dict] | None:
+    """Every output's dataset.json when all are there from this config; None when the job has
+    work left; an error when a finished output came from another config."""
+    outputs = job.outputs(cfg)
+    if not all((d / DATASET_JSON).is_file() for d in outputs.values()):
+        return None
+    docs = {name: read_dataset_json(d) for name, d in outputs.items()}
+    if all(doc.get("config_hash") == chash for doc in docs.values()):
+        for d in outputs.values():
+            if not (d / "report.html").is_file():  # a crash between dataset.json and report
+                job.report(d)
+        return docs
+    raise RuntimeError(
+        f"{cfg.output} already holds shard sets built with another config; "
+        "choose a new output or pass --restart to rebuild them"
+    )
+
+
+def run_job(job: Job, cfg: Any, *, restart: bool = False, progress: bool = True) -> dict:
+    """Run (or finish) ``job``; returns ``{output: dataset.json}``."""
+    from engine.ray_session import init_ray
+
+    cfg.check_runnable()
+    out = Path(cfg.output)
+    work_root = out / WORK
+    chash = job.config_hash(cfg)
+    if restart:
+        _clear(job.outputs(cfg), work_root)
+    docs = complete_outputs(job, cfg, chash)
+    if docs is not None:
+        log.info("%s is already complete (same config); nothing to do", out)
+        return docs
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    parts = prepare_plan(work_root / "plan.json", partial(job.partitions, cfg), chash)
+    log.info("%s: %d partitions", job.name, len(parts))
+    t0 = time.perf_counter()
+    ours = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb, cfg.log_level)
+    run = JobRun(cfg, out, work_root, parts, progress, started, time.perf_counter() - t0)
+    try:
+        docs = job.run(run)
+    finally:
+        if ours:
+            import ray
+
+            ray.shutdown()
+    if not getattr(cfg, "keep_work", False):
+        shutil.rmtree(work_root, ignore_errors=True)
+    for name, doc in docs.items():
+        log.info("%s: %d samples in %d shards", name, doc["samples"], len(doc["shards"]))
+    return docs
+
+
+def shard_list(metas: dict[int, dict], key: str = "shards") -> list[dict]:
+    """The shard set's tars in partition order, from the partitions' done markers."""
+    return [s for p in sorted(metas) for s in metas[p].get(key, [])]
+
+
+def sum_timings(*metas: dict[int, dict]) -> dict[str, float]:
+    """Per-stage seconds, summed over partitions and passes."""
+    total: dict[str, float] = {}
+    for per_pass in metas:
+        for meta in per_pass.values():
+            for k, v in meta.get("timings_s", {}).items():
+                total[k] = total.get(k, 0.0) + v
+    return total

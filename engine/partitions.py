@@ -1,0 +1,53 @@
+"""Partitions: the unit of work, of resume and of output (each writes its own shards).
+
+A job lists its partitions once, up front, into ``_work/plan.json``; every rerun reuses that
+plan, so partition indexes (and the shard names derived from them) never move.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from manifests.atomic import write_json
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One unit of input: a list of files, one tar, a slice of a parquet or a shard, videos."""
+
+    index: int
+    kind: str
+    spec: dict
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> Partition:
+        d = json.loads(text)
+        return Partition(index=d["index"], kind=d["kind"], spec=d["spec"])
+
+
+def prepare_plan(
+    plan_path: Path,
+    partitions: Callable[[], list[Partition]],
+    config_hash: str,
+) -> list[Partition]:
+    """The partition plan of this output: made once, reused by every rerun.
+
+    A rerun with another config would mix results of two jobs: refuse, naming the way out.
+    """
+    if plan_path.is_file():
+        plan = json.loads(plan_path.read_text())
+        if plan["config_hash"] != config_hash:
+            raise RuntimeError(
+                f"{plan_path.parent.parent} holds an unfinished run of a different config; "
+                "rerun with the same config to finish it, or pass --restart to start over"
+            )
+        return [Partition.from_json(p) for p in plan["partitions"]]
+    parts = partitions()
+    write_json(plan_path, {"config_hash": config_hash, "partitions": [p.to_json() for p in parts]})
+    return parts

@@ -1,0 +1,364 @@
+"""The runner: partitions through stages, each partition's output written where it was made.
+
+Two ways through a pass, chosen by its stages:
+
+* **Partition tasks** (every stage a plain CPU function): each pending partition is one Ray Data
+  task that loads it, streams it through the stages in chunks (the leading I/O stages, such as
+  downloads, run one chunk ahead in a thread, so fetching overlaps decoding) and hands the chunks
+  to the pass's *sink*, which writes the partition's files (its shards and ledger part, or its
+  scored pieces). The task writes the partition's done marker last, carrying the sink's metadata.
+* **Actor pools** (a stage with ``setup()``: a model): Ray Data maps the stages over blocks
+  (functions as tasks, models as actor pools that load once), which splits partitions across
+  batches; rows come back as parquet pieces ``_work/{pass}/scored/p{partition}/`` and the driver
+  marks a partition done when all its rows are written. A later pass (``run_partitions`` with a
+  sink) then writes each partition's shards from its own pieces, in parallel.
+
+The driver only ever sees per-partition metadata (rows, timings, shard names, counts): never a
+sample's bytes. Finished partitions are never redone; a partition a crash interrupted is redone
+whole (its sink first removes what it had left), so kill -9 and rerun give the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.partitions import Partition
+from engine.progress import Progress
+from engine.workdir import WorkDir
+from manifests.atomic import write_bytes, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+Stage = Callable[[pa.Table], pa.Table]
+Loader = Callable[[Partition], pa.Table]
+TIME_PREFIX = "_t_"
+#: rows per chunk inside a partition task: small enough that a chunk's downloads overlap the
+#: previous chunk's decoding, large enough that per-chunk overhead stays negligible
+CHUNK_ROWS = 64
+
+
+class Sink(Protocol):
+    """Where a partition's rows go. ``write`` receives the partition's chunks in row order,
+    removes whatever an interrupted earlier attempt left, and returns the metadata that the
+    partition's done marker records (JSON-able, small: never sample bytes)."""
+
+    def write(self, part: Partition, chunks: Iterator[pa.Table]) -> dict: ...
+
+
+def stage_name(stage: Stage) -> str:
+    return getattr(stage, "name", getattr(stage, "__name__", "stage"))
+
+
+def is_model_stage(stage: Stage) -> bool:
+    return hasattr(stage, "setup")
+
+
+class PieceSink:
+    """Scored pieces for a later pass or global step: ``scored/p{partition}/*.parquet``.
+
+    ``drop`` names columns not to write again (a later pass leaves the image bytes to the first
+    pass's pieces)."""
+
+    def __init__(self, work: WorkDir, drop: Sequence[str] = ()):
+        self.work, self.drop = work, tuple(drop)
+
+    def write(self, part: Partition, chunks: Iterator[pa.Table]) -> dict:
+        shutil.rmtree(self.work.scored(part.index), ignore_errors=True)
+        for chunk in chunks:
+            self.write_rows(part.index, chunk)
+        return {}
+
+    def write_rows(self, partition: int, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        lo, hi = pc.min(rows["row"]).as_py(), pc.max(rows["row"]).as_py()
+        data = rows.drop_columns(
+            [c for c in rows.column_names if c.startswith(TIME_PREFIX) or c in self.drop]
+        )
+        write_parquet(self.work.scored(partition) / f"{lo:08d}-{hi:08d}.parquet", data)
+
+
+def chunks_of(table: pa.Table, rows: int = CHUNK_ROWS) -> Iterator[pa.Table]:
+    """Zero-copy slices of ``table``."""
+    for start in range(0, table.num_rows, rows):
+        yield table.slice(start, rows)
+
+
+class PartitionTask:
+    """One partition, start to finish, in one Ray task: load, stages chunk by chunk, sink, done.
+
+    Leading stages marked ``io_bound`` (downloads) run in a helper thread one chunk ahead of the
+    rest, so a task keeps its network busy while its CPU decodes."""
+
+    def __init__(
+        self,
+        work: WorkDir,
+        load: Loader,
+        stages: Sequence[Stage],
+        sink: Sink,
+        chunk_rows: int = CHUNK_ROWS,
+    ):
+        self.work, self.load, self.sink, self.chunk_rows = work, load, sink, chunk_rows
+        n_io = 0
+        while n_io < len(stages) and getattr(stages[n_io], "io_bound", False):
+            n_io += 1
+        self.io_stages, self.cpu_stages = list(stages[:n_io]), list(stages[n_io:])
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        out: dict[str, list] = {"partition": [], "rows": [], "meta": []}
+        for text in batch["part"].to_pylist():
+            part = Partition.from_json(text)
+            meta = self.run(part)
+            out["partition"].append(part.index)
+            out["rows"].append(meta["rows"])
+            out["meta"].append(json.dumps(meta))
+        return pa.table(out)
+
+    def run(self, part: Partition) -> dict:
+        timings: dict[str, float] = defaultdict(float)
+        t0 = time.perf_counter()
+        table = self.load(part)
+        timings["load"] += time.perf_counter() - t0
+        meta = self.sink.write(part, self._chunks(table, timings))
+        meta = {**meta, "rows": table.num_rows, "timings_s": dict(timings), "node": _node_id()}
+        write_json(self.work.done(part.index), meta)  # last: the partition is complete
+        return meta
+
+    def _chunks(self, table: pa.Table, timings: dict[str, float]) -> Iterator[pa.Table]:
+        if not self.io_stages:
+            for chunk in chunks_of(table, self.chunk_rows):
+                yield _apply(self.cpu_stages, chunk, timings)
+            return
+        pending: deque[Future] = deque()
+        with ThreadPoolExecutor(1, thread_name_prefix="io-stages") as pool:
+            for chunk in chunks_of(table, self.chunk_rows):
+                pending.append(pool.submit(_apply, self.io_stages, chunk, timings))
+                if len(pending) > 1:  # one chunk fetching ahead of the one being decoded
+                    yield _apply(self.cpu_stages, pending.popleft().result(), timings)
+            while pending:
+                yield _apply(self.cpu_stages, pending.popleft().result(), timings)
+
+
+def _node_id() -> str | None:
+    """The Ray node this partition ran on (recorded in its done marker)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def _apply(stages: Sequence[Stage], chunk: pa.Table, timings: dict[str, float]) -> pa.Table:
+    for stage in stages:
+        if chunk.num_rows == 0:
+            break
+        t0 = time.perf_counter()
+        chunk = stage(chunk)
+        timings[stage_name(stage)] += time.perf_counter() - t0
+    return chunk
+
+
+class _Load:
+    """Ray task (actor-pool passes): a partition descriptor in, its rows out; records how many
+    rows to expect, so the driver knows when a partition is complete."""
+
+    def __init__(self, load: Loader, work: WorkDir):
+        self.load, self.work = load, work
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        tables = []
+        for text in batch["part"].to_pylist():
+            part = Partition.from_json(text)
+            rows = self.load(part)
+            write_bytes(self.work.scored(part.index) / "expected", str(rows.num_rows).encode())
+            tables.append(rows)
+        return pa.concat_tables(tables, promote_options="default")
+
+
+class _Timed:
+    """Runs a stage and adds its time per row as an internal column, summed per partition."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        self.column = TIME_PREFIX + stage_name(stage)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if batch.num_rows == 0:
+            return batch
+        t0 = time.perf_counter()
+        out = self.stage(batch)
+        per_row = (time.perf_counter() - t0) / max(1, out.num_rows)
+        spent = pa.array([per_row] * out.num_rows, pa.float64())
+        if self.column in out.column_names:  # stages sharing a name (a score and its filter)
+            idx = out.schema.get_field_index(self.column)
+            return out.set_column(idx, self.column, pc.add(out[self.column], spent))
+        return out.append_column(self.column, spent)
+
+
+class _ActorStage(_Timed):
+    """Actor wrapper for model stages: ``setup()`` runs once per actor, never at import."""
+
+    def __init__(self, stage: Stage):
+        super().__init__(stage)
+        stage.setup()
+
+
+class _WritePieces:
+    """Ray task: a batch's rows as parquet pieces, one per partition present."""
+
+    def __init__(self, sink: PieceSink):
+        self.sink = sink
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        out: dict[str, list] = {"partition": [], "rows": [], "timings": []}
+        for p in pc.unique(batch["partition"]).to_pylist():
+            rows = batch.filter(pc.equal(batch["partition"], p))
+            timings = {
+                c[len(TIME_PREFIX) :]: pc.sum(rows[c]).as_py() or 0.0
+                for c in rows.column_names
+                if c.startswith(TIME_PREFIX)
+            }
+            self.sink.write_rows(p, rows)
+            out["partition"].append(p)
+            out["rows"].append(rows.num_rows)
+            out["timings"].append(json.dumps(timings))
+        return pa.table(out)
+
+
+def _map_stage(ds, stage: Stage):
+    if is_model_stage(stage):
+        return ds.map_batches(
+            _ActorStage,
+            fn_constructor_args=(stage,),
+            batch_format="pyarrow",
+            batch_size=getattr(stage, "batch_size", None),
+            concurrency=getattr(stage, "concurrency", 1),
+            num_gpus=getattr(stage, "num_gpus", 0),
+            num_cpus=getattr(stage, "num_cpus", 1),
+        )
+    return ds.map_batches(_Timed(stage), batch_format="pyarrow", batch_size=None)
+
+
+def check_resources(stages: Sequence[Stage]) -> None:
+    """An actor pool that reserves every CPU can never start: the tasks feeding it keep taking
+    a CPU, and Ray Data waits forever. Refuse such a plan before any work starts.
+
+    (Several pools that together reserve every CPU do finish: Ray Data retires a pool once its
+    input is exhausted, freeing its CPUs for the stages after it.)"""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0)
+    for s in stages:
+        if not is_model_stage(s) or getattr(s, "num_gpus", 0):
+            continue
+        reserved = getattr(s, "num_cpus", 1) * getattr(s, "concurrency", 1)
+        if reserved > total - 1:
+            raise ValueError(
+                f"model stage {stage_name(s)!r} reserves {reserved:g} of the "
+                f"cluster's {total:g} CPUs (num_cpus x concurrency), leaving none for the tasks "
+                "that read and write partitions; lower its concurrency or num_cpus, or give "
+                "Ray more CPUs (ray.num_cpus)"
+            )
+
+
+def run_partitions(
+    work: WorkDir,
+    parts: Sequence[Partition],
+    load: Loader,
+    stages: Sequence[Stage] = (),
+    *,
+    sink: Sink | None = None,
+    progress: bool = True,
+    drop_columns: Sequence[str] = (),
+    unit: str = "inputs",
+    chunk_rows: int = CHUNK_ROWS,
+) -> dict[int, dict]:
+    """Run every partition without a done marker through ``stages`` into ``sink`` (default:
+    scored pieces in ``work``); returns every partition's done-marker metadata, in plan order.
+
+    A pass with a model stage can only write pieces: its rows are spread over actor batches.
+    ``chunk_rows``: rows per chunk inside a partition task (1 for videos: a video's frames are
+    written before the next video is decoded)."""
+    import ray.data
+
+    sink = sink if sink is not None else PieceSink(work, drop_columns)
+    models = [s for s in stages if is_model_stage(s)]
+    if models and not isinstance(sink, PieceSink):
+        raise ValueError(
+            f"a pass with model stages ({', '.join(map(stage_name, models))}) writes scored "
+            "pieces; write shards in a following pass"
+        )
+    check_resources(stages)
+    pending = [p for p in parts if not work.is_done(p.index)]
+    if len(pending) < len(parts):
+        log.info(
+            "%s: %d of %d partitions already done; resuming",
+            work.root.name,
+            len(parts) - len(pending),
+            len(parts),
+        )
+    if pending:
+        ds = ray.data.from_items(
+            [{"part": p.to_json()} for p in pending], override_num_blocks=len(pending)
+        )
+        bar = Progress(f"{work.root.name}", len(pending), unit=unit, enabled=progress)
+        with bar:
+            if models:
+                _run_actor_pass(ds, work, pending, load, stages, sink, bar)
+            else:
+                task = PartitionTask(work, load, stages, sink, chunk_rows)
+                ds = ds.map_batches(task, batch_format="pyarrow", batch_size=1)
+                for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    for rows in batch["rows"].to_pylist():
+                        bar.partition_done(rows)
+        missing = [p.index for p in pending if not work.is_done(p.index)]
+        if missing:
+            raise RuntimeError(f"partitions {missing[:10]} did not complete; rerun to retry them")
+    return {p.index: work.meta(p.index) for p in parts}
+
+
+def _run_actor_pass(
+    ds,
+    work: WorkDir,
+    pending: Sequence[Partition],
+    load: Loader,
+    stages: Sequence[Stage],
+    sink: PieceSink,
+    bar: Progress,
+) -> None:
+    for p in pending:  # pieces of a partition a crash interrupted are redone whole
+        shutil.rmtree(work.scored(p.index), ignore_errors=True)
+    ds = ds.map_batches(_Load(load, work), batch_format="pyarrow", batch_size=1)
+    for stage in stages:
+        ds = _map_stage(ds, stage)
+    ds = ds.map_batches(_WritePieces(sink), batch_format="pyarrow", batch_size=None)
+
+    written: dict[int, int] = defaultdict(int)
+    expected: dict[int, int] = {}  # rows per partition, as its loader counted them
+    timings: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for p, n, t in zip(
+            *(batch[c].to_pylist() for c in ("partition", "rows", "timings")), strict=True
+        ):
+            written[p] += n
+            for k, v in json.loads(t).items():
+                timings[p][k] += v
+            if p not in expected:
+                expected[p] = int((work.scored(p) / "expected").read_text())
+            if written[p] == expected[p] and not work.is_done(p):
+                write_json(work.done(p), {"rows": expected[p], "timings_s": timings[p]})
+                bar.partition_done(expected[p])
+    # a partition with no rows at all (an empty tar) never shows up in the stream
+    for p in pending:
+        exp = work.scored(p.index) / "expected"
+        if not work.is_done(p.index) and exp.is_file() and int(exp.read_text()) == 0:
+            write_json(work.done(p.index), {"rows": 0, "timings_s": {}})
+            bar.partition_done(0)

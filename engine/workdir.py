@@ -1,0 +1,55 @@
+"""``OUT/_work/{pass}``: a pass's scored pieces and its per-partition done markers.
+
+A done marker is written last, after everything the partition produced is under its final name;
+it carries the partition's metadata (rows, per-stage time, and for a writing pass its shards and
+counts), which is all the driver ever reads back to assemble ``dataset.json`` and ``stats.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@dataclass
+class WorkDir:
+    root: Path
+
+    def scored(self, partition: int) -> Path:
+        return self.root / "scored" / f"p{partition:06d}"
+
+    def done(self, partition: int) -> Path:
+        return self.root / "done" / f"p{partition:06d}.json"
+
+    def is_done(self, partition: int) -> bool:
+        return self.done(partition).is_file()
+
+    def meta(self, partition: int) -> dict:
+        """What the partition's done marker recorded."""
+        return json.loads(self.done(partition).read_text())
+
+    def rows(self, partition: int) -> int:
+        return self.meta(partition)["rows"]
+
+    def timings(self, partition: int) -> dict[str, float]:
+        return self.meta(partition).get("timings_s", {})
+
+    def read_partition(self, partition: int, columns: list[str] | None = None) -> pa.Table | None:
+        """All scored rows of a finished partition, in input order (None when it had none)."""
+        pieces = sorted(self.scored(partition).glob("*.parquet"))
+        if not pieces:
+            if self.rows(partition) == 0:
+                return None
+            raise FileNotFoundError(f"partition {partition} is marked done but has no pieces")
+        cols = None
+        if columns is not None:  # columns a pass did not write are simply absent
+            present = set(pq.read_schema(pieces[0]).names)
+            cols = [c for c in dict.fromkeys(["row", *columns]) if c in present]
+        t = pa.concat_tables(
+            [pq.read_table(p, columns=cols) for p in pieces], promote_options="default"
+        )
+        return t.sort_by("row")
