@@ -2,11 +2,13 @@
 
 Two ways through a pass, chosen by its stages:
 
-* **Partition tasks** (every stage a plain CPU function): each pending partition is one Ray Data
-  task that loads it, streams it through the stages in chunks (the leading I/O stages, such as
-  downloads, run one chunk ahead in a thread, so fetching overlaps decoding) and hands the chunks
-  to the pass's *sink*, which writes the partition's files (its shards and ledger part, or its
-  scored pieces). The task writes the partition's done marker last, carrying the sink's metadata.
+* **Partition tasks** (every stage a plain CPU function): each pending partition is one Ray
+  task, a bounded window of them in flight and the driver blocked in ``ray.wait`` between
+  completions (its CPU time does not grow with the run). The task loads the partition, streams
+  it through the stages in chunks (the leading I/O stages, such as downloads, run one chunk
+  ahead in a thread, so fetching overlaps decoding) and hands the chunks to the pass's *sink*,
+  which writes the partition's files (its shards and ledger part, or its scored pieces). The
+  task writes the partition's done marker last, carrying the sink's metadata.
 * **Actor pools** (a stage with ``setup()``: a model): Ray Data maps the stages over blocks
   (functions as tasks, models as actor pools that load once), which splits partitions across
   batches; rows come back as parquet pieces ``_work/{pass}/scored/p{partition}/`` and the driver
@@ -113,16 +115,6 @@ class PartitionTask:
         while n_io < len(stages) and getattr(stages[n_io], "io_bound", False):
             n_io += 1
         self.io_stages, self.cpu_stages = list(stages[:n_io]), list(stages[n_io:])
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        out: dict[str, list] = {"partition": [], "rows": [], "meta": []}
-        for text in batch["part"].to_pylist():
-            part = Partition.from_json(text)
-            meta = self.run(part)
-            out["partition"].append(part.index)
-            out["rows"].append(meta["rows"])
-            out["meta"].append(json.dumps(meta))
-        return pa.table(out)
 
     def run(self, part: Partition) -> dict:
         timings: dict[str, float] = defaultdict(float)
@@ -306,23 +298,55 @@ def run_partitions(
             len(parts),
         )
     if pending:
-        ds = ray.data.from_items(
-            [{"part": p.to_json()} for p in pending], override_num_blocks=len(pending)
-        )
         bar = Progress(f"{work.root.name}", len(pending), unit=unit, enabled=progress)
         with bar:
             if models:
+                ds = ray.data.from_items(
+                    [{"part": p.to_json()} for p in pending], override_num_blocks=len(pending)
+                )
                 _run_actor_pass(ds, work, pending, load, stages, sink, bar)
             else:
                 task = PartitionTask(work, load, stages, sink, chunk_rows)
-                ds = ds.map_batches(task, batch_format="pyarrow", batch_size=1)
-                for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    for rows in batch["rows"].to_pylist():
-                        bar.partition_done(rows)
+                _run_partition_tasks(task, pending, bar)
         missing = [p.index for p in pending if not work.is_done(p.index)]
         if missing:
             raise RuntimeError(f"partitions {missing[:10]} did not complete; rerun to retry them")
     return {p.index: work.meta(p.index) for p in parts}
+
+
+def _run_partition_tasks(task: PartitionTask, pending: Sequence[Partition], bar: Progress) -> None:
+    """One Ray task per partition, at most two per CPU in flight (so no worker waits for the
+    driver). A partition whose task raised is reported after the others finished; Ray itself
+    retries a task whose worker or node died."""
+    import ray
+
+    run = ray.remote(num_cpus=1)(_run_task)
+    shared = ray.put(task)  # pickled once, not once per partition
+    window = max(2, int(2 * ray.cluster_resources().get("CPU", 1)))
+    queue = list(reversed(pending))
+    running: dict = {}
+    failed: list[str] = []
+    while queue or running:
+        while queue and len(running) < window:
+            part = queue.pop()
+            running[run.remote(shared, part.to_json())] = part
+        done, _ = ray.wait(list(running), num_returns=1)
+        part = running.pop(done[0])
+        try:
+            meta = ray.get(done[0])
+        except Exception as exc:  # the others go on; a rerun retries this one
+            log.error("partition %d failed: %s", part.index, exc)
+            failed.append(f"{part.index}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            continue
+        bar.partition_done(meta["rows"])
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} partition(s) failed ({'; '.join(failed[:3])}); rerun to retry them"
+        )
+
+
+def _run_task(task: PartitionTask, part_json: str) -> dict:
+    return task.run(Partition.from_json(part_json))
 
 
 def _run_actor_pass(
