@@ -133,8 +133,6 @@ class ShardConfig:
         require(self.max_bytes >= 1024, "shards.max_bytes", "must be at least 1024")
 
 
-
-
 @dataclass
 class CurateConfig:
     """One curation job: a raw image pool in, a curated shard set out."""

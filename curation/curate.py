@@ -20,7 +20,7 @@ from pathlib import Path
 from curation.config import CurateConfig
 from curation.passes import FIRST_PASS_ONLY, Drops, LoadPrevious, top_fraction
 from curation.pipeline import build_passes, stage_names, thresholds
-from curation.sources import list_partitions, load_partition
+from curation.sources import count_inputs, list_partitions, load_partition
 from curation.write import CuratedShards
 from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
 from engine.partitions import Partition
@@ -97,6 +97,9 @@ class CurateJob:
 
     def partitions(self, cfg: CurateConfig) -> list[Partition]:
         return list_partitions(cfg.input)
+
+    def count_inputs(self, cfg: CurateConfig) -> int | None:
+        return count_inputs(cfg.input)
 
     def report(self, out_dir: Path) -> None:
         _write_report(out_dir)

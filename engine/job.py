@@ -77,6 +77,11 @@ class Job(Protocol):
         """What its finished output measured: ``{unit, inputs, outputs, wall_s, ...}``."""
         ...
 
+    def count_inputs(self, cfg: Any) -> int | None:
+        """How many inputs a run would read, counted without reading them (a build's plan);
+        None when they are not there yet."""
+        ...
+
     def partitions(self, cfg: Any) -> list[Partition]: ...
 
     def run(self, run: JobRun) -> dict[str, dict]:

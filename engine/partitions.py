@@ -7,6 +7,7 @@ plan, so partition indexes (and the shard names derived from them) never move.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,3 +52,13 @@ def prepare_plan(
     parts = partitions()
     write_json(plan_path, {"config_hash": config_hash, "partitions": [p.to_json() for p in parts]})
     return parts
+
+
+def count_files(root: Path, extensions: list[str]) -> int:
+    """Files under ``root`` with one of ``extensions``: a job's inputs, counted for a plan
+    without reading any of them."""
+    exts = {"." + e.lower().lstrip(".") for e in extensions}
+    n = 0
+    for _, _, files in os.walk(root):
+        n += sum(1 for f in files if Path(f).suffix.lower() in exts)
+    return n

@@ -308,6 +308,12 @@ class RecaptionJob:
     def partitions(self, cfg: RecaptionConfig) -> list[Partition]:
         return list_image_partitions(cfg)
 
+    def count_inputs(self, cfg: RecaptionConfig) -> int | None:
+        try:
+            return read_dataset_json(cfg.input.path)["samples"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return None
+
     def report(self, out_dir: Path) -> None:
         _report(out_dir)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine.job import JobRun, read_stats, run_job, shard_list, sum_timings
-from engine.partitions import Partition
+from engine.partitions import Partition, count_files
 from engine.runner import run_partitions
 from engine.workdir import WorkDir
 from manifests import ledger
@@ -303,6 +303,13 @@ class VideoJob:
 
     def partitions(self, cfg: VideoConfig) -> list[Partition]:
         return list_video_partitions(cfg)
+
+    def count_inputs(self, cfg: VideoConfig) -> int | None:
+        inp = cfg.input
+        if not Path(inp.videos).is_dir():
+            return None
+        n = count_files(Path(inp.videos), inp.extensions)
+        return n if inp.max_partitions is None else min(n, inp.max_partitions * inp.partition_size)
 
     def report(self, out_dir: Path) -> None:
         _report(out_dir)

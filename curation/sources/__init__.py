@@ -7,10 +7,13 @@ ledger accounts for it.
 
 from __future__ import annotations
 
+import tarfile
+from pathlib import Path
+
 import pyarrow as pa
 
 from curation.config import InputConfig
-from engine.partitions import Partition
+from engine.partitions import Partition, count_files
 
 
 def list_partitions(cfg: InputConfig) -> list[Partition]:
@@ -38,3 +41,27 @@ def load_partition(part: Partition, cfg: InputConfig) -> pa.Table:
     from curation.sources.url_parquet import load_parquet_partition
 
     return load_parquet_partition(part, cfg)
+
+
+def count_inputs(cfg: InputConfig) -> int | None:
+    """The pool's inputs, counted without reading any image (a build's plan); None when the
+    pool is not there yet."""
+    path = Path(cfg.path)
+    if not path.exists():
+        return None
+    cap = cfg.max_partitions
+    most = None if cap is None else cap * cfg.partition_size
+    if cfg.kind == "folder":
+        n = count_files(path, cfg.extensions)
+        return n if most is None else min(n, most)
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    if cfg.kind == "url_parquet":
+        import pyarrow.parquet as pq
+
+        n = sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.suffix == ".parquet")
+        return n if most is None else min(n, most)  # at most: partitions end at file ends
+    keys = 0
+    for f in [f for f in files if f.suffix == ".tar"][:cap]:  # a partition is a tar
+        with tarfile.open(f) as tar:
+            keys += len({m.name.split(".", 1)[0] for m in tar.getmembers() if m.isfile()})
+    return keys

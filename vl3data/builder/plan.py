@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,9 @@ from vl3data.builder.config import BuildConfig
 from vl3data.builder.freshness import statuses
 from vl3data.builder.graph import Node, producer
 from vl3data.builder.run_node import read_marker
+from vl3data.jobs import DATA_JOBS, job_named
+
+DATA_JOB_NAMES = {j.name for j in DATA_JOBS}
 
 
 @dataclass
@@ -57,9 +59,7 @@ def measured(node: Node, state: str, own_outputs: bool = True) -> tuple[dict | N
             },
             str(Path(state) / f"{node.name}.json"),
         )
-    if own_outputs and node.kind in ("curate", "recaption", "video"):  # a run outside the build
-        from vl3data.jobs import job_named
-
+    if own_outputs and node.kind in DATA_JOB_NAMES:  # a run outside the build
         try:
             got = job_named(node.kind).measure(node.job)
         except (FileNotFoundError, json.JSONDecodeError):
@@ -70,38 +70,6 @@ def measured(node: Node, state: str, own_outputs: bool = True) -> tuple[dict | N
             " + ".join(str(Path(o) / "stats.json") for o in node.outputs),
         )
     return None, ""
-
-
-def _count_files(root: Path, extensions: list[str]) -> int:
-    exts = {"." + e.lower().lstrip(".") for e in extensions}
-    n = 0
-    for _, _, files in os.walk(root):
-        n += sum(1 for f in files if Path(f).suffix.lower() in exts)
-    return n
-
-
-def _count_pool(job) -> int | None:
-    """Inputs of a curate job, counted without reading any image."""
-    path = Path(job.input.path)
-    if not path.exists():
-        return None
-    kind = job.input.kind
-    cap = job.input.max_partitions
-    most = None if cap is None else cap * job.input.partition_size
-    if kind == "folder":
-        n = _count_files(path, job.input.extensions)
-        return n if most is None else min(n, most)
-    files = sorted(path.rglob("*")) if path.is_dir() else [path]
-    if kind == "url_parquet":
-        import pyarrow.parquet as pq
-
-        n = sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.suffix == ".parquet")
-        return n if most is None else min(n, most)  # at most: partitions end at file ends
-    keys = 0
-    for f in [f for f in files if f.suffix == ".tar"][:cap]:  # a partition is a tar
-        with tarfile.open(f) as tar:
-            keys += len({m.name.split(".", 1)[0] for m in tar.getmembers() if m.isfile()})
-    return keys
 
 
 def _samples(path: str) -> int | None:
@@ -120,18 +88,12 @@ def _count_inputs(node: Node, nodes: list[Node], expected: dict[str, float]) -> 
             return expected[hit[0].name] / max(1, len(hit[0].outputs))
         return _samples(path)
 
-    if node.kind == "curate":
-        return _count_pool(node.job)
-    if node.kind == "recaption":
-        got = upstream(node.inputs["curated"])
-        return None if got is None else round(got)
-    if node.kind == "video":
-        inp = node.job.input
-        root = Path(inp.videos)
-        if not root.is_dir():
-            return None
-        n = _count_files(root, inp.extensions)
-        return n if inp.max_partitions is None else min(n, inp.max_partitions * inp.partition_size)
+    if node.kind in DATA_JOB_NAMES:
+        for path in node.inputs.values():  # what an upstream node that will run should make
+            hit = producer(path, nodes)
+            if hit is not None and hit[0].name in expected:
+                return round(expected[hit[0].name] / max(1, len(hit[0].outputs)))
+        return job_named(node.kind).count_inputs(node.job)
     if node.kind == "mix":
         total = 0.0
         for _, _, src in node.job.sources():
