@@ -9,15 +9,20 @@ reuse) the partition plan, bring Ray up (timed apart) and down, clean up the wor
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 from engine.partitions import Partition, prepare_plan
+from manifests.configs import ConfigError
 from manifests.dataset import DATASET_JSON, read_dataset_json
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,7 @@ OUTPUT_ENTRIES = (
     "report.html",
 )
 WORK = "_work"
+LOCK = ".vl3data.lock"
 
 
 @dataclass
@@ -134,21 +140,73 @@ def complete_outputs(job: Job, cfg: Any, chash: str) -> dict[str, dict] | None:
     )
 
 
+def check_apart(job: Job, cfg: Any) -> None:
+    """The output may not be an input, hold one, or lie inside one: a restart would delete
+    input files, and a folder pool would ingest the output on its next run."""
+    out = Path(cfg.output).expanduser().resolve()
+    for label, (dotted, path) in job.inputs(cfg).items():
+        if not path:
+            continue
+        inp = Path(path).expanduser().resolve()
+        if out == inp or out.is_relative_to(inp) or inp.is_relative_to(out):
+            where = "is" if out == inp else "lies inside" if out.is_relative_to(inp) else "holds"
+            raise ConfigError(
+                "output",
+                f"{out} {where} the {label} input ({dotted}: {inp})",
+                "write the output to a folder of its own, outside every input",
+            )
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """One run at a time on an output: a second one refuses at once, naming the holder. The
+    lock (``flock``) dies with its process, so a killed run never leaves it behind."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise RuntimeError(
+                f"{out} is being written by another run (pid {holder}); wait for it to finish, "
+                "or stop it, then rerun"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+        (out / LOCK).unlink(missing_ok=True)  # still held: nobody else can be writing
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def run_job(job: Job, cfg: Any, *, restart: bool = False, progress: bool = True) -> dict:
     """Run (or finish) ``job``; returns ``{output: dataset.json}``."""
+    cfg.check_runnable()
+    check_apart(job, cfg)
+    out = Path(cfg.output)
+    if not restart and (docs := _complete_or_none(job, cfg)) is not None:
+        return docs  # reading a finished output needs no lock
+    with output_lock(out):
+        return _run_locked(job, cfg, out, restart, progress)
+
+
+def _complete_or_none(job: Job, cfg: Any) -> dict | None:
+    docs = complete_outputs(job, cfg, job.config_hash(cfg))
+    if docs is not None:
+        log.info("%s is already complete (same config); nothing to do", cfg.output)
+    return docs
+
+
+def _run_locked(job: Job, cfg: Any, out: Path, restart: bool, progress: bool) -> dict:
     from engine.ray_session import init_ray
 
-    cfg.check_runnable()
-    out = Path(cfg.output)
     work_root = out / WORK
     chash = job.config_hash(cfg)
     if restart:
         _clear(job.outputs(cfg), work_root)
-    docs = complete_outputs(job, cfg, chash)
-    if docs is not None:
-        log.info("%s is already complete (same config); nothing to do", out)
+    if (docs := _complete_or_none(job, cfg)) is not None:  # finished while we waited
         return docs
-    out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     parts = prepare_plan(work_root / "plan.json", partial(job.partitions, cfg), chash)
     log.info("%s: %d partitions", job.name, len(parts))

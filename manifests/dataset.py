@@ -52,6 +52,13 @@ def write_dataset_json(
 ) -> dict:
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    for s in shards:  # dataset.json says the set is complete: never while a shard is missing
+        path = Path(out_dir) / s["path"]
+        if not path.is_file() or path.stat().st_size != s["bytes"]:
+            raise RuntimeError(
+                f"{path} is missing or not the {s['bytes']} bytes its partition recorded; "
+                "dataset.json is not written (rerun with --restart to rebuild the set)"
+            )
     subsets: dict[str, dict] = {}
     for s in shards:
         sub = subsets.setdefault(s["subset"], {"samples": 0, "shards": 0, "bytes": 0})

@@ -1,0 +1,63 @@
+"""The job skeleton's guards: an output apart from every input, one run at a time on an output,
+and no dataset.json naming a shard that is not there."""
+
+from __future__ import annotations
+
+import pytest
+
+from curation.config import CurateConfig
+from curation.curate import curate
+from engine.job import LOCK, output_lock
+from manifests.configs import ConfigError, load_config
+from manifests.dataset import write_dataset_json
+
+
+def _cfg(pool, out, *extra: str) -> CurateConfig:
+    return load_config(
+        CurateConfig,
+        "configs/curate_local.yaml",
+        [f"input.path={pool}", f"output={out}", "input.partition_size=6", *extra],
+    )
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "holds"])
+def test_an_output_that_touches_the_input_is_refused_before_any_work(tmp_path, demo_pool, where):
+    pool, _ = demo_pool
+    files = sorted(p for p in pool.rglob("*") if p.is_file())
+    if where == "same":
+        out = pool
+    elif where == "inside":
+        out = pool / "curated"
+    else:  # the pool lies inside the output: a restart would clear the output's entries
+        out = pool.parent
+    with pytest.raises(ConfigError, match="output") as err:
+        curate(_cfg(pool, out), restart=True)
+    assert "outside every input" in str(err.value)
+    assert sorted(p for p in pool.rglob("*") if p.is_file()) == files  # nothing touched
+    assert not (out / "_work").exists()
+
+
+def test_a_second_run_on_a_busy_output_refuses_naming_the_holder(tmp_path, demo_pool, ray_local):
+    pool, _ = demo_pool
+    out = tmp_path / "out"
+    with output_lock(out):
+        with pytest.raises(RuntimeError, match=r"being written by another run \(pid \d+\)"):
+            curate(_cfg(pool, out), progress=False)
+    doc = curate(_cfg(pool, out), progress=False)  # the lock died with its holder
+    assert doc["samples"] > 0
+    assert not (out / LOCK).exists()  # a finished output keeps no lock file
+
+
+def test_dataset_json_is_not_written_while_a_shard_it_names_is_missing(tmp_path):
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "a-000000-000.tar").write_bytes(b"x" * 10)
+    shards = [
+        {"path": "shards/a-000000-000.tar", "subset": "a", "samples": 1, "bytes": 10},
+        {"path": "shards/a-000001-000.tar", "subset": "a", "samples": 1, "bytes": 10},
+    ]
+    kw = dict(name="t", modality="image", task="t", config={}, config_hash="h")
+    with pytest.raises(RuntimeError, match="a-000001-000.tar is missing"):
+        write_dataset_json(tmp_path, shards=shards, **kw)
+    assert not (tmp_path / "dataset.json").exists()
+    write_dataset_json(tmp_path, shards=shards[:1], **kw)
+    assert (tmp_path / "dataset.json").is_file()
