@@ -37,13 +37,14 @@ $(STAMP): pyproject.toml
 	  torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5); print('setup ok: torch', torch.__version__, 'torchvision', torchvision.__version__, 'ray', ray.__version__)"
 	touch $(STAMP)
 
-# Debian's ffmpeg (video_prep decodes with it) and opencv-doc (its vtest.avi is a sample video)
+# Debian's ffmpeg (video_prep decodes with it), opencv-doc (its vtest.avi is a sample video) and
+# strace (a test traces every connect of an embedded Ray: loopback only)
 ffmpeg:
-	@if command -v ffmpeg >/dev/null 2>&1 && [ -f $(VTEST) ]; then :; \
+	@if command -v ffmpeg >/dev/null 2>&1 && command -v strace >/dev/null 2>&1 && [ -f $(VTEST) ]; then :; \
 	elif [ "$$(id -u)" = "0" ]; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg opencv-doc >/dev/null) \
-	  || echo "warning: could not install ffmpeg/opencv-doc with apt-get; video_prep needs ffmpeg"; \
-	else echo "note: video_prep needs ffmpeg: sudo apt-get install ffmpeg opencv-doc"; fi
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg opencv-doc strace >/dev/null) \
+	  || echo "warning: could not install ffmpeg/opencv-doc/strace with apt-get; video_prep needs ffmpeg"; \
+	else echo "note: video_prep needs ffmpeg: sudo apt-get install ffmpeg opencv-doc strace"; fi
 
 # `vl3data build` runs what is stale in the graph of CONFIG (docs/BUILD.md); the targets below
 # select part of it, with the same freshness rule: an up-to-date node is skipped.

@@ -29,6 +29,7 @@ from curation.config import InputConfig
 from curation.sources import list_partitions, load_partition
 from curation.stages.clip_embed import ClipEmbed, preprocess
 from curation.stages.clip_model import load_clip
+from engine.ray_session import start_embedded
 from engine.runner import run_partitions
 from engine.workdir import WorkDir
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
         del clip
 
         t0 = time.perf_counter()
-        ray.init(num_cpus=args.threads, include_dashboard=False, log_to_driver=False)
+        start_embedded(num_cpus=args.threads)
         startup = time.perf_counter() - t0
         # one CPU reserved for the actor (the load/write tasks need the other); torch inside
         # it runs with the same number of threads as the bare loop

@@ -83,7 +83,9 @@ def measure(pool: Path, out: Path, partition_size: int, cpus: int) -> dict:
         "wall_s": round(r["wall_s"], 1),
         "ray_start_s": stats["ray_start_s"],
         "partitions": stats["partitions"],
+        "inputs": stats["inputs"],
         "kept": stats["kept"],
+        "dropped": stats["dropped"],  # a few crops of small images are thinner than 1:3
         "images_in_tars": count_tar_images(out / "shards"),
     }
 
@@ -113,8 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
                 f"partitions: driver peak RSS {r['driver_peak_rss_mb']} MB, driver CPU "
                 f"{r['driver_cpu_s']} s; job {r['wall_s']} s; load {load0} -> {loads[n]['after']}"
             )
-            if not r["kept"] == r["images_in_tars"] == n:
-                raise SystemExit(f"{n} inputs: {r['images_in_tars']} images in the tars")
+            if r["inputs"] != n or r["kept"] != r["images_in_tars"]:
+                raise SystemExit(f"{n} inputs: {r}")
             # the pool is not needed any more: free the disk before writing the next
             for f in sorted(pool.rglob("*"), reverse=True):
                 f.rmdir() if f.is_dir() else f.unlink()

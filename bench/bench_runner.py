@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -38,14 +39,15 @@ from curation.config import CurateConfig
 from curation.pipeline import first_stage
 from curation.sources import list_partitions, load_partition
 from curation.write import CuratedShards
-from engine.runner import CHUNK_ROWS, chunks_of
+from engine.runner import CHUNK_ROWS, chunks_of, stage_name
 from manifests.configs import load_config
 
 CONFIG = "configs/curate_local.yaml"
 
 
-def plain_loop(cfg: CurateConfig) -> float:
-    """The first stage over every partition in this process; seconds."""
+def plain_loop(cfg: CurateConfig) -> tuple[float, dict[str, float]]:
+    """The first stage over every partition in this process: seconds, and seconds per step
+    (load, each stage, the sink's own writing) as the job's stats.json reports them."""
     parts = list_partitions(cfg.input)
     stages = first_stage(cfg)
     sink = CuratedShards(
@@ -55,19 +57,27 @@ def plain_loop(cfg: CurateConfig) -> float:
         cfg.shards.max_bytes,
         cfg.clip.embeddings_dtype,
     )
+    timings: dict[str, float] = defaultdict(float)
 
     def chunks(table):
         for chunk in chunks_of(table, CHUNK_ROWS):
             for stage in stages:
                 if chunk.num_rows == 0:
                     break
+                t = time.perf_counter()
                 chunk = stage(chunk)
+                timings[stage_name(stage)] += time.perf_counter() - t
             yield chunk
 
     t0 = time.perf_counter()
     for part in parts:
-        sink.write(part, chunks(load_partition(part, cfg.input)))
-    return time.perf_counter() - t0
+        t = time.perf_counter()
+        table = load_partition(part, cfg.input)
+        timings["load"] += time.perf_counter() - t
+        sink.write(part, chunks(table))
+    total = time.perf_counter() - t0
+    timings["sink"] = total - sum(timings.values())
+    return total, dict(timings)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -90,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         ]
         load0 = loadavg()
         cfg = load_config(CurateConfig, str(ROOT / CONFIG), [*common, f"output={tmp}/plain"])
-        plain_s = plain_loop(cfg)
+        plain_s, plain_timings = plain_loop(cfg)
         plain_images = count_tar_images(tmp / "plain" / "shards")
 
         job = run_timed(curate_cmd([*common, f"output={tmp}/job"], CONFIG))
@@ -119,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         "job_work_img_per_s": round(n / work_s, 1),
         "ratio": round(plain_s / whole_s, 3),
         "ratio_without_ray_start": round(plain_s / work_s, 3),
+        "plain_timings_s": {k: round(v, 2) for k, v in plain_timings.items()},
         "job_timings_s": {k: round(v, 2) for k, v in stats["timings_s"].items()},
         "plain_images": plain_images,
         "job_images": job_images,

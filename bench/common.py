@@ -12,7 +12,6 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,30 +23,16 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 # bench that starts Ray in its own process imports this module first)
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # embedded Ray on loopback
-RAY_BOOTSTRAP = "ray_bootstrap_config.yaml"
 
 
 def bench_home() -> Path:
-    """A HOME for processes that start Ray: the real one's entries (symlinks) plus an empty
-    ``ray_bootstrap_config.yaml``.
+    """A HOME for processes that start Ray: ``engine.ray_session.quiet_home``, links to the real
+    HOME's entries plus an empty ``ray_bootstrap_config.yaml``, without which Ray 2.60's
+    dashboard process asks the cloud metadata services who hosts the machine, whatever
+    ``RAY_USAGE_STATS_ENABLED`` says. Nothing of the real HOME is changed."""
+    from engine.ray_session import quiet_home
 
-    Ray 2.60 starts a dashboard process even with ``include_dashboard=False`` (its
-    ``UsageStatsHead`` module) and, whatever ``RAY_USAGE_STATS_ENABLED`` says, that module reads
-    ``~/ray_bootstrap_config.yaml`` and, when the file is missing, asks the cloud metadata
-    services who hosts the machine: HTTP to 169.254.169.254 and a DNS lookup of
-    metadata.google.internal. An empty (``{}``) file answers the question without the probe.
-    Nothing of the real HOME is changed; caches and configs are the real ones (symlinks)."""
-    real = Path.home()
-    if (real / RAY_BOOTSTRAP).is_file():
-        return real
-    home = Path(tempfile.gettempdir()) / f"vl3data-bench-home-{os.getuid()}"
-    home.mkdir(exist_ok=True)
-    for entry in real.iterdir() if real.is_dir() else []:
-        link = home / entry.name
-        if not link.exists() and not link.is_symlink():
-            link.symlink_to(entry)
-    (home / RAY_BOOTSTRAP).write_text("{}\n")
-    return home
+    return quiet_home(Path.home())
 
 
 def keep_ray_local() -> None:

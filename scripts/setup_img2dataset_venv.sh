@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Build .venv-img2dataset: img2dataset 1.47 in a venv of its own, the peer of bench/bench_download.py
-# (URL pool -> WebDataset shards). A venv of its own because img2dataset pins libraries (pyarrow,
-# albumentations, opencv, wandb, ...) that the main venv must not have to agree with.
+# Build .venv-img2dataset: img2dataset 1.47 in a venv of its own, the peer of
+# bench/bench_download.py (URL pool -> WebDataset shards). A venv of its own because img2dataset
+# pins libraries (pyarrow, albumentations, opencv, wandb, ...) that the main venv must not have to
+# agree with.
 #
-# Nothing it runs may reach the network: the benchmark runs it against a server on 127.0.0.1 with
-# wandb off (--enable_wandb False, WANDB_MODE=disabled) and NO_ALBUMENTATIONS_UPDATE=1 (albumentations,
-# which img2dataset imports, otherwise asks PyPI for a newer version of itself on every import).
+# Nothing it runs may reach the network: the benchmark runs it against a server on 127.0.0.1
+# with wandb off (--enable_wandb False, WANDB_MODE=disabled) and NO_ALBUMENTATIONS_UPDATE=1
+# (albumentations, which img2dataset imports, otherwise asks PyPI for a newer version of itself
+# on every import).
 #
 # Idempotent: a stamp file newer than this script means nothing to do.
 # Usage: scripts/setup_img2dataset_venv.sh   (PYTHON=python3.11 IMG2DATASET_VENV=... to override)

@@ -21,13 +21,10 @@ def ray_local():
     """An embedded Ray shared by every test that runs a pipeline in-process."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            object_store_memory=500 * 2**20,
-        )
+    from engine.ray_session import start_embedded
+
+    if not ray.is_initialized():  # a private HOME for Ray's daemons: no cloud metadata probe
+        start_embedded(num_cpus=2, object_store_mb=500)
     yield ray
     ray.shutdown()
 

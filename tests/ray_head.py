@@ -27,6 +27,20 @@ RAY = Path(sys.executable).parent / "ray"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 
+def quiet_env() -> dict[str, str]:
+    """What a Ray we start from a test needs to send nothing off the machine: no usage
+    statistics, and a HOME whose ``ray_bootstrap_config.yaml`` spares the cloud metadata probe
+    (``engine.ray_session``)."""
+    from engine.ray_session import quiet_home
+
+    real = Path.home()
+    return {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HOME": str(quiet_home(real)),
+        "XDG_CACHE_HOME": os.environ.get("XDG_CACHE_HOME", str(real / ".cache")),
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,6 +60,7 @@ def ray_head(num_cpus: int = 2, dashboard: bool = False) -> Iterator[Head]:
     temp_dir = tempfile.mkdtemp(prefix="vl3ray-")  # short: Ray's socket paths must fit 107 bytes
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, **LOOPBACK_ENV, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    env.update(quiet_env())
     args = [
         str(RAY),
         "start",
@@ -140,7 +155,7 @@ def two_node_cluster(cpus_per_node: int = 1) -> Iterator[TwoNodes]:
     (``ray.cluster_utils.Cluster``, held by a process of its own so this test process can keep
     its embedded Ray). ``ray start`` refuses a second node while addresses stay on loopback;
     the Cluster utility keeps both nodes on 127.0.0.1."""
-    env = {**os.environ, **LOOPBACK_ENV, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **LOOPBACK_ENV, **quiet_env()}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.two_node_cluster", str(cpus_per_node)],
         env=env,

@@ -40,9 +40,9 @@ def test_an_output_that_touches_the_input_is_refused_before_any_work(tmp_path, d
 def test_a_second_run_on_a_busy_output_refuses_naming_the_holder(tmp_path, demo_pool, ray_local):
     pool, _ = demo_pool
     out = tmp_path / "out"
-    with output_lock(out):
-        with pytest.raises(RuntimeError, match=r"being written by another run \(pid \d+\)"):
-            curate(_cfg(pool, out), progress=False)
+    busy = r"being written by another run \(pid \d+\)"
+    with output_lock(out), pytest.raises(RuntimeError, match=busy):
+        curate(_cfg(pool, out), progress=False)
     doc = curate(_cfg(pool, out), progress=False)  # the lock died with its holder
     assert doc["samples"] > 0
     assert not (out / LOCK).exists()  # a finished output keeps no lock file
@@ -56,7 +56,7 @@ def test_dataset_json_is_not_written_while_a_shard_it_names_is_missing(tmp_path)
         {"path": "shards/a-000001-000.tar", "subset": "a", "samples": 1, "bytes": 10},
     ]
     kw = dict(name="t", modality="image", task="t", config={}, config_hash="h")
-    with pytest.raises(RuntimeError, match="a-000001-000.tar is missing"):
+    with pytest.raises(RuntimeError, match=r"a-000001-000\.tar is missing"):
         write_dataset_json(tmp_path, shards=shards, **kw)
     assert not (tmp_path / "dataset.json").exists()
     write_dataset_json(tmp_path, shards=shards[:1], **kw)
