@@ -133,18 +133,26 @@ class ShardSetWriter:
 
 
 def iter_samples(shard_paths: list[str | Path]) -> Iterator[dict]:
-    """Raw samples (``__key__`` plus bytes per extension) from shards, in order."""
-    import webdataset as wds
-
-    urls = [str(p) for p in shard_paths]
-    if not urls:
-        return iter(())
-    ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False)
-    return iter(ds)
+    """Raw samples (``__key__`` plus bytes per extension) from shards, in order, grouped as
+    webdataset groups them (``tar_samples``) without importing it."""
+    for path in shard_paths:
+        yield from tar_samples(str(path), lambda _ordinal, _key: True)
 
 
 #: tar members webdataset does not group into samples (``__meta__`` and the like)
 _SKIP_META = re.compile(r"__[^/]*__($|/)")
+#: webdataset's own rule for a member's sample key and extension
+#: (``webdataset.tariterators.base_plus_ext``), here so that reading a tar does not import
+#: webdataset, whose import loads torch (about 2 s and 700 MB on a driver that only reads)
+_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
+def split_key(name: str) -> tuple[str | None, str | None]:
+    """``("dir/key", "f0001.jpg")`` for ``"dir/key.f0001.jpg"``: key up to the first dot of the
+    last path part, exactly as webdataset groups members; ``(None, None)`` when there is none."""
+    m = _KEY_EXT.match(name)
+    return (m.group(1), m.group(2)) if m else (None, None)
+
 
 #: ``keep(ordinal, key)``: True reads the sample, False passes it, None ends the reading
 Keep = Callable[[int, str], "bool | None"]
@@ -154,15 +162,13 @@ def tar_samples(path: str, keep: Keep) -> Iterator[dict]:
     """The samples of one tar that ``keep`` accepts, grouped by key the way webdataset groups
     them (regular files, ``__meta__`` skipped, key = name up to the first dot of its last
     part, extensions lower-cased). The data of the others is passed by seeking."""
-    from webdataset.tariterators import base_plus_ext
-
     ordinal, key, cur = -1, None, None
     with tarfile.open(path, "r:") as tf:
         while (member := tf.next()) is not None:
             tf.members = []  # headers already passed are not needed again
             if not member.isreg() or _SKIP_META.match(member.name):
                 continue
-            k, ext = base_plus_ext(member.name)
+            k, ext = split_key(member.name)
             if k is None:
                 continue
             if k != key:

@@ -1,7 +1,8 @@
 """Samples for the contact sheets: kept ones read back from the shards, dropped ones from the
 thumbnails the ledger stored.
 
-Reading the shards (not the ledger) checks that what was written can be read with webdataset.
+Reading the shards (not the ledger) checks that what was written can be read back, grouped into
+samples by webdataset's own rule (``manifests.shards.tar_samples``).
 Shards are streamed from their start and left as soon as enough is found, so a thousand 1 GB
 shards cost a few small reads; a shard that does not read is a note on the page, never a lost
 report.
@@ -84,14 +85,9 @@ def shard_samples(path: Path, keys: set[str] | None = None) -> Iterator[dict[str
     large shard costs one sequential read and no memory. Close the generator (or exhaust it)
     to close the file.
     """
-    from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
+    from manifests.shards import tar_samples
 
-    def wanted(fname: str) -> bool:
-        return keys is None or base_plus_ext(fname)[0] in keys
-
-    with open(path, "rb") as stream:
-        members = tar_file_expander([{"url": str(path), "stream": stream}], select_files=wanted)
-        yield from group_by_keys(members)
+    yield from tar_samples(str(path), lambda _ordinal, key: keys is None or key in keys)
 
 
 def kept_sample(shard: str, sample: dict[str, Any]) -> dict[str, Any]:

@@ -59,3 +59,24 @@ def test_read_back_with_webdataset_and_ray(tmp_path, photos, ray_local):
     assert len(list(iter_samples(paths))) == len(photos)
     rows = ray_local.data.read_webdataset(paths).take_all()
     assert sorted(r["__key__"] for r in rows) == [f"k{i:04d}" for i in range(len(photos))]
+
+
+def test_split_key_is_webdatasets_rule():
+    """Our tar reader groups members exactly as webdataset does (without importing it)."""
+    from webdataset.tariterators import base_plus_ext
+
+    from manifests.shards import split_key
+
+    names = [
+        "abc.jpg",
+        "abc.f0001.jpg",
+        "dir/sub/abc.json",
+        "dir.v2/abc.tar.gz",
+        "noext",
+        ".hidden",
+        "a..b",
+        "dir/.x.jpg",
+        "ÄÖ/ü.PNG",
+        "x/y.",
+    ]
+    assert [split_key(n) for n in names] == [base_plus_ext(n) for n in names]
