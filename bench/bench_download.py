@@ -47,6 +47,7 @@ from common import ROOT, count_tar_images, curate_cmd, loadavg, median, run_time
 from pools import crops
 
 IMG2DATASET = ROOT / ".venv-img2dataset" / "bin" / "img2dataset"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SIZE = (640, 480)
 
 
@@ -77,6 +78,62 @@ def serve(folder: Path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+NGINX_CONF = """daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+"""
+
+
+@contextmanager
+def serve_nginx(folder: Path):
+    """``folder`` served by Debian's nginx (one worker process, loopback only): a server that
+    is not the bottleneck, so the clients are what is measured. Yields the base URL."""
+    import socket
+    import subprocess
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    tmp = folder.parent / "nginx"
+    tmp.mkdir(exist_ok=True)
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, root=folder))
+    proc = subprocess.Popen(
+        [NGINX, "-c", str(conf), "-p", str(tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"nginx did not start: {(tmp / 'nginx-error.log').read_text()}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 def write_url_pool(tmp: Path, n: int) -> tuple[Path, Path]:
@@ -184,6 +241,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--processes", type=int, default=2, help="Ray CPUs = img2dataset processes")
     ap.add_argument("--threads", type=int, default=32, help="download threads per worker")
     ap.add_argument("--no-img2dataset", action="store_true", help="run ours only")
+    ap.add_argument(
+        "--server",
+        choices=("python", "nginx"),
+        default="python",
+        help="python: http.server in this process (shares the 2 cores); nginx: Debian's nginx",
+    )
     args = ap.parse_args(argv)
 
     peer = IMG2DATASET.is_file() and not args.no_img2dataset
@@ -200,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_download_") as tmp_s:
         tmp = Path(tmp_s)
         www, paths = write_url_pool(tmp, args.inputs)
-        with serve(www) as base:
+        with (serve_nginx if args.server == "nginx" else serve)(www) as base:
             pool = with_host(paths, base, tmp / "pool.parquet")
             sides = ["ours", "img2dataset"] if peer else ["ours"]
             for r in range(args.repeat):
@@ -238,6 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
         "partition_size": args.partition_size,
         "processes": args.processes,
         "threads": args.threads,
+        "server": args.server,
         "loadavg_before": load0,
         "loadavg_after": load1,
         "ours": ours,

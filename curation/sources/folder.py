@@ -29,9 +29,11 @@ def list_folder_partitions(cfg: InputConfig) -> list[Partition]:
     files: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
+        rel = os.path.relpath(dirpath, root)  # once per folder, not per file: a driver lists
+        prefix = "" if rel == "." else rel + os.sep  # millions of files before any work
         for name in sorted(filenames):
             if name.rsplit(".", 1)[-1].lower() in exts and "." in name:
-                files.append(os.path.relpath(os.path.join(dirpath, name), root))
+                files.append(prefix + name)
     files.sort()
     size = cfg.partition_size
     return [
