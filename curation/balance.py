@@ -226,27 +226,3 @@ def _stats(table: pa.Table, cfg: ClusterConfig) -> dict:
         "sizes_before": np.bincount(labels, minlength=k).tolist(),
         "sizes_after": np.bincount(labels[sel], minlength=k).tolist(),
     }
-
-
-class ClusterLookup:
-    """Cluster id and distance per row, served one partition at a time for the final write
-    (the table is in partition order, so each partition is one slice)."""
-
-    def __init__(self, work_root: Path):
-        path = work_root / CLUSTER_TABLE
-        self.table = pq.read_table(path) if path.is_file() else None
-        if self.table is not None:
-            self.parts = self.table["partition"].to_numpy()
-
-    def for_partition(self, partition: int) -> dict[str, tuple[int, float]]:
-        if self.table is None:
-            return {}
-        lo, hi = np.searchsorted(self.parts, [partition, partition + 1])
-        t = self.table.slice(lo, hi - lo)
-        return dict(
-            zip(
-                t["id"].to_pylist(),
-                zip(t["cluster"].to_pylist(), t["cluster_dist"].to_pylist(), strict=True),
-                strict=True,
-            )
-        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -109,8 +110,6 @@ def local_path(value: str | None) -> str | None:
 
 
 def read_stats(folder: Path) -> dict:
-    import json
-
     return json.loads((Path(folder) / "stats.json").read_text())
 
 

@@ -117,18 +117,6 @@ RUNNERS = {
 }
 
 
-def _quiet_ray_data() -> None:
-    try:
-        from ray.data import DataContext
-
-        ctx = DataContext.get_current()
-        ctx.enable_progress_bars = False
-        ctx.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-    except ImportError:
-        pass
-
-
 def cpus_used(node: Node, machine: dict) -> float:
     """The CPUs a node keeps busy, for the plan's worker-hours: a mixture is one process; a
     stage on Ray Train workers takes theirs; the data jobs (Ray Data over the cluster) and an
@@ -165,7 +153,9 @@ def run_node(
         root.setLevel(getattr(logging, log_level.upper(), logging.INFO))
         print(f"--- {started} {node.name} ({'resuming' if resume else 'from the start'})")
         try:
-            _quiet_ray_data()
+            from engine.ray_session import quiet_ray_data
+
+            quiet_ray_data(True)
             measured = RUNNERS[node.kind](node, resume)
         except Exception as exc:  # reported, with the traceback in the log
             traceback.print_exc()
