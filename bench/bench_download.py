@@ -174,6 +174,7 @@ def run_ours(pool: Path, out: Path, args) -> dict:
             f"output={out}",
             f"input.partition_size={args.partition_size}",
             f"download.concurrency={args.threads}",
+            "download.allow_addresses=[127.0.0.1/32]",
             f"ray.num_cpus={args.processes}",
         ]
     )

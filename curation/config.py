@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from curation.address_gate import parse_networks
 from curation.config_models import (
     AestheticConfig,
     CaptionConfig,
@@ -62,9 +63,16 @@ class DownloadConfig:
     max_bytes: int = 20_000_000  # larger bodies are cut off: ledger reason too_large
     max_redirects: int = 5
     user_agent: str = "vl3data/0.1 (+https://github.com/vl3data/vl3data)"
+    # networks that may be fetched although not public (loopback, private...): e.g.
+    # ["127.0.0.1/32"] for a test server. Empty: public addresses only (ledger: private_address)
+    allow_addresses: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         require(self.concurrency >= 1, "download.concurrency", "must be at least 1")
+        try:
+            parse_networks(self.allow_addresses)
+        except (ValueError, TypeError) as exc:
+            require(False, "download.allow_addresses", str(exc), "e.g. [127.0.0.1/32, 10.0.0.0/8]")
         for name in ("connect_timeout_s", "read_timeout_s", "total_timeout_s"):
             require(getattr(self, name) > 0, f"download.{name}", "must be positive")
         require(self.retries >= 0, "download.retries", "must be 0 or more")

@@ -9,6 +9,9 @@ or to ``requests``' defaults:
 * only ``http``/``https``, checked on the input URL *and on every redirect hop* (``requests``
   would happily follow a redirect to any scheme it has an adapter for, and a pool may contain
   ``file://`` URLs);
+* only public addresses, checked where each socket is opened (:mod:`curation.address_gate`):
+  a row or a redirect pointing at a cloud metadata service, a private network or loopback is
+  ``private_address``, never connected to and never retried;
 * the body is streamed and cut as soon as it exceeds ``max_bytes`` (a declared Content-Length
   is refused before reading);
 * one deadline covers the whole URL (all hops, attempts and backoff sleeps). ``requests``'
@@ -38,6 +41,7 @@ import pyarrow.compute as pc
 import requests
 import urllib3
 
+from curation.address_gate import REFUSED, AddressGate, AddressRefused
 from curation.config import DownloadConfig
 from manifests.marks import alive, errors_to, set_column
 
@@ -226,7 +230,7 @@ class Download:
                 session.close()
 
     def _new_session(self) -> requests.Session:
-        session = requests.Session()
+        session = AddressGate.allowing(self.cfg.allow_addresses).session()
         # identity: a compressed body would have to be inflated by urllib3, whose decoder can
         # loop over many network reads (e.g. a trickled gzip header) between our deadline
         # checks; images are compressed already, so nothing is lost.
@@ -312,6 +316,9 @@ class Download:
         )
         try:
             return session.get(url, stream=True, allow_redirects=False, timeout=timeout)
+        except AddressRefused as exc:
+            log.debug("%s: %s", self.name, exc)
+            raise _Failed(REFUSED) from None
         except requests.Timeout:  # ConnectTimeout included, though it is a ConnectionError too
             raise _Failed("timeout", retry=True) from None
         except requests.exceptions.SSLError:  # a bad certificate stays bad

@@ -85,6 +85,7 @@ def build_passes(cfg: CurateConfig) -> list[Pass]:
                 batch_size=a.batch_size,
                 device=cfg.clip.device,
                 num_gpus=cfg.clip.num_gpus,
+                allow_addresses=tuple(cfg.download.allow_addresses),
             )
         )
         if a.min_score is not None:

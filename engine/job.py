@@ -157,20 +157,15 @@ def check_apart(job: Job, cfg: Any) -> None:
 
 
 @contextlib.contextmanager
-def output_lock(out: Path) -> Iterator[None]:
-    """One run at a time on an output: a second one refuses at once, naming the holder. The
-    lock (``flock``) dies with its process, so a killed run never leaves it behind."""
+def output_lock(out: Path, wait_s: float = 0.0) -> Iterator[None]:
+    """One run at a time on an output: a second one waits up to ``wait_s`` for the holder, then
+    refuses, naming it. The lock (``flock``) dies with its process, so a killed run never leaves
+    it behind; the wait covers a holder that is already dying (a build's Ray worker outlives its
+    killed driver by a few seconds)."""
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise RuntimeError(
-                f"{out} is being written by another run (pid {holder}); wait for it to finish, "
-                "or stop it, then rerun"
-            ) from None
+        _take(fd, out, wait_s)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -179,14 +174,37 @@ def output_lock(out: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def run_job(job: Job, cfg: Any, *, restart: bool = False, progress: bool = True) -> dict:
-    """Run (or finish) ``job``; returns ``{output: dataset.json}``."""
+def _take(fd: int, out: Path, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        if time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"{out} is being written by another run (pid {holder}); wait for it to finish, "
+                "or stop it, then rerun"
+            ) from None
+        if not told:
+            log.warning("%s is held by pid %s; waiting up to %.0f s for it", out, holder, wait_s)
+            told = True
+        time.sleep(0.2)
+
+
+def run_job(
+    job: Job, cfg: Any, *, restart: bool = False, progress: bool = True, lock_wait_s: float = 0.0
+) -> dict:
+    """Run (or finish) ``job``; returns ``{output: dataset.json}``. ``lock_wait_s``: how long to
+    wait for another run's lock on the output before refusing."""
     cfg.check_runnable()
     check_apart(job, cfg)
     out = Path(cfg.output)
     if not restart and (docs := _complete_or_none(job, cfg)) is not None:
         return docs  # reading a finished output needs no lock
-    with output_lock(out):
+    with output_lock(out, lock_wait_s):
         return _run_locked(job, cfg, out, restart, progress)
 
 

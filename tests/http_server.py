@@ -37,7 +37,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 JPEG_MAGIC = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>404</title></head><body>gone</body></html>\n"
@@ -64,10 +64,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         owner = self.server.owner
-        path = urlsplit(self.path).path
+        parts = urlsplit(self.path)
+        path = parts.path
         hit = owner._hit(path)
         with contextlib.suppress(_GONE):  # the client gave up (timeout, too_large...)
-            self._route(owner, path, hit)
+            if path == "/redirect-to":  # /redirect-to?<any URL>: a hop chosen by the test
+                self._redirect(unquote(parts.query))
+            else:
+                self._route(owner, path, hit)
 
     def _route(self, owner: ImageServer, path: str, hit: int) -> None:
         if path.startswith("/img/") and path[5:] in owner.images:

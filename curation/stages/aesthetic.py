@@ -29,7 +29,7 @@ import pickle
 import tempfile
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.address_gate import AddressGate, AddressRefused
 from curation.download import REDIRECT_STATUSES, check_url
 from manifests.marks import alive, set_column
 from manifests.schema import EMBEDDING
@@ -225,11 +226,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _download(url: str, dest: Path, sha256: str | None, max_bytes: int) -> Path:
-    """GET ``url`` into ``dest`` (temp file + ``os.replace``): http(s) only, on every hop,
-    at most ``max_bytes``, verified against ``sha256`` when given."""
-    import requests
-
+def _download(url: str, dest: Path, sha256: str | None, max_bytes: int, gate: AddressGate) -> Path:
+    """GET ``url`` into ``dest`` (temp file + ``os.replace``): http(s) only and public
+    addresses only (``gate``), on every hop, at most ``max_bytes``, verified against
+    ``sha256`` when given."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + TOTAL_TIMEOUT_S
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
@@ -237,18 +237,24 @@ def _download(url: str, dest: Path, sha256: str | None, max_bytes: int) -> Path:
     try:
         h = hashlib.sha256()
         size = 0
-        with os.fdopen(fd, "wb") as out, requests.Session() as session:
+        with os.fdopen(fd, "wb") as out, gate.session() as session:
             session.headers["Accept-Encoding"] = "identity"
             current = url
             for _ in range(MAX_REDIRECTS + 1):
                 if check_url(current) is not None:
                     raise ValueError(f"refusing to download {current!r}: only http(s) URLs")
-                resp = session.get(
-                    current,
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
-                )
+                try:
+                    resp = session.get(
+                        current,
+                        stream=True,
+                        allow_redirects=False,
+                        timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+                    )
+                except AddressRefused as exc:
+                    raise ValueError(
+                        f"refusing to download {current!r}: {exc}; to fetch weights from a "
+                        "private network, list it in download.allow_addresses"
+                    ) from None
                 if resp.status_code in REDIRECT_STATUSES and resp.headers.get("Location"):
                     resp.close()
                     current = urljoin(current, resp.headers["Location"].strip())
@@ -297,6 +303,7 @@ def resolve_weights(
     *,
     url: str | None = None,
     max_bytes: int = MAX_WEIGHTS_BYTES,
+    allow_addresses: Iterable[str] = (),
 ) -> Path:
     """A local path to the weights ``spec`` names.
 
@@ -304,6 +311,8 @@ def resolve_weights(
     its public URL, or from ``url`` when given, and checked against its published sha256) or an
     http(s) URL (downloaded as is; a URL of a known name is checked against that sha256 too).
     Downloads land in ``cache_dir`` (default ``~/.cache/vl3data/weights``) and are reused.
+    Like image URLs, they come from public addresses only, plus the ``allow_addresses``
+    networks (``download.allow_addresses``).
     """
     text = str(spec).strip()
     local = Path(text).expanduser()
@@ -339,7 +348,7 @@ def resolve_weights(
         if got == sha256:
             return dest
         log.warning("cached %s has sha256 %s, expected %s: downloading again", dest, got, sha256)
-    return _download(source, dest, sha256, max_bytes)
+    return _download(source, dest, sha256, max_bytes, AddressGate.allowing(allow_addresses))
 
 
 # --------------------------------------------------------------------------- the stage
@@ -362,6 +371,8 @@ class AestheticScore:
     num_cpus: float = 1
     device: str = "auto"
     cache_dir: str | None = None
+    #: non-public networks a weights URL may come from (``download.allow_addresses``)
+    allow_addresses: tuple[str, ...] = ()
     input_column: str = EMBEDDING
     output_column: str = "aesthetic"
     #: Forward passes run so far (one per batch with anything to score).
@@ -375,7 +386,7 @@ class AestheticScore:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         cache = Path(self.cache_dir) if self.cache_dir else None
-        path = resolve_weights(self.weights, cache)
+        path = resolve_weights(self.weights, cache, allow_addresses=self.allow_addresses)
         model = load_aesthetic_head(path).to(device)
         self._model, self._device = model, device
         log.info("%s: %s on %s", self.name, path, device)

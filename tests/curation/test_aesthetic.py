@@ -186,23 +186,25 @@ def test_setup_is_what_loads(tmp_path: Path, ratings: np.ndarray) -> None:
 
 # --------------------------------------------------------------------------- downloads
 
+LOOPBACK = ("127.0.0.1/32",)  # the test server's address, not public
+
 
 def test_known_name_downloads_verifies_and_caches(
     image_server: ImageServer, tmp_path: Path
 ) -> None:
     url = image_server.add_image("mlp.pth", pth(MLP).read_bytes(), "application/octet-stream")
     cache = tmp_path / "cache"
-    got = resolve_weights(MLP, cache, url=url)
+    got = resolve_weights(MLP, cache, url=url, allow_addresses=LOOPBACK)
     assert got.parent == cache
     assert got.read_bytes() == pth(MLP).read_bytes()
     assert image_server.hits["/img/mlp.pth"] == 1
     assert sorted(p.name for p in cache.iterdir()) == [got.name]  # no temp files left
     # second call: the cached file has the right hash, no request
-    assert resolve_weights(MLP, cache, url=url) == got
+    assert resolve_weights(MLP, cache, url=url, allow_addresses=LOOPBACK) == got
     assert image_server.hits["/img/mlp.pth"] == 1
     # a corrupted cache entry is fetched again
     got.write_bytes(b"garbage")
-    assert resolve_weights(MLP, cache, url=url) == got
+    assert resolve_weights(MLP, cache, url=url, allow_addresses=LOOPBACK) == got
     assert image_server.hits["/img/mlp.pth"] == 2
     assert hashlib.sha256(got.read_bytes()).hexdigest() == KNOWN_WEIGHTS[MLP].sha256
     # and what landed there loads and scores
@@ -214,7 +216,7 @@ def test_hash_mismatch_is_refused_and_deleted(image_server: ImageServer, tmp_pat
     url = image_server.add_image("wrong.pth", wrong, "application/octet-stream")
     cache = tmp_path / "cache"
     with pytest.raises(ValueError, match="sha256 mismatch") as e:
-        resolve_weights(MLP, cache, url=url)
+        resolve_weights(MLP, cache, url=url, allow_addresses=LOOPBACK)
     assert KNOWN_WEIGHTS[MLP].sha256 in str(e.value)
     assert hashlib.sha256(wrong).hexdigest() in str(e.value)
     assert list(cache.iterdir()) == []  # neither the file nor a temp file is left
@@ -223,12 +225,14 @@ def test_hash_mismatch_is_refused_and_deleted(image_server: ImageServer, tmp_pat
 def test_plain_urls_and_local_paths(image_server: ImageServer, tmp_path: Path) -> None:
     assert resolve_weights(str(pth(V1_B32)), tmp_path) == pth(V1_B32)  # a path is used as is
     url = image_server.add_image("b32.pth", pth(V1_B32).read_bytes(), "application/octet-stream")
-    got = resolve_weights(url, tmp_path / "c")
+    got = resolve_weights(url, tmp_path / "c", allow_addresses=LOOPBACK)
     assert got.read_bytes() == pth(V1_B32).read_bytes()
-    assert resolve_weights(url, tmp_path / "c") == got
+    assert resolve_weights(url, tmp_path / "c", allow_addresses=LOOPBACK) == got
     assert image_server.hits["/img/b32.pth"] == 1
     # the stage takes the URL too
-    stage = AestheticScore(weights=url, device="cpu", cache_dir=str(tmp_path / "c"))
+    stage = AestheticScore(
+        weights=url, device="cpu", cache_dir=str(tmp_path / "c"), allow_addresses=LOOPBACK
+    )
     stage.setup()
     assert head_input_dim(stage.model) == 512
     assert image_server.hits["/img/b32.pth"] == 1
@@ -241,13 +245,28 @@ def test_download_refuses_other_schemes_and_huge_files(
     with pytest.raises(ValueError, match="http"):
         resolve_weights("ftp://127.0.0.1/w.pth", cache)
     with pytest.raises(ValueError, match="http"):
-        resolve_weights(image_server.url("/redirect-file"), cache)
+        resolve_weights(image_server.url("/redirect-file"), cache, allow_addresses=LOOPBACK)
     with pytest.raises(ValueError, match="cap"):
-        resolve_weights(image_server.url("/big-declared"), cache, max_bytes=1_000_000)
+        resolve_weights(
+            image_server.url("/big-declared"), cache, max_bytes=1_000_000, allow_addresses=LOOPBACK
+        )
     with pytest.raises(ValueError, match="cap"):
-        resolve_weights(image_server.url("/big-nolength"), cache, max_bytes=1_000_000)
+        resolve_weights(
+            image_server.url("/big-nolength"), cache, max_bytes=1_000_000, allow_addresses=LOOPBACK
+        )
     with pytest.raises(RuntimeError, match="HTTP 404"):
-        resolve_weights(image_server.url("/404"), cache)
+        resolve_weights(image_server.url("/404"), cache, allow_addresses=LOOPBACK)
     with pytest.raises(FileNotFoundError, match="known name"):
         resolve_weights("no-such-head", cache)
     assert list(cache.iterdir()) == []
+
+
+def test_weights_from_a_private_address_are_refused_unless_allowed(
+    image_server: ImageServer, tmp_path: Path
+) -> None:
+    """The weights URL passes the same address gate as image URLs: loopback is not public."""
+    url = image_server.add_image("b32.pth", pth(V1_B32).read_bytes(), "application/octet-stream")
+    with pytest.raises(ValueError, match=r"non-public .*download\.allow_addresses"):
+        resolve_weights(url, tmp_path / "c")
+    assert image_server.hits["/img/b32.pth"] == 0  # refused before connecting
+    assert list((tmp_path / "c").iterdir()) == []

@@ -36,6 +36,7 @@ CFG = DownloadConfig(
     backoff_s=0.05,
     max_bytes=1_000_000,
     max_redirects=2,
+    allow_addresses=["127.0.0.1/32"],  # the test server; not public
 )
 
 
@@ -238,7 +239,9 @@ def test_refused_urls_send_no_request(monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.parametrize("retries", [0, 2])
 def test_retries_count_for_5xx_but_never_for_404(server: ImageServer, retries: int):
-    cfg = DownloadConfig(retries=retries, backoff_s=0.01, total_timeout_s=5.0)
+    cfg = DownloadConfig(
+        retries=retries, backoff_s=0.01, total_timeout_s=5.0, allow_addresses=["127.0.0.1/32"]
+    )
     routes = ["/500", "/404", "/flaky/chelsea.png"]
     out = Download(cfg)(_batch([server.url(r) for r in routes]))
     assert server.hits["/500"] == retries + 1
@@ -254,7 +257,9 @@ def test_retries_count_for_5xx_but_never_for_404(server: ImageServer, retries: i
 def test_backoff_doubles_each_retry(server: ImageServer, monkeypatch: pytest.MonkeyPatch):
     slept: list[float] = []  # time.sleep is only called by the stage (the server uses Events)
     monkeypatch.setattr(download_mod.time, "sleep", slept.append)
-    cfg = DownloadConfig(retries=3, backoff_s=0.25, total_timeout_s=10.0)
+    cfg = DownloadConfig(
+        retries=3, backoff_s=0.25, total_timeout_s=10.0, allow_addresses=["127.0.0.1/32"]
+    )
     out = Download(cfg)(_batch([server.url("/429")]))
     assert out["reason"].to_pylist() == ["http_429"]
     assert slept == [0.25, 0.5, 1.0]
@@ -262,7 +267,7 @@ def test_backoff_doubles_each_retry(server: ImageServer, monkeypatch: pytest.Mon
 
 
 def test_redirects_count_against_max_redirects(server: ImageServer):
-    cfg = DownloadConfig(max_redirects=0, retries=0)
+    cfg = DownloadConfig(max_redirects=0, retries=0, allow_addresses=["127.0.0.1/32"])
     routes = ["/redirect-ok/astronaut.jpg", "/img/astronaut.jpg"]
     out = Download(cfg)(_batch([server.url(r) for r in routes]))
     assert out["reason"].to_pylist() == ["too_many_redirects", None]

@@ -68,6 +68,7 @@ def test_coyo_parquet_end_to_end(tmp_path, photos, image_server, ray_local):
             "download.read_timeout_s=1",
             "download.total_timeout_s=3",
             "download.retries=1",
+            "download.allow_addresses=[127.0.0.1/32]",
             "download.backoff_s=0.05",
             f"download.max_bytes={server.big_bytes // 2}",
         ],

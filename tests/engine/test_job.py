@@ -3,6 +3,11 @@ and no dataset.json naming a shard that is not there."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+
 import pytest
 
 from curation.config import CurateConfig
@@ -46,6 +51,40 @@ def test_a_second_run_on_a_busy_output_refuses_naming_the_holder(tmp_path, demo_
     doc = curate(_cfg(pool, out), progress=False)  # the lock died with its holder
     assert doc["samples"] > 0
     assert not (out / LOCK).exists()  # a finished output keeps no lock file
+
+
+HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.pwrite(fd, f"{os.getpid()}\\n".encode(), 0)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_rerun_waits_for_a_dying_holder_instead_of_refusing(tmp_path):
+    """A build rerun right after kill -9: the killed build's Ray worker still holds the lock
+    until Ray reaps it. With a wait the rerun takes the lock once the holder is gone."""
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(out / LOCK)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RuntimeError, match=rf"pid {holder.pid}\)"), output_lock(out):
+            pass  # no wait: refuses at once, naming the holder
+        threading.Timer(0.3, holder.kill).start()  # the holder dies while we wait
+        with output_lock(out, wait_s=120):
+            assert (out / LOCK).read_text().strip() == str(os.getpid())
+        assert holder.poll() is not None
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_dataset_json_is_not_written_while_a_shard_it_names_is_missing(tmp_path):

@@ -49,6 +49,9 @@ def write_marker(state: str, node: str, doc: dict) -> None:
     os.replace(tmp, path)
 
 
+LOCK_WAIT_S = 120.0
+
+
 # --- one runner per kind: run the job, return what was measured -------------------------------
 
 
@@ -59,7 +62,9 @@ def _data_job(node: Node, resume: bool) -> dict:
 
     job = job_named(node.kind)
     node.job.check_runnable()
-    run_job(job, node.job, restart=not resume, progress=False)
+    # a rerun right after a killed build: the killed build's worker may hold the output's lock
+    # for the few seconds Ray takes to reap it
+    run_job(job, node.job, restart=not resume, progress=False, lock_wait_s=LOCK_WAIT_S)
     measured = job.measure(node.job)
     measured.pop("wall_s", None)  # the build times the node itself
     return measured
