@@ -64,6 +64,25 @@ def stable_id(source: str, source_key: str) -> str:
     return hashlib.sha1(f"{source}\x00{source_key}".encode()).hexdigest()[:16]
 
 
+def printable_key(key: str) -> str:
+    """``key`` as valid UTF-8. A file or tar member name that is not UTF-8 reaches Python with
+    its bad bytes as lone surrogates (``surrogateescape``), which neither Arrow nor JSON can
+    store; they become ``\\xNN`` escapes, so the row keeps a readable, stable name."""
+    try:
+        key.encode("utf-8")
+        return key
+    except UnicodeEncodeError:
+        raw = key.encode("utf-8", "surrogateescape") if _escaped_only(key) else None
+        if raw is not None:
+            return raw.decode("utf-8", "backslashreplace")
+        return key.encode("utf-8", "backslashreplace").decode("ascii")
+
+
+def _escaped_only(key: str) -> bool:
+    """Every surrogate in ``key`` is one ``surrogateescape`` made (U+DC80..U+DCFF)."""
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in key)
+
+
 def empty_table() -> pa.Table:
     return BASE_SCHEMA.empty_table()
 
@@ -83,7 +102,8 @@ def new_rows(
     ``width``...). Status starts as ``kept``: a row is kept until some stage says otherwise.
     """
     n = len(keys)
-    id_keys = list(keys) if id_keys is None else list(id_keys)
+    keys = [printable_key(k) for k in keys]
+    id_keys = keys if id_keys is None else [printable_key(k) for k in id_keys]
     data: dict[str, list] = {
         "id": [stable_id(source, k) for k in id_keys],
         "source": [source] * n,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from engine.partitions import Partition
 from manifests.marks import errors_to
 from manifests.schema import new_rows
 
+#: the most a ``.txt``/``.json`` beside an image may hold (a caption is a few hundred bytes)
 SIDECAR_MAX_BYTES = 1_000_000
 
 
@@ -42,13 +44,19 @@ def list_folder_partitions(cfg: InputConfig) -> list[Partition]:
     ]
 
 
-def _read_sidecar(path: Path) -> bytes | None:
+def _read_sidecar(path: Path, root: Path) -> tuple[bytes | None, str | None]:
+    """A ``.txt``/``.json`` beside an image: (its bytes, None), (None, None) when there is none,
+    or (None, reason) when it is refused (too large, or a link out of the input folder)."""
     try:
-        if path.is_file() and path.stat().st_size <= SIDECAR_MAX_BYTES:
-            return path.read_bytes()
-    except OSError:
-        return None
-    return None
+        if not path.is_file():
+            return None, None
+        if not path.resolve().is_relative_to(root):
+            return None, "outside_root"
+        if path.stat().st_size > SIDECAR_MAX_BYTES:
+            return None, "sidecar_too_large"
+        return path.read_bytes(), None
+    except (OSError, RuntimeError):
+        return None, None
 
 
 def load_folder_partition(part: Partition, cfg: InputConfig) -> pa.Table:
@@ -70,12 +78,19 @@ def load_folder_partition(part: Partition, cfg: InputConfig) -> pa.Table:
                     reason = "file_too_large"
                 else:
                     data = real.read_bytes()
+        except RuntimeError:  # Python 3.11's Path.resolve on a symlink loop
+            reason = "symlink_loop"
         except OSError as exc:
-            reason = f"read_error:{type(exc).__name__}"
+            reason = (
+                "symlink_loop" if exc.errno == errno.ELOOP else f"read_error:{type(exc).__name__}"
+            )
         sizes.append(size)
         stem = path.with_suffix("")
-        txt = _read_sidecar(stem.with_suffix(".txt"))
-        meta = _read_sidecar(stem.with_suffix(".json"))
+        txt, txt_reason = _read_sidecar(stem.with_suffix(".txt"), root)
+        meta, meta_reason = _read_sidecar(stem.with_suffix(".json"), root)
+        reason = reason or txt_reason or meta_reason
+        if reason is not None:
+            data = None
         texts.append(txt.decode("utf-8", "replace").strip() if txt else None)
         metas.append(_valid_json(meta))
         images.append(data)

@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import tarfile
+from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
@@ -22,6 +23,9 @@ from manifests.marks import errors_to
 from manifests.schema import new_rows
 
 TEXT_EXTS = ("txt", "caption", "text")
+#: the most a ``.txt``/``.json`` sidecar may hold: a caption is a few hundred bytes, and a
+#: 40 MB ".txt" (tiny once gzipped) would otherwise be read into memory and into the ledger
+SIDECAR_MAX_BYTES = 1_000_000
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 
@@ -78,8 +82,8 @@ def _iter_groups(tar_path: str, cfg: InputConfig):
         with tarfile.open(tar_path, mode="r|*") as stream:
             for info in stream:
                 key, ext = split_member(info.name)
-                if current is not None and key != current.key:
-                    yield current
+                if current is not None and (key != current.key or ext in current.members):
+                    yield current  # a new key, or the same member again: a sample of its own
                     current = None
                 if current is None:
                     current = _Group(key)
@@ -90,7 +94,11 @@ def _iter_groups(tar_path: str, cfg: InputConfig):
                     if not info.isdir():
                         current.error = current.error or "unsafe_member"
                     continue
-                if ext in exts or ext in TEXT_EXTS or ext == "json":
+                sidecar = ext in TEXT_EXTS or ext == "json"
+                if sidecar and info.size > SIDECAR_MAX_BYTES:
+                    current.error = current.error or "sidecar_too_large"
+                    continue
+                if ext in exts or sidecar:
                     if info.size > cfg.max_file_bytes:
                         current.error = current.error or "file_too_large"
                         current.size = info.size
@@ -112,6 +120,7 @@ def load_tar_partition(part: Partition, cfg: InputConfig) -> pa.Table:
     rel = os.path.relpath(tar_path, cfg.path) if Path(cfg.path).is_dir() else Path(tar_path).name
     exts = [e for e in cfg.extensions]
     keys, images, exts_out, sizes, texts, metas, reasons = [], [], [], [], [], [], []
+    seen: Counter[str] = Counter()
     for group in _iter_groups(tar_path, cfg):
         img_ext = next((e for e in exts if e in group.members), None)
         data = group.members.get(img_ext) if img_ext else None
@@ -129,7 +138,10 @@ def load_tar_partition(part: Partition, cfg: InputConfig) -> pa.Table:
                 (meta_obj[k] for k in ("caption", "text") if isinstance(meta_obj.get(k), str)), None
             )
             text = found.encode() if found else None
-        keys.append(f"{rel}#{group.key}")
+        key = f"{rel}#{group.key}"
+        seen[key] += 1
+        # a key the tar repeats: every occurrence keeps its own row and id
+        keys.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
         images.append(data if reason is None else None)
         exts_out.append(img_ext)
         sizes.append(len(data) if data is not None else group.size)

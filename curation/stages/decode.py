@@ -42,10 +42,26 @@ def _open(data: bytes) -> Image.Image:
 
 
 def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1 when there is none or it is unreadable).
+
+    A PNG may keep its eXIf chunk after the pixel data; Pillow's ``getexif()`` then decodes the
+    whole image to reach it, and a decode error there would be swallowed here, leaving a
+    half-filled image that a second ``load()`` accepts. So an unloaded PNG whose header had no
+    EXIF reads as 1: the probe stays header-only, and the decoding paths call
+    :func:`_load_png_first`, which surfaces the error, before asking.
+    """
+    if im.format == "PNG" and "exif" not in im.info and im.tile:
+        return 1
     try:
         return int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
     except (ValueError, TypeError, OSError, SyntaxError):
         return 1
+
+
+def _load_png_first(im: Image.Image) -> None:
+    """Decode a PNG's pixels now, so that their error is raised, not hidden by EXIF reading."""
+    if im.format == "PNG":
+        im.load()
 
 
 @dataclass
@@ -143,6 +159,7 @@ class Decode:
     def _one(self, data: bytes) -> tuple[bytes | None, str | None, str | None, tuple[int, int]]:
         """(new bytes or None to keep, new ext, transform, size) for one image."""
         with _open(data) as im:
+            _load_png_first(im)
             orientation = _orientation(im)
             size = _rotated(im.size, orientation)  # before draft() shrinks it
             why = _needs_reencode(im, orientation)
@@ -213,6 +230,7 @@ def decode_resized(data: bytes, size: tuple[int, int], draft: bool = True) -> Im
     covers ``size``, so a 4000-pixel photo headed for 224x224 never exists at full size.
     """
     with _open(data) as im:
+        _load_png_first(im)
         orientation = _orientation(im)
         if draft and im.format == "JPEG":
             want = size if orientation not in ROTATING_ORIENTATIONS else size[::-1]

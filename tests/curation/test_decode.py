@@ -118,3 +118,34 @@ def test_decode_resized_matches_the_full_decode(photos):
     full = np.asarray(decode_resized(data, (224, 224), draft=False), dtype=np.float64)
     assert fast.shape == full.shape == (224, 224, 3)
     assert np.abs(fast - full).mean() < 3.0  # DCT-scaled decode: same picture, not bit-exact
+
+
+def _png_with_corrupt_idat(pixels) -> bytes:
+    """A PNG whose compressed pixel data is zeroed in the middle, with the chunk's CRC
+    recomputed: the header is sound, only decoding the pixels can tell."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    png = bytearray(buf.getvalue())
+    at = png.index(b"IDAT") - 4
+    n = struct.unpack(">I", png[at : at + 4])[0]
+    start = at + 8
+    png[start + n // 2 : start + n // 2 + 64] = bytes(64)
+    crc = zlib.crc32(png[at + 4 : start + n]) & 0xFFFFFFFF
+    png[start + n : start + n + 4] = struct.pack(">I", crc)
+    return bytes(png)
+
+
+def test_a_png_with_corrupt_pixel_data_is_an_error_not_a_half_image(photos):
+    """Reading a PNG's EXIF decodes its pixels; that decode's error must reach the ledger
+    (it used to be swallowed, and a second load() accepted the half-filled image)."""
+    bad = _png_with_corrupt_idat(photos["chelsea"])
+    good = io.BytesIO()
+    Image.fromarray(photos["chelsea"]).save(good, "PNG")
+    rows = run_first_stage({"bad.png": bad, "good.png": good.getvalue()})
+    assert (rows["bad.png"]["status"], rows["bad.png"]["reason"]) == ("error", "decode_error")
+    assert rows["bad.png"]["image"] is None
+    assert rows["good.png"]["status"] == "kept"
+    assert rows["good.png"]["image"] == good.getvalue()

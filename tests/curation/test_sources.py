@@ -127,3 +127,82 @@ def test_parquet_partitions_carry_extra_columns(tmp_path):
     assert json.loads(rows[0]["meta"]) == {"clip_sim_coyo": 0.3}
     # the same URL twice is two inputs with two ids
     assert rows[0]["source_key"] == rows[5]["source_key"] and rows[0]["id"] != rows[5]["id"]
+
+
+def test_symlink_loops_and_non_utf8_names_cost_one_row_each(tmp_path, photos):
+    """A loop of links, or a name that is not UTF-8, used to kill the whole job; now each is
+    one row (a loop an error with its reason, a foreign name kept under an escaped key)."""
+    root = tmp_path / "pool"
+    root.mkdir()
+    (root / "good.jpg").write_bytes(jpeg_bytes(photos["coffee"]))
+    os.symlink("self.jpg", root / "self.jpg")  # a link to itself
+    os.symlink("b.jpg", root / "a.jpg")
+    os.symlink("a.jpg", root / "b.jpg")  # a loop of two
+    latin1 = os.fsencode(root) + b"/caf\xe9.jpg"  # "café" in Latin-1: not UTF-8
+    with open(latin1, "wb") as f:
+        f.write(jpeg_bytes(photos["chelsea"]))
+    with open(latin1[:-4] + b".txt", "wb") as f:
+        f.write(b"a cat in a caf\xe9")
+    rows = {r["source_key"]: r for r in rows_of(InputConfig(path=str(root)))}
+    assert sorted(rows) == ["a.jpg", "b.jpg", "caf\\xe9.jpg", "good.jpg", "self.jpg"]
+    for loop in ("a.jpg", "b.jpg", "self.jpg"):
+        assert (rows[loop]["status"], rows[loop]["reason"]) == ("error", "symlink_loop")
+    cafe = rows["caf\\xe9.jpg"]
+    assert cafe["status"] == "kept" and cafe["image"] == jpeg_bytes(photos["chelsea"])
+    assert cafe["text"] == "a cat in a caf\ufffd"
+    assert rows["good.jpg"]["status"] == "kept"
+    assert len({r["id"] for r in rows.values()}) == 5
+
+
+def test_tar_members_with_repeated_keys_each_get_a_row_and_a_unique_key(tmp_path, photos):
+    """Adjacent repeats used to merge (an image lost); apart, the same key twice in the
+    output. Every image member is a row of its own, with its own id."""
+    shard = tmp_path / "dups.tar"
+    a, b, c = (jpeg_bytes(photos[n]) for n in ("coffee", "chelsea", "astronaut"))
+    # GNU format, Latin-1: member names as raw bytes, so "café" arrives as a non-UTF-8 name
+    with tarfile.open(shard, "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+        add(tar, "x.jpg", a)
+        add(tar, "x.txt", b"first")
+        add(tar, "x.jpg", b)  # adjacent repeat of x.jpg
+        add(tar, "y.jpg", c)
+        add(tar, "x.jpg", a)  # x again, after y
+        add(tar, "caf\u00e9.jpg", b)
+    rows = rows_of(InputConfig(kind="webdataset", path=str(shard)))
+    keys = [r["source_key"].split("#", 1)[1] for r in rows]
+    assert keys == ["x", "x#2", "y", "x#3", "caf\\xe9"]
+    assert [r["image"] for r in rows[:4]] == [a, b, c, a]
+    assert rows[0]["text"] == "first" and rows[1]["text"] is None
+    assert len({r["id"] for r in rows}) == len(rows) == 5
+    assert all(r["status"] == "kept" for r in rows)
+
+
+def test_oversized_or_escaping_sidecars_are_refused_with_a_reason(tmp_path, photos):
+    from curation.sources.folder import SIDECAR_MAX_BYTES
+
+    root = tmp_path / "pool"
+    root.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the dataset")
+    for name in ("big", "link", "fine"):
+        (root / f"{name}.jpg").write_bytes(jpeg_bytes(photos["coffee"]))
+    (root / "big.txt").write_bytes(b"x" * (SIDECAR_MAX_BYTES + 1))
+    os.symlink(secret, root / "link.txt")
+    (root / "fine.txt").write_text("a cup")
+    rows = {r["source_key"]: r for r in rows_of(InputConfig(path=str(root)))}
+    assert (rows["big.jpg"]["status"], rows["big.jpg"]["reason"]) == ("error", "sidecar_too_large")
+    assert (rows["link.jpg"]["reason"], rows["link.jpg"]["text"]) == ("outside_root", None)
+    assert rows["fine.jpg"]["status"] == "kept" and rows["fine.jpg"]["text"] == "a cup"
+
+    shard = tmp_path / "t.tar.gz"
+    with tarfile.open(shard, "w:gz") as tar:  # 40 MB of text, a few KB once gzipped
+        add(tar, "a.jpg", jpeg_bytes(photos["coffee"]))
+        add(tar, "a.txt", b"y" * 40_000_000)
+        add(tar, "b.jpg", jpeg_bytes(photos["chelsea"]))
+        add(tar, "b.json", b'{"caption": "a cat"}')
+    assert shard.stat().st_size < 200_000
+    rows = rows_of(InputConfig(kind="webdataset", path=str(shard)))
+    assert [(r["status"], r["reason"]) for r in rows] == [
+        ("error", "sidecar_too_large"),
+        ("kept", None),
+    ]
+    assert rows[0]["text"] is None and rows[1]["text"] == "a cat"
