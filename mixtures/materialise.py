@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,8 +39,25 @@ def materialise(
     """Stream the mixture once (one reader, the whole epoch) into ``out_dir``.
 
     The shuffle is seeded by the recipe's seed: the same recipe gives the same shard set. Memory
-    is bounded by ``shuffle_buffer`` samples."""
+    is bounded by ``shuffle_buffer`` samples. Should reading stop (a damaged source shard:
+    :class:`~mixtures.recipe.DamagedShard`), what was written is removed: ``out_dir`` itself
+    when this call made it, else its temporary ``*.tar.tmp`` shards."""
     out = Path(out_dir)
+    made = not out.exists()
+    try:
+        return _materialise(recipe, out, shuffle_buffer, max_count, max_bytes, epoch)
+    except BaseException:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for tmp in (out / "shards").glob("*.tar.tmp"):
+                tmp.unlink(missing_ok=True)
+        raise
+
+
+def _materialise(
+    recipe: Recipe, out: Path, shuffle_buffer: int, max_count: int, max_bytes: int, epoch: int
+) -> dict:
     ds = MixtureDataset(recipe, epoch=epoch, rank=0, world_size=1)
     rng = random.Random(recipe.seed)
     writer = ShardSetWriter(out, _safe(recipe.stage), max_count, max_bytes)

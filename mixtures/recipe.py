@@ -20,7 +20,8 @@ Relative paths are relative to the recipe file's folder. A text source may inste
 file of ``{"conversations": [...]}`` records, one per line. Anything wrong with a field raises
 :class:`~manifests.configs.ConfigError` naming it (``groups[1].sources[0].strategy``);
 :func:`check_recipe` finds what only the file system can tell (missing sets, amounts that cannot be
-met, a modality that disagrees with ``dataset.json``).
+met, a modality that disagrees with ``dataset.json``, a shard truncated, emptied or otherwise not
+the size and sample count its ``dataset.json`` declares).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,6 +38,7 @@ import yaml
 
 from manifests.configs import ConfigError, from_dict, merge, require
 from manifests.dataset import DATASET_JSON
+from manifests.shards import tar_samples
 
 MODALITIES = ("image", "video", "text")
 STRATEGY_FORMS = "all, first:N, first:P%, random:N, random:P%, repeat:K"
@@ -382,6 +385,69 @@ def count_jsonl(path: str | Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
+#: what to do about a damaged source shard set
+REBUILD = "rebuild the source shard set: rerun the job that wrote it with --restart"
+#: a source declaring at most this many samples has every shard's samples counted by
+#: :func:`check_recipe` (tar headers only, data passed by seeking); larger ones have their shard
+#: sizes checked only, and damage that keeps a shard's size is met when it is read
+COUNT_SAMPLES_UP_TO = 100_000
+
+
+class DamagedShard(RuntimeError):
+    """A source's shard is not what its ``dataset.json`` declares (truncated, empty, not a tar,
+    fewer samples): the message names the shard's path and the fix."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        super().__init__(f"shard {path} {problem} (fix: {REBUILD})")
+
+
+def count_tar_samples(path: str | Path) -> int:
+    """Samples in one tar, grouped as webdataset groups them, reading headers only. Raises
+    :class:`DamagedShard` when the file cannot be read as a tar."""
+    n = 0
+
+    def keep(_ordinal: int, _key: str) -> bool:
+        nonlocal n
+        n += 1
+        return False
+
+    try:
+        for _ in tar_samples(str(path), keep):
+            pass
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DamagedShard(path, f"cannot be read as a tar ({exc})") from None
+    return n
+
+
+def shard_damage(root: Path, entry: dict, count: bool) -> str | None:
+    """What is wrong with one ``dataset.json`` shard entry's tar under ``root`` (a line
+    naming its path and the fix), or None: its size against ``bytes``, and with ``count`` its
+    samples against ``samples``. A missing shard is left to the caller."""
+    path = root / entry["path"]
+    size = path.stat().st_size
+    declared = entry.get("bytes")
+    if declared is not None and size != int(declared):
+        what = "is empty" if size == 0 else f"is {size} bytes"
+        cut = "truncated" if size < int(declared) else "longer than written"
+        return str(
+            DamagedShard(path, f"{what} but {root / DATASET_JSON} declares {declared} ({cut})")
+        )
+    if not count or entry.get("samples") is None:
+        return None
+    try:
+        n = count_tar_samples(path)
+    except DamagedShard as exc:
+        return str(exc)
+    if n != int(entry["samples"]):
+        return str(
+            DamagedShard(
+                path, f"holds {n} samples but {root / DATASET_JSON} declares {entry['samples']}"
+            )
+        )
+    return None
+
+
 def _available(src: Source) -> tuple[int | None, list[str]]:
     """Samples the source holds, and problems found on the way (None: cannot be read)."""
     p = Path(src.path)
@@ -411,10 +477,26 @@ def _available(src: Source) -> tuple[int | None, list[str]]:
     problems = []
     if doc.get("modality") and doc["modality"] != src.modality:
         problems.append(f"modality is {src.modality} but {p / DATASET_JSON} says {doc['modality']}")
-    missing = [s["path"] for s in doc.get("shards", []) if not (p / s["path"]).is_file()]
+    shards = doc.get("shards", [])
+    missing = [s["path"] for s in shards if not (p / s["path"]).is_file()]
     if missing:
         problems.append(f"{len(missing)} shard(s) in dataset.json are missing, e.g. {missing[0]}")
-    return sum(int(s["samples"]) for s in doc.get("shards", [])), problems
+    total = sum(int(s["samples"]) for s in shards)
+    count = total <= COUNT_SAMPLES_UP_TO
+    damaged = [
+        d
+        for s in shards
+        if s["path"] not in missing and (d := shard_damage(p, s, count)) is not None
+    ]
+    if damaged:  # the first by path, and how many more: one line per source
+        more = f"; {len(damaged) - 1} more shard(s) damaged" if len(damaged) > 1 else ""
+        problems.append(damaged[0] + more)
+    if doc.get("samples") is not None and int(doc["samples"]) != total:
+        problems.append(
+            f"{p / DATASET_JSON} declares {doc['samples']} samples but its shard list adds up "
+            f"to {total} (fix: {REBUILD})"
+        )
+    return total, problems
 
 
 def check_recipe(recipe: Recipe, notes: list[str] | None = None) -> list[str]:

@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import os
+import tarfile
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ import numpy as np
 from manifests.dataset import read_dataset_json
 from manifests.shards import Keep, tar_samples
 from mixtures.recipe import (
+    DamagedShard,
     Recipe,
     Source,
     count_jsonl,
@@ -314,11 +316,15 @@ def _iter_tar(path: str, wanted: Selection) -> Iterator[dict]:
     if not len(wanted):
         return
     keep, seen = _at_ordinals(wanted)
-    yield from tar_samples(path, keep)
+    try:
+        yield from tar_samples(path, keep)
+    except (tarfile.TarError, OSError, EOFError) as exc:  # truncated, emptied, not a tar
+        raise DamagedShard(path, f"cannot be read as a tar ({exc})") from None
     if seen() < int(wanted[-1]):
-        raise RuntimeError(
-            f"{path} holds {seen() + 1} samples but sample {int(wanted[-1])} was wanted: the "
-            "shard does not match its dataset.json"
+        raise DamagedShard(
+            path,
+            f"holds {seen() + 1} samples but sample {int(wanted[-1])} was wanted: the shard "
+            "does not match its dataset.json",
         )
 
 
