@@ -26,6 +26,7 @@ and passes on, so ``inputs in == ledger rows out`` still holds.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import logging
 import threading
 import time
@@ -104,10 +105,11 @@ def check_url(url: str | None) -> str | None:
 class _Failed(Exception):
     """One attempt failed: the ledger reason, and whether trying again could help."""
 
-    def __init__(self, reason: str, retry: bool = False) -> None:
+    def __init__(self, reason: str, retry: bool = False, wait_s: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry = retry
+        self.wait_s = wait_s  # the server's Retry-After, when it gave one
 
 
 class _Fetched(NamedTuple):
@@ -149,6 +151,24 @@ class _Watchdog:
         # ValueError/RuntimeError: the response was closed meanwhile, nothing left to cut
         with contextlib.suppress(ValueError, RuntimeError, OSError):
             shutdown()
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header (delta-seconds or an HTTP date) in seconds from now, or None
+    when absent or unreadable. Honoured on 429 and 503 so that a rate-limited host is not
+    hammered again before it said it would answer."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _retryable_status(code: int) -> bool:
@@ -263,6 +283,8 @@ class Download:
                 log.warning("%s: unexpected error fetching %r", self.name, url, exc_info=True)
                 failure = _Failed("download_error")
             delay = self.cfg.backoff_s * 2**attempt
+            if failure.wait_s is not None:  # the server said when: not before, and if that is
+                delay = max(delay, failure.wait_s)  # past the deadline, give up now
             if (
                 not failure.retry
                 or attempt >= self.cfg.retries
@@ -302,7 +324,12 @@ class Download:
                     hops += 1
                     continue
                 if not 200 <= code <= 299:
-                    raise _Failed(f"http_{code}", retry=_retryable_status(code))
+                    wait = (
+                        retry_after_s(resp.headers.get("Retry-After"))
+                        if code in (429, 503)
+                        else None
+                    )
+                    raise _Failed(f"http_{code}", retry=_retryable_status(code), wait_s=wait)
                 return self._read_body(resp, deadline)
 
     def _get(self, session: requests.Session, url: str, deadline: float) -> requests.Response:

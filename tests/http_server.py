@@ -9,6 +9,7 @@ Routes (``GET`` only; every hit is counted per path in :attr:`ImageServer.hits`)
 ==========================  ===================================================================
 ``/img/<name>``             the bytes registered with :meth:`ImageServer.add_image`
 ``/404``, ``/429``, ``/500``  that status, always
+``/429-after/<value>``       429 with ``Retry-After: <value>``
 ``/flaky/<name>``           500 on its first hit, then image ``<name>`` (proves retries)
 ``/slow``                   waits ``slow_s`` before answering (longer than a read timeout)
 ``/stall``                  headers and 4 bytes of a JPEG, then silence
@@ -78,6 +79,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, *owner.images[path[5:]])
         elif path in ("/404", "/429", "/500"):
             self._send(int(path[1:]), b"error\n", "text/plain")
+        elif path.startswith("/429-after/"):  # a rate limit that says when to come back
+            self.send_response(429)
+            self.send_header("Retry-After", path[len("/429-after/") :])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif path.startswith("/flaky/") and path[7:] in owner.images:
             if hit == 1:
                 self._send(500, b"try again\n", "text/plain")

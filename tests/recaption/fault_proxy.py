@@ -5,7 +5,9 @@ prompt picks a *plan*, a list of actions taken on its successive attempts (the l
 Actions: ``"ok"`` forwards to the real server and relays its answer; ``"503"``, ``"429"``,
 ``"400"``, ... answer that status (429 and 503 with ``Retry-After: 1``); ``"hang"`` waits
 ``hang_s`` before forwarding (longer than the client's timeout); ``"drop"`` closes the connection
-without answering. Setting :attr:`FaultProxy.models` replaces the server's model list. Every
+without answering; ``"canned"`` answers a fixed caption at once, without the model (for tests
+whose timing must not depend on how fast this machine runs it).
+Setting :attr:`FaultProxy.models` replaces the server's model list. Every
 forwarded request is held ``delay_s`` first, so concurrent clients overlap and
 :attr:`FaultProxy.max_in_flight` shows how many were in flight at once.
 """
@@ -20,6 +22,24 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CANNED_CAPTION = "a canned caption"
+CANNED = json.dumps(
+    {
+        "id": "canned",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "canned",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": CANNED_CAPTION},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
+    }
+).encode()
 
 
 class _Server(ThreadingHTTPServer):
@@ -56,6 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(
                     int(action), b'{"error": {"message": "injected ' + action.encode() + b'"}}'
                 )
+                return
+            if action == "canned":
+                self._send(200, CANNED)
                 return
             owner.stopping.wait(owner.hang_s if action == "hang" else owner.delay_s)
             self._forward(body)

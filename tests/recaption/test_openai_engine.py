@@ -19,7 +19,7 @@ from manifests.configs import ConfigError
 from recaption.engines.base import EngineConfig, Request, SamplingConfig
 from recaption.engines.hf import TransformersEngine
 from recaption.engines.openai_engine import EngineUnavailable, OpenAIEngine, encode_image
-from tests.recaption.fault_proxy import FaultProxy
+from tests.recaption.fault_proxy import CANNED_CAPTION, FaultProxy
 from tests.recaption.servers import (
     ServerProcess,
     Store,
@@ -106,17 +106,18 @@ def test_retries_with_backoff_then_answers(served, tiny_internvl, requests_):
 
 
 def test_timeouts_are_retried_then_reported(served, tiny_internvl, requests_):
+    """Only the hanging requests may time out, however busy the machine: the others are
+    answered by the proxy itself (no model run), and the hang lasts until the proxy closes, so
+    a timeout is the only way a hanging request can end."""
     image = requests_[0].image
-    plans = {"slow_once": ["hang", "ok"], "slow": ["hang"]}
+    plans = {"slow_once": ["hang", "canned"], "slow": ["hang"], "fine": ["canned"]}
     reqs = [Request(k, image, k) for k in ("slow_once", "slow", "fine")]
-    with FaultProxy(served.base_url, plans, hang_s=5) as proxy:
-        engine = OpenAIEngine(config(tiny_internvl, proxy.base_url, timeout_s=0.5, max_retries=1))
-        t0 = time.monotonic()
+    with FaultProxy(served.base_url, plans, hang_s=600) as proxy:
+        engine = OpenAIEngine(config(tiny_internvl, proxy.base_url, timeout_s=2, max_retries=1))
         results = engine.generate(reqs, GREEDY)
-        took = time.monotonic() - t0
     assert [r.error for r in results] == [None, "timeout", None]
+    assert [r.text for r in results] == [CANNED_CAPTION, "", CANNED_CAPTION]
     assert proxy.hits == Counter(slow_once=2, slow=2, fine=1)
-    assert took < 4, "a timeout must cut the request, not wait for the server"
 
 
 def test_concurrency_never_exceeds_the_bound(served, tiny_internvl, requests_):
