@@ -19,8 +19,12 @@ Time rules, the same at load time (annotated duration) and in :func:`check_again
 
 A segment with any reason but ``end_clamped`` is left out of the normalized segments. Structure
 of the wrong shape (the file, a video entry, a segment) is ``bad_format``; a line of a
-line-oriented file (Charades, JSONL) that cannot be read into a record is ``bad_line``. An issue
-about the whole file, or a line whose video is unknown, has ``video_id == ""``. ``segment_index``
+line-oriented file (Charades, JSONL) that cannot be read into a record is ``bad_line``: such files
+are decoded line by line, so a line that is not UTF-8 costs that line only (``bad_line``, detail
+``line N: not UTF-8 ...``), while a JSON document (ActivityNet, YouCook2) that is not UTF-8 is
+one ``bad_format`` for the file. Lines end at ``\n``, ``\r\n`` or ``\r`` only (a U+2028 inside
+a JSON string is text, not a line break). An issue about the whole file, or a line whose video is
+unknown, has ``video_id == ""``. ``segment_index``
 counts the video's segments as written in the file (for Charades: that video's readable lines).
 Blank lines are not inputs and are skipped.
 """
@@ -257,11 +261,26 @@ def _youcook2(data: object, issues: list[AnnotationIssue]) -> list[VideoAnnotati
     return videos
 
 
-def _charades(text: str, issues: list[AnnotationIssue]) -> list[VideoAnnotation]:
-    by_video: dict[str, list[tuple[object, object, object]]] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+def _lines(data: bytes, issues: list[AnnotationIssue]) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each non-blank line of a line-oriented file, decoded on its own:
+    a line that is not UTF-8 becomes a ``bad_line`` issue and the other lines go on."""
+    for lineno, raw in enumerate(data.splitlines(), 1):
+        if lineno == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            bad = raw[err.start : err.start + 1].hex()
+            detail = f"line {lineno}: not UTF-8 (byte 0x{bad} at byte {err.start + 1})"
+            issues.append(AnnotationIssue("", None, BAD_LINE, detail))
             continue
+        if line.strip():
+            yield lineno, line
+
+
+def _charades(data: bytes, issues: list[AnnotationIssue]) -> list[VideoAnnotation]:
+    by_video: dict[str, list[tuple[object, object, object]]] = {}
+    for lineno, line in _lines(data, issues):
         head, sep, sentence = line.partition("##")
         fields = head.split()
         times = [_number(value) for value in fields[1:]]
@@ -298,12 +317,10 @@ def _jsonl_segment(item: object) -> tuple[object, object, object]:
     return item.get("start"), item.get("end"), item.get("text")
 
 
-def _jsonl(text: str, issues: list[AnnotationIssue]) -> list[VideoAnnotation]:
+def _jsonl(data: bytes, issues: list[AnnotationIssue]) -> list[VideoAnnotation]:
     videos: list[VideoAnnotation] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for lineno, line in _lines(data, issues):
         try:
             record = _jsonl_record(json.loads(line))
         except (json.JSONDecodeError, RecursionError) as err:
@@ -332,18 +349,18 @@ def load_annotations(
     """Read one annotation file of format ``fmt`` (one of :data:`FORMATS`).
 
     Never raises for bad content: an unreadable or wrongly shaped file gives no videos and one
-    ``bad_format`` issue naming the path. An unknown ``fmt`` is a caller error (ValueError).
+    ``bad_format`` issue naming the path; in a line-oriented format a bad line (not UTF-8, not a
+    record) is one ``bad_line`` issue. An unknown ``fmt`` is a caller error (ValueError).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown annotation format {fmt!r}; expected one of {FORMATS}")
     path = Path(path)
     issues: list[AnnotationIssue] = []
     try:
+        if fmt in ("charades", "jsonl"):
+            parse_lines = _charades if fmt == "charades" else _jsonl
+            return parse_lines(path.read_bytes(), issues), issues
         text = path.read_text(encoding="utf-8-sig")
-        if fmt == "charades":
-            return _charades(text, issues), issues
-        if fmt == "jsonl":
-            return _jsonl(text, issues), issues
         data = json.loads(text, object_pairs_hook=_PairsDict.from_pairs)
         parse = _activitynet if fmt == "activitynet" else _youcook2
         return parse(data, issues), issues

@@ -42,12 +42,17 @@ from video_prep.prepare import PrepareVideos
 log = logging.getLogger(__name__)
 
 #: issues that reject a whole annotation entry (it gets its own ledger row)
-ENTRY_REASONS = {"duplicate_id", "bad_line", "bad_format", "unsafe_path"}
+ENTRY_REASONS = {"duplicate_id", "bad_line", "unsafe_path"}
 
 
 def plan_inputs(cfg: VideoConfig) -> list[dict]:
     """Every input the annotation file names, in file order: a video to prepare, or an entry
-    already rejected (bad line, duplicate id, unsafe path, unknown video)."""
+    already rejected (bad line, duplicate id, unsafe path, unknown video).
+
+    One item per entry (a JSONL or Charades line, a video of a JSON file): an issue about a
+    video that was read (a bad segment or duration, a time rule) goes into that video's
+    ``issues``; an issue about no video read (the file, a line, a rejected entry) is its own
+    item."""
     anns, issues = load_annotations(cfg.input.annotations, cfg.input.format)
     root = Path(cfg.input.videos)
     exts = tuple(f".{e.lower().lstrip('.')}" for e in cfg.input.extensions)
@@ -69,7 +74,7 @@ def plan_inputs(cfg: VideoConfig) -> list[dict]:
         by_video.setdefault(ann.video_id, [])
     for n, iss in enumerate(issues):
         entry = {"segment": iss.segment_index, "reason": iss.reason, "detail": iss.detail}
-        if iss.reason in ENTRY_REASONS or iss.video_id not in by_video:
+        if iss.reason in ENTRY_REASONS or iss.video_id not in by_video:  # no video read
             items.append(
                 {
                     "video_id": iss.video_id or _where(cfg.input.annotations, iss.detail, n),

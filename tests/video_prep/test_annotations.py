@@ -178,8 +178,7 @@ def test_jsonl_odd_records(tmp_path: Path) -> None:
         ("activitynet", "[1, 2]"),  # wrong shape
         ("activitynet", '{"v_x": {"duration": 3'),  # truncated
         ("youcook2", '{"videos": {}}'),  # no database
-        ("charades", b"\xff\xfe\x00bad"),  # not UTF-8
-        ("jsonl", b"\xc3\x28"),
+        ("activitynet", b'{"v_x": "\xc3\x28"}'),  # not UTF-8: one JSON document, one issue
     ],
 )
 def test_unreadable_file_is_one_bad_format_issue(
@@ -194,6 +193,19 @@ def test_unreadable_file_is_one_bad_format_issue(
     assert videos == []
     assert _keys(issues) == [("", None, "bad_format")]
     assert str(path) in issues[0].detail
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content"), [("charades", b"\xff\xfe\x00bad"), ("jsonl", b"\xc3\x28")]
+)
+def test_a_line_that_is_not_utf8_is_one_bad_line(tmp_path: Path, fmt: str, content: bytes) -> None:
+    """Line-oriented files are decoded line by line (tests/video_prep/test_hostile_inputs.py)."""
+    path = tmp_path / "ann"
+    path.write_bytes(content)
+    videos, issues = load_annotations(path, fmt)
+    assert videos == []
+    assert _keys(issues) == [("", None, "bad_line")]
+    assert issues[0].detail.startswith("line 1: not UTF-8")
 
 
 def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
