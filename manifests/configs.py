@@ -8,6 +8,7 @@ where we know it, the fix, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -62,12 +63,17 @@ def _coerce(value: Any, typ: Any, field: str) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(field, f"expected true or false, got {value!r}")
-    if typ is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+    if typ is int:  # .inf and .nan are YAML floats with no integer value
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (isinstance(value, float) and not math.isfinite(value))
+            or int(value) != value
+        ):
             raise ConfigError(field, f"expected an integer, got {value!r}")
         return int(value)
-    if typ is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+    if typ is float:  # .inf may mean "no limit"; .nan compares false with every bound
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             raise ConfigError(field, f"expected a number, got {value!r}")
         return float(value)
     if typ is str:
@@ -101,12 +107,44 @@ def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> tuple[str, yaml.Mark | None]:
+    """What YAML refused, in a line, and where (a mark whose ``line`` and ``column`` count
+    from 0; None when YAML does not say)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        problem = exc.problem or exc.context or "not valid YAML"
+        if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
+            problem = problem.replace("could not determine a constructor for the ", "")
+            problem = f"{problem.replace('tag:yaml.org,2002:', '!!')} "
+            problem += "is not allowed (a config holds plain values, no Python objects)"
+        return problem, exc.problem_mark or exc.context_mark
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__, None
+
+
+def parse_yaml(text: str, *, field: str = "<file>", source: str | Path | None = None) -> Any:
+    """``yaml.safe_load(text)``, with what YAML refuses (bad syntax; a tag such as
+    ``!!python/object``, which is never constructed) raised as :class:`ConfigError` naming
+    ``field`` and, for a file, ``source`` with the line and column."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem, mark = _yaml_problem(exc)
+        if source is not None:
+            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError(field, f"{source}{at}: {problem}") from None
+        at = f" (at character {mark.column + 1})" if mark and "\n" not in text else ""
+        raise ConfigError(
+            field,
+            f"{text!r} is not a plain YAML value{at}: {problem}",
+            "write a number, a string, [a, b] or {k: v}; quote a string that holds brackets",
+        ) from None
+
+
 def apply_override(data: dict, assignment: str) -> None:
     """Apply one ``a.b.c=value`` assignment (value parsed as YAML) to a nested mapping."""
     if "=" not in assignment:
         raise ConfigError(assignment, "an override must look like 'field.sub=value'")
     path, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    value = parse_yaml(raw, field=path.strip()) if raw != "" else ""
     node = data
     parts = path.strip().split(".")
     for part in parts[:-1]:
@@ -132,7 +170,7 @@ def _read_yaml(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
         raise ConfigError("<file>", f"no config file at {p}")
-    loaded = yaml.safe_load(p.read_text())
+    loaded = parse_yaml(p.read_text(), source=p)
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError("<file>", f"{p} must hold a mapping of fields at the top level")
     return loaded or {}

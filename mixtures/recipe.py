@@ -34,9 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import yaml
-
-from manifests.configs import ConfigError, from_dict, merge, require
+from manifests.configs import ConfigError, from_dict, merge, parse_yaml, require
 from manifests.dataset import DATASET_JSON
 from manifests.shards import tar_samples
 
@@ -325,7 +323,7 @@ def apply_override(data: dict, assignment: str) -> None:
         raise ConfigError(assignment, "an override must look like 'groups[0].sources[1].name=x'")
     path, raw = assignment.split("=", 1)
     path = path.strip()
-    value = yaml.safe_load(raw) if raw != "" else ""
+    value = parse_yaml(raw, field=path) if raw != "" else ""
     steps: list[str | int] = []
     for part in path.split("."):
         m = _PART_RE.match(part)
@@ -361,7 +359,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     p = Path(path)
     if not p.is_file():
         raise ConfigError("<file>", f"no recipe file at {p}")
-    loaded = yaml.safe_load(p.read_text())
+    loaded = parse_yaml(p.read_text(), source=p)
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError("<file>", f"{p} must hold a mapping of fields at the top level")
     data = merge({}, loaded or {})

@@ -83,16 +83,50 @@ def _cmd_job(args: argparse.Namespace) -> int:
         print(plan_main(cfg))
         return 0
     cfg.check_runnable()
-    run_job(job, cfg, restart=args.restart, progress=not args.no_progress)
+    out = Path(cfg.output)
+    made = not out.exists()
+    try:
+        run_job(job, cfg, restart=args.restart, progress=not args.no_progress)
+    except BaseException:
+        if made:  # refused before any work (a missing input): no empty output folder behind
+            _remove_if_unused(out)
+        raise
     for line in _summary(job, cfg):
         print(line)
     return 0
+
+
+def _remove_if_unused(out: Path) -> None:
+    """Remove ``out`` (a folder this run made) when it holds nothing but folders and the
+    output lock: a run refused before its first piece of work leaves nothing behind."""
+    from engine.job import LOCK
+
+    if not out.is_dir():
+        return
+    for _root, _dirs, files in os.walk(out):
+        if any(f != LOCK for f in files):
+            return
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+
+
+#: what makes a folder a shard set (or the remains of a run that was writing one)
+SHARD_SET_MARKS = ("dataset.json", "stats.json", "ledger", "shards")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from curation.report import write_report
 
     _setup_logging(args.log_level or "INFO")
+    out = Path(args.out)
+    if out.is_dir() and not any((out / m).exists() for m in SHARD_SET_MARKS):
+        print(
+            f"vl3data: error: {out} is not a shard set (none of {', '.join(SHARD_SET_MARKS)} "
+            "in it); give the output folder of a curate, video, recaption or mix run",
+            file=sys.stderr,
+        )
+        return 1
     path = write_report(args.out)
     print(path)
     return 0
@@ -225,10 +259,23 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """The installed package's version; from the source tree when it is not installed."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("vl3data")
+    except importlib.metadata.PackageNotFoundError:
+        from vl3data import __version__
+
+        return f"{__version__} (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vl3data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     # the flags every data job shares, from one parent
