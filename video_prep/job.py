@@ -218,7 +218,7 @@ class VideoShards:
             m["samples"] += len(ss)
             shards.append(sh[0] if sh else None)
             keys.append(json.dumps(ks) if ks else None)
-        m["second_decodes"] += sum(1 for p in rows["decode_passes"].to_pylist() if p == 2)
+        m["second_decodes"] += sum(1 for p in rows["decode_passes"].to_pylist() if (p or 0) >= 2)
         rows = rows.append_column("shard", pa.array(shards, pa.string()))
         rows = rows.append_column("keys", pa.array(keys, pa.string()))
         return ledger.to_ledger(rows)

@@ -4,13 +4,22 @@ video once, and build every task's samples. A Ray task over an Arrow batch of vi
 Nothing here raises for a bad video or annotation: the row gets ``status``/``stage``/``reason``
 and the ledger keeps it. Per-segment and per-clip problems are kept in the row's ``issues`` and
 ``clips`` columns (JSON), so the report can count them.
+
+A truncated video (its header declares more than its frames hold: a faststart MP4 cut short)
+decodes without an error but its frames stop early. When the decode's 1-fps grid ends more than
+:data:`TRUNCATED_TOLERANCE_S` (or two grid steps) before the stream's declared duration, the
+video is ``truncated``: its usable duration becomes the decoded one (the grid's frame count over
+the fps), the annotation is checked, cut and decoded again against it, so captions past the last
+frame are out of range (``time_past_duration``, ``end_clamped``) as for any short video, and a
+``truncated`` issue (``"segment": null``) names both durations. The ``duration`` column keeps what
+the probe declared.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
@@ -30,6 +39,10 @@ SAMPLE_TYPE = pa.struct(
         ("frames", pa.list_(pa.binary())),
     ]
 )
+
+#: a decode whose frames stop more than this (or two grid steps) before the declared end of the
+#: video stream is a truncated video; a whole file's grid ends within one step of it
+TRUNCATED_TOLERANCE_S = 2.0
 
 INFO_COLUMNS: dict[str, pa.DataType] = {
     "duration": pa.float64(),
@@ -101,12 +114,49 @@ def _decode(
 
 def prepare_video(ann: VideoAnnotation, path: str, cfg: VideoConfig) -> Outcome:
     """Everything for one annotated video; never raises for bad input."""
-    issues: list[dict] = []
     try:
         info = probe_video(path)
     except VideoError as e:
         issue = {"segment": None, "reason": e.reason, "detail": e.detail}
         return Outcome(ERROR, "probe", e.reason, info={"issues": json.dumps([issue])})
+    out, decoded_end = _prepare(ann, path, info, cfg)
+    if decoded_end is None:
+        return out
+    # truncated: everything again against the duration that really decodes
+    first = out.info or {}
+    usable = replace(info, duration=min(info.duration, decoded_end), stream_duration=decoded_end)
+    detail = (
+        f"frames stop at {decoded_end:.1f} s of the {info.stream_duration:.1f} s declared"
+        f" ({first.get('grid_frames')} frames at {cfg.frames.fps:g} fps)"
+    )
+    truncated = {"segment": None, "reason": "truncated", "detail": detail}
+    out, _ = _prepare(ann, path, usable, cfg, [truncated], check_truncation=False)
+    row = out.info
+    row["duration"] = info.duration  # what the probe declared; the issue says what decodes
+    row["decode_passes"] = (row.get("decode_passes") or 0) + first["decode_passes"]
+    row["decode_s"] = round((row.get("decode_s") or 0.0) + first["decode_s"], 4)
+    return out
+
+
+def _truncated_at(info: VideoInfo, grid_frames: int, fps: float) -> float | None:
+    """The decoded end (seconds) when the grid stops well before the declared end, else None."""
+    decoded = grid_frames / fps
+    if decoded < info.stream_duration - max(TRUNCATED_TOLERANCE_S, 2.0 / fps):
+        return decoded
+    return None
+
+
+def _prepare(
+    ann: VideoAnnotation,
+    path: str,
+    info: VideoInfo,
+    cfg: VideoConfig,
+    issues: list[dict] | None = None,
+    check_truncation: bool = True,
+) -> tuple[Outcome, float | None]:
+    """The video's outcome with ``info`` as its duration, and the decoded end when the decode
+    showed the video truncated (the caller prepares it again against that end)."""
+    issues = list(issues or [])
     checked, problems = check_against_duration(ann, info.duration)
     issues += [
         {"segment": p.segment_index, "reason": p.reason, "detail": p.detail} for p in problems
@@ -137,8 +187,11 @@ def prepare_video(ann: VideoAnnotation, path: str, cfg: VideoConfig) -> Outcome:
                 [*issues, {"segment": None, "reason": e.reason, "detail": e.detail}]
             )
             row["clips"] = json.dumps([cl.summary() for cl in clips])
-            return Outcome(ERROR, "decode", e.reason, info=row)
+            return Outcome(ERROR, "decode", e.reason, info=row), None
         row.update(grid_frames=n, decode_passes=passes, decode_s=round(decode_s, 4))
+        decoded_end = _truncated_at(info, n, cfg.frames.fps) if check_truncation else None
+        if decoded_end is not None:
+            return Outcome(KEPT, info=row), decoded_end
         for cl in kept:
             if not frames[cl.index].frames:
                 cl.status, cl.reason = "dropped", "no_frames_in_clip"
@@ -149,9 +202,9 @@ def prepare_video(ann: VideoAnnotation, path: str, cfg: VideoConfig) -> Outcome:
         reason = "no_segments" if not checked.segments else "no_kept_clips"
         if not clips and unfit:
             reason = "segment_too_long"
-        return Outcome("dropped", "clips", reason, info=row)
+        return Outcome("dropped", "clips", reason, info=row), None
     samples = _samples(ann.video_id, kept, frames, cfg)
-    return Outcome(KEPT, info=row, samples=samples)
+    return Outcome(KEPT, info=row, samples=samples), None
 
 
 def _samples(video_id: str, clips: list[Clip], frames: dict[int, ClipFrames], cfg) -> list[dict]:
