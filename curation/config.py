@@ -13,10 +13,16 @@ from curation.config_models import (
     SimilarityConfig,
 )
 from engine.config import RayConfig
-from manifests.configs import require
+from manifests.configs import ConfigError, require
 
 INPUT_KINDS = ("folder", "webdataset", "url_parquet")
 IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+
+
+def _short(exc: BaseException) -> str:
+    """An exception's first line, without the chain of wrapped library errors."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
 
 
 @dataclass
@@ -187,3 +193,21 @@ class CurateConfig:
         """Checks that need the whole config (and the file system), before any work starts."""
         require(bool(self.output), "output", "is empty", "--set output=/path/to/out")
         require(bool(self.input.path), "input.path", "is empty", "--set input.path=/path/to/pool")
+        if self.aesthetic.enabled:
+            self._fetch_aesthetic_weights()
+
+    def _fetch_aesthetic_weights(self) -> None:
+        """Resolve (download once, into the cache) the aesthetic head here, in the driver: an
+        offline machine or a wrong URL is then one config error before any work, not a model
+        actor dying on every worker with a network traceback."""
+        from curation.stages.aesthetic import resolve_weights
+
+        try:
+            resolve_weights(self.aesthetic.weights, allow_addresses=self.download.allow_addresses)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ConfigError(
+                "aesthetic.weights",
+                f"{self.aesthetic.weights!r} could not be fetched: {_short(exc)}",
+                "on a machine without internet, copy the .pth file over and set "
+                "aesthetic.weights=/path/to/it.pth",
+            ) from None

@@ -22,6 +22,7 @@ whole (its sink first removes what it had left), so kill -9 and rerun give the s
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -314,6 +315,23 @@ def run_partitions(
     return {p.index: work.meta(p.index) for p in parts}
 
 
+#: errors of the machine, not of one partition: every other partition will meet them too
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def task_cause(exc: BaseException) -> BaseException:
+    """The worker's own exception inside a Ray task error (whose text is the whole remote
+    traceback); ``exc`` itself for anything else."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, at most 200 characters."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
 def _run_partition_tasks(task: PartitionTask, pending: Sequence[Partition], bar: Progress) -> None:
     """One Ray task per partition, at most two per CPU in flight (so no worker waits for the
     driver). A partition whose task raised is reported after the others finished; Ray itself
@@ -325,7 +343,7 @@ def _run_partition_tasks(task: PartitionTask, pending: Sequence[Partition], bar:
     window = max(2, int(2 * ray.cluster_resources().get("CPU", 1)))
     queue = list(reversed(pending))
     running: dict = {}
-    failed: list[str] = []
+    failed: list[tuple[int, BaseException]] = []
     while queue or running:
         while queue and len(running) < window:
             part = queue.pop()
@@ -335,13 +353,19 @@ def _run_partition_tasks(task: PartitionTask, pending: Sequence[Partition], bar:
         try:
             meta = ray.get(done[0])
         except Exception as exc:  # the others go on; a rerun retries this one
-            log.error("partition %d failed: %s", part.index, exc)
-            failed.append(f"{part.index}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            cause = task_cause(exc)
+            log.debug("partition %d failed", part.index, exc_info=exc)  # the remote traceback
+            log.error("partition %d failed: %s", part.index, one_line(cause))
+            failed.append((part.index, cause))
             continue
         bar.partition_done(meta["rows"])
     if failed:
+        first = failed[0][1]
+        if isinstance(first, OSError) and first.errno in MACHINE_ERRNOS:
+            raise first  # disk full, read-only...: the machine's problem, said as it is
+        listed = "; ".join(f"{i}: {one_line(c)}" for i, c in failed[:3])
         raise RuntimeError(
-            f"{len(failed)} partition(s) failed ({'; '.join(failed[:3])}); rerun to retry them"
+            f"{len(failed)} partition(s) failed ({listed}); rerun to retry themrerun to retry them"
         )
 
 

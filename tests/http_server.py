@@ -10,6 +10,7 @@ Routes (``GET`` only; every hit is counted per path in :attr:`ImageServer.hits`)
 ``/img/<name>``             the bytes registered with :meth:`ImageServer.add_image`
 ``/404``, ``/429``, ``/500``  that status, always
 ``/429-after/<value>``       429 with ``Retry-After: <value>``
+``/gate/<name>``             the image, once :attr:`ImageServer.gate` is set (held till then)
 ``/flaky/<name>``           500 on its first hit, then image ``<name>`` (proves retries)
 ``/slow``                   waits ``slow_s`` before answering (longer than a read timeout)
 ``/stall``                  headers and 4 bytes of a JPEG, then silence
@@ -79,6 +80,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, *owner.images[path[5:]])
         elif path in ("/404", "/429", "/500"):
             self._send(int(path[1:]), b"error\n", "text/plain")
+        elif path.startswith("/gate/") and path[6:] in owner.images:
+            owner.gate.wait(owner.hang_limit_s)  # held until the test opens the gate
+            self._send(200, *owner.images[path[6:]])
         elif path.startswith("/429-after/"):  # a rate limit that says when to come back
             self.send_response(429)
             self.send_header("Retry-After", path[len("/429-after/") :])
@@ -198,6 +202,7 @@ class ImageServer:
         self.images: dict[str, tuple[bytes, str]] = {}
         self.hits: Counter[str] = Counter()
         self.stopping = threading.Event()
+        self.gate = threading.Event()  # /gate/ routes answer once it is set
         self._lock = threading.Lock()
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None

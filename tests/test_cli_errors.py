@@ -152,8 +152,15 @@ def test_a_missing_input_keeps_an_output_folder_that_was_there(tmp_path, capsys)
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
     code = main(
-        ["curate", str(CURATE), "--set", f"input.path={tmp_path / 'nope'}"]
-        + ["--set", f"output={out}", "--no-progress"]
+        [
+            "curate",
+            str(CURATE),
+            "--set",
+            f"input.path={tmp_path / 'nope'}",
+            "--set",
+            f"output={out}",
+            "--no-progress",
+        ]
     )
     assert code == 1
     assert (out / "mine.txt").read_text() == "keep me"

@@ -11,9 +11,11 @@ vl3data build configs/build_demo.yaml [--plan] [--target syn7m]
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -400,6 +402,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it)
+INTERRUPTED = 130
+_NO_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS}
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line for a failed file operation: what, where, and what to do about it."""
+    where = f" {exc.filename}" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    if exc.errno in _NO_SPACE:
+        fix = "free space there (or choose another output), then rerun the same command: "
+        fix += "finished partitions are kept"
+        return f"vl3data: error: cannot write{where}: {what}; {fix}"
+    if exc.errno in _NO_WRITE:
+        fix = "choose an output folder you can write to (--set output=...)"
+        return f"vl3data: error: cannot write{where}: {what}; {fix}"
+    return f"vl3data: error: {type(exc).__name__}{where}: {what}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -407,9 +429,25 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vl3data: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, RuntimeError, ValueError) as exc:
-        print(f"vl3data: error: {exc}", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        again = shlex.join(["vl3data", *(sys.argv[1:] if argv is None else argv)])
+        print(
+            "vl3data: interrupted. Finished partitions (and finished nodes of a build) are kept; "
+            f"run the same command again to resume: {again}",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    except Exception as exc:
+        from engine.runner import task_cause  # a Ray task error: the worker's own exception
+
+        cause = task_cause(exc)
+        if isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError):
+            print(_os_error_line(cause), file=sys.stderr)
+            return 1
+        if isinstance(cause, (FileNotFoundError, RuntimeError, ValueError)):
+            print(f"vl3data: error: {cause}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -154,3 +154,22 @@ def test_a_redirect_to_a_private_address_is_refused_on_that_hop(
     assert {addr[0] for addr in seen} == {"127.0.0.1"}
     assert image_server.hits["/redirect-to"] == len(urls)  # one request each: no retry
     assert image_server.hits["/img/a.jpg"] == 1
+
+
+def test_unfetchable_aesthetic_weights_are_a_config_error_before_any_work(tmp_path) -> None:
+    """Resolved in the driver by check_runnable: one error naming the field and the offline
+    fix, not a model actor dying with a network traceback on every worker."""
+    cfg = load_config(
+        CurateConfig,
+        "configs/syn7m_filters.yaml",
+        [
+            f"input.path={tmp_path}",
+            f"output={tmp_path / 'out'}",
+            "aesthetic.weights=http://169.254.169.254/latest/head.pth",
+        ],
+    )
+    with connections() as seen, pytest.raises(ConfigError, match=r"aesthetic\.weights") as err:
+        cfg.check_runnable()
+    assert "non-public" in str(err.value) and "aesthetic.weights=/path/to/it.pth" in str(err.value)
+    assert seen == []
+    assert not (tmp_path / "out").exists()

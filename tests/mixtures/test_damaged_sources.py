@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.mixtures.conftest import source, write_recipe, write_set
 from mixtures.materialise import write_mixture
 from mixtures.recipe import DamagedShard, check_recipe, load_recipe
+from tests.mixtures.conftest import source, write_recipe, write_set
 from vl3data.cli import main
 
 ROOT = Path(__file__).parent.parent.parent
@@ -61,8 +61,15 @@ def test_mix_refuses_a_damaged_source_in_one_line(tmp_path, how):
     src, shard = damaged_set(tmp_path, how)
     out = tmp_path / "mix"
     run = subprocess.run(
-        [sys.executable, "-m", "vl3data.cli", "mix", str(recipe_over(tmp_path, src))]
-        + ["--output", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "vl3data.cli",
+            "mix",
+            str(recipe_over(tmp_path, src)),
+            "--output",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
