@@ -24,9 +24,11 @@ log = logging.getLogger(__name__)
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
-def build_processor(preset: Preset | str, tokenizer):
+def build_processor(preset: Preset | str, tokenizer, image_merge_size: int = 1):
     """``VideoLlama3Processor`` with the preset's image and frame pixel budgets (images merged
-    1x1, video 2x2 as in the paper) around ``tokenizer``, with our chat template."""
+    ``image_merge_size`` x ``image_merge_size``, 1 but in stage 4, which sets it to 2 through
+    :func:`model.stream.stage_collator`; video 2x2 as in the paper) around ``tokenizer``, with
+    our chat template."""
     from transformers import (
         VideoLlama3ImageProcessor,
         VideoLlama3Processor,
@@ -41,7 +43,7 @@ def build_processor(preset: Preset | str, tokenizer):
     # token budget caps the total
     frame = {"shortest_edge": p.frame_pixels[0], "longest_edge": p.frame_pixels[1] * MAX_FRAMES}
     return VideoLlama3Processor(
-        image_processor=VideoLlama3ImageProcessor(size=image, merge_size=1),
+        image_processor=VideoLlama3ImageProcessor(size=image, merge_size=image_merge_size),
         video_processor=VideoLlama3VideoProcessor(size=frame, merge_size=2),
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,

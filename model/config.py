@@ -15,7 +15,7 @@ from pathlib import Path
 from manifests.configs import ConfigError, require
 from model.precision import PRECISIONS
 from model.presets import PRESETS
-from model.stages import DIFF_THRESHOLD, PAPER, STAGES, WARMUP_RATIO
+from model.stages import DIFF_THRESHOLD, IMAGE_MERGE_SIZES, PAPER, STAGES, WARMUP_RATIO
 
 
 @dataclass
@@ -109,9 +109,18 @@ class StageConfig:
     lr_scale: float = 1.0  # multiplies every rate of the stage; 1 is the paper (tests raise it)
     warmup_ratio: float = WARMUP_RATIO  # linear warm-up over this share of the steps, then cosine
     token_compression: bool | None = None  # DiffFP; null: the paper's (on in stages 3 and 4)
+    # image tokens (images, streaming frames) merged NxN; null: the paper's (2 in stage 4, else 1)
+    image_merge_size: int | None = None
 
     def __post_init__(self) -> None:
         require(self.steps >= 1, "steps", "must be at least 1")
+        require(
+            self.image_merge_size is None
+            or (type(self.image_merge_size) is int and self.image_merge_size in IMAGE_MERGE_SIZES),
+            "image_merge_size",
+            f"{self.image_merge_size!r} is not a merge size",
+            f"null (the paper's: 2 in stage 4, else 1) or one of {IMAGE_MERGE_SIZES}",
+        )
         require(self.lr_scale > 0, "lr_scale", "must be above 0")
         require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
 
@@ -125,6 +134,8 @@ class StageConfig:
                 setattr(self.lr, group, value)
         if self.token_compression is None:
             self.token_compression = PAPER[stage]["token_compression"]
+        if self.image_merge_size is None:
+            self.image_merge_size = PAPER[stage]["image_merge_size"]
 
 
 @dataclass

@@ -43,7 +43,7 @@ from model.collate import IGNORE_INDEX, IMAGE_KEYS, VIDEO_KEYS, CollateConfig, C
 from model.heldout import HOLDOUT_FRACTION, heldout_samples
 from model.precision import PRECISIONS, autocast_dtype
 from model.presets import get_preset
-from model.stages import IMAGE_MERGE_SIZE, VIDEO_MERGE_SIZE
+from model.stages import VIDEO_MERGE_SIZE
 from video_prep.grounding_eval import evaluate as score_intervals
 from video_prep.grounding_eval import parse_interval
 
@@ -300,8 +300,12 @@ def evaluate_grounding(
 # --- CLI ---------------------------------------------------------------------------------------
 
 
-def eval_collate_config(preset: str | None, token_compression: bool) -> CollateConfig:
-    """The trainer's collator settings for ``preset`` (the paper's without one)."""
+def eval_collate_config(
+    preset: str | None, token_compression: bool, image_merge_size: int = 1
+) -> CollateConfig:
+    """The trainer's collator settings for ``preset`` (the paper's without one), images merged
+    ``image_merge_size`` x ``image_merge_size`` (the checkpoint's processor says how its stage
+    merged them: 2 after stage 4)."""
     kw: dict = {}
     if preset:
         p = get_preset(preset)
@@ -312,7 +316,7 @@ def eval_collate_config(preset: str | None, token_compression: bool) -> CollateC
         }
     return CollateConfig(
         video_merge_size=VIDEO_MERGE_SIZE,
-        image_merge_size=IMAGE_MERGE_SIZE,
+        image_merge_size=image_merge_size,
         use_token_compression=token_compression,
         **kw,
     )
@@ -358,13 +362,15 @@ def main(argv: list[str] | None = None) -> dict:
     model, processor = load_checkpoint(ckpt, preset=args.preset)
     samples = heldout_samples(args.recipe, args.fraction, args.limit)
     model.to(device)
-    collator = Collator(processor, eval_collate_config(args.preset, compression))
+    merge = processor.image_processor.merge_size  # the stage's, saved with its checkpoint
+    collator = Collator(processor, eval_collate_config(args.preset, compression, merge))
     result: dict = {
         "checkpoint": str(ckpt),
         "recipe": str(args.recipe),
         "fraction": args.fraction,
         "heldout_samples": len(samples),
         "token_compression": compression,
+        "image_merge_size": merge,
         "loss": evaluate_loss(model, collator, samples, amp=amp),
     }
     if not args.no_grounding:

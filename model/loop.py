@@ -34,7 +34,6 @@ from model.checkpoints import (
     save_resumable,
     tmp_dir,
 )
-from model.collate import Collator
 from model.config import TrainConfig
 from model.distributed import Dist, print0, setup_dist, teardown_dist
 from model.evaluate import evaluate_grounding, evaluate_loss
@@ -45,7 +44,7 @@ from model.presets import get_preset
 from model.stages import GROUPS, count_parameters, make_optimizer, make_scheduler
 from model.starting_point import starting_point
 from model.step import train_step
-from model.stream import Stream, collate_config, draw
+from model.stream import Stream, draw, stage_collator
 from model.tokenizer import load_tokenizer
 from model.train_report import write_report
 
@@ -88,7 +87,7 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
     optimizer = make_optimizer(model, lrs, cfg.train.weight_decay)
     scheduler = make_scheduler(optimizer, sc.steps, sc.warmup_ratio)
     stream = Stream(mixtures.open_stage(sc.recipe), cfg.data.holdout_fraction)
-    collator = Collator(processor, collate_config(cfg, n))
+    collator = stage_collator(processor, cfg, n)
     step = load_trainer_state(ckpt, d, optimizer, scheduler, stream) if ckpt else 0
     metrics_path = stage_dir / "metrics.jsonl"
     if d.main:
@@ -100,7 +99,10 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
         d,
         f"stage {n}: {sc.recipe} from {source}, steps {step}->{sc.steps}, trainable "
         + ", ".join(f"{g} {trainable[g]:,} @ {lrs[g]:g}" for g in GROUPS)
-        + f", DiffFP {'on' if sc.token_compression else 'off'}, {d.world} rank(s)",
+        + f", DiffFP {'on' if sc.token_compression else 'off'}"
+        + f", image tokens merged {collator.cfg.image_merge_size}x{collator.cfg.image_merge_size}"
+        + f", video {collator.cfg.video_merge_size}x{collator.cfg.video_merge_size}"
+        + f", {d.world} rank(s)",
     )
     ddp = model
     if d.on:
@@ -175,6 +177,8 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
         "mean_step_time_s": sum(times) / len(times) if times else None,
         "lr": lrs,
         "token_compression": bool(sc.token_compression),
+        "image_merge_size": collator.cfg.image_merge_size,
+        "video_merge_size": collator.cfg.video_merge_size,
         "parameters": params,
         "skipped": dict(collator.skipped),
         "world_size": d.world,

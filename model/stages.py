@@ -2,16 +2,19 @@
 
 VideoLLaMA3 (DESIGN §1) trains in four stages, each starting from the previous one's weights:
 
-=====  ==========================  =========  ==========  =======  ======
-stage  what                        vision     projector   LLM      DiffFP
-=====  ==========================  =========  ==========  =======  ======
-1      vision encoder adaptation   1e-5       1e-3        frozen   off
-2      vision-language alignment   2e-6       1e-5        1e-5     off
-3      multi-task fine-tuning      2e-6       1e-5        1e-5     on
-4      video-centric fine-tuning   2e-6       1e-5        1e-5     on
-=====  ==========================  =========  ==========  =======  ======
+=====  ==========================  =========  ==========  =======  ======  ===========
+stage  what                        vision     projector   LLM      DiffFP  image merge
+=====  ==========================  =========  ==========  =======  ======  ===========
+1      vision encoder adaptation   1e-5       1e-3        frozen   off     1x1
+2      vision-language alignment   2e-6       1e-5        1e-5     off     1x1
+3      multi-task fine-tuning      2e-6       1e-5        1e-5     on      1x1
+4      video-centric fine-tuning   2e-6       1e-5        1e-5     on      2x2
+=====  ==========================  =========  ==========  =======  ======  ===========
 
-with a cosine schedule after a linear warm-up over 3% of the steps, and video tokens merged 2x2.
+with a cosine schedule after a linear warm-up over 3% of the steps, and video tokens merged 2x2
+in every stage. Image tokens are merged 2x2 only in stage 4: the paper (§3.3, "the visual tokens
+of images are only downsampled in the video-centric fine-tuning stage") and VideoLLaMA3's
+``scripts/train/stage4_2b.sh`` (``--image_merge_size 2``; stages 1-3 pass 1).
 A learning rate of 0 freezes its group. transformers' ``VideoLlama3ForConditionalGeneration``
 names its parts ``model.vision_model.*`` (the SigLIP-style encoder), ``model.projector.*`` (the
 2-layer GELU MLP) and ``model.language_model.*`` + ``lm_head.*`` (the Qwen2 LLM; ``lm_head`` is
@@ -29,14 +32,31 @@ STAGES = (1, 2, 3, 4)
 WARMUP_RATIO = 0.03
 DIFF_THRESHOLD = 0.1
 VIDEO_MERGE_SIZE = 2
-IMAGE_MERGE_SIZE = 1
+IMAGE_MERGE_SIZES = (1, 2)  # what a stage may set: 1 (no merge) or 2 (2x2 bilinear)
 
-#: per stage: learning rate per group (0: frozen) and whether DiffFP compresses video tokens
+#: per stage: learning rate per group (0: frozen), whether DiffFP compresses video tokens, and
+#: the side of the image-token merge (images and streaming frames)
 PAPER: dict[int, dict[str, Any]] = {
-    1: {"lr": {"vision": 1e-5, "projector": 1e-3, "llm": 0.0}, "token_compression": False},
-    2: {"lr": {"vision": 2e-6, "projector": 1e-5, "llm": 1e-5}, "token_compression": False},
-    3: {"lr": {"vision": 2e-6, "projector": 1e-5, "llm": 1e-5}, "token_compression": True},
-    4: {"lr": {"vision": 2e-6, "projector": 1e-5, "llm": 1e-5}, "token_compression": True},
+    1: {
+        "lr": {"vision": 1e-5, "projector": 1e-3, "llm": 0.0},
+        "token_compression": False,
+        "image_merge_size": 1,
+    },
+    2: {
+        "lr": {"vision": 2e-6, "projector": 1e-5, "llm": 1e-5},
+        "token_compression": False,
+        "image_merge_size": 1,
+    },
+    3: {
+        "lr": {"vision": 2e-6, "projector": 1e-5, "llm": 1e-5},
+        "token_compression": True,
+        "image_merge_size": 1,
+    },
+    4: {
+        "lr": {"vision": 2e-6, "projector": 1e-5, "llm": 1e-5},
+        "token_compression": True,
+        "image_merge_size": 2,
+    },
 }
 
 _PREFIXES = {"model.vision_model.": "vision", "model.projector.": "projector"}
@@ -129,7 +149,7 @@ def count_parameters(model) -> dict[str, dict[str, int]]:
 __all__ = [
     "DIFF_THRESHOLD",
     "GROUPS",
-    "IMAGE_MERGE_SIZE",
+    "IMAGE_MERGE_SIZES",
     "PAPER",
     "STAGES",
     "VIDEO_MERGE_SIZE",

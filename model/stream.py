@@ -9,11 +9,11 @@ apart from the loop so benchmarks and tests can feed the exact trainer input wit
 
 from __future__ import annotations
 
-from model.collate import CollateConfig
+from model.collate import CollateConfig, Collator
 from model.config import TrainConfig
 from model.heldout import is_heldout
 from model.presets import get_preset
-from model.stages import IMAGE_MERGE_SIZE, VIDEO_MERGE_SIZE
+from model.stages import VIDEO_MERGE_SIZE
 
 MAX_EMPTY_DRAWS = 50  # consecutive batches with no usable sample before giving up
 
@@ -74,18 +74,43 @@ def draw(stream: Stream, collator, batch_size: int) -> tuple[list[dict], int]:
 
 
 def collate_config(cfg: TrainConfig, n: int) -> CollateConfig:
-    """The collator's settings for stage ``n``: the config's budgets, else the preset's; the
-    paper's merge sizes; DiffFP as the stage has it."""
+    """The collator's settings for stage ``n``: the config's budgets, else the preset's; videos
+    merged 2x2, images as the stage has it (the paper: 2x2 in stage 4 only); DiffFP as the stage
+    has it."""
     p = get_preset(cfg.model.preset)
     return CollateConfig(
         max_length=cfg.data.max_length or p.max_length,
         max_vision_tokens=cfg.data.max_vision_tokens or p.max_vision_tokens,
         video_merge_size=VIDEO_MERGE_SIZE,
-        image_merge_size=IMAGE_MERGE_SIZE,
+        image_merge_size=cfg.stage(n).image_merge_size,
         use_token_compression=bool(cfg.stage(n).token_compression),
         diff_threshold=cfg.data.diff_threshold,
         tokens_per_batch=cfg.data.tokens_per_batch or p.tokens_per_batch,
     )
 
 
-__all__ = ["MAX_EMPTY_DRAWS", "Stream", "collate_config", "draw"]
+def stage_collator(processor, cfg: TrainConfig, n: int) -> Collator:
+    """Stage ``n``'s collator over ``processor``, with the processor set to the stage's image
+    merge size: transformers' ``VideoLlama3Processor`` counts image placeholders with its image
+    processor's own ``merge_size``, so the two must agree (and the processor saved with the
+    stage's checkpoints then says how its images were merged)."""
+    cc = collate_config(cfg, n)
+    set_image_merge_size(processor, cc.image_merge_size)
+    return Collator(processor, cc)
+
+
+def set_image_merge_size(processor, merge_size: int) -> None:
+    """Merge image tokens ``merge_size`` x ``merge_size`` in ``processor`` (its image
+    processor's ``merge_size``, which sets both the features' merge and the placeholder
+    count)."""
+    processor.image_processor.merge_size = merge_size
+
+
+__all__ = [
+    "MAX_EMPTY_DRAWS",
+    "Stream",
+    "collate_config",
+    "draw",
+    "set_image_merge_size",
+    "stage_collator",
+]

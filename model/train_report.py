@@ -18,7 +18,8 @@ from model.metrics import read_metrics
 from model.stages import GROUPS, STAGES
 
 REPORT_COLUMNS = ("stage", "recipe", "steps", "first loss", "last loss", "s/step")
-REPORT_COLUMNS += ("trainable @ lr", "DiffFP", "skipped", "ranks in sync", "held-out eval")
+REPORT_COLUMNS += ("trainable @ lr", "DiffFP", "image merge", "skipped", "ranks in sync")
+REPORT_COLUMNS += ("held-out eval",)
 
 
 def loss_plot_png(stages: dict[int, list[float]]) -> bytes:
@@ -85,6 +86,8 @@ def write_report(cfg: TrainConfig, results: dict[int, dict]) -> Path:
     def row(n: int, r: dict) -> list:
         lrs = ", ".join(f"{g} {r['parameters'][g]['trainable']:,} @ {r['lr'][g]:g}" for g in GROUPS)
         on = "on" if r["token_compression"] else "off"
+        m = r.get("image_merge_size")  # results written before it was recorded lack it
+        merge = f"{m}x{m}" if m else None
         skipped = json.dumps(r["skipped"]) if r["skipped"] else ""
         loss = [r["first_loss"], r["last_loss"], r["mean_step_time_s"]]
         return [
@@ -94,6 +97,7 @@ def write_report(cfg: TrainConfig, results: dict[int, dict]) -> Path:
             *loss,
             lrs,
             on,
+            merge,
             skipped,
             "yes" if r["in_sync"] else "NO",
             _eval_cell(r.get("eval")),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,6 +32,7 @@ PAPER = {
     3: {"vision": 2e-6, "projector": 1e-5, "llm": 1e-5},
     4: {"vision": 2e-6, "projector": 1e-5, "llm": 1e-5},
 }
+IMAGE_MERGE = {1: 1, 2: 1, 3: 1, 4: 2}  # image tokens merged NxN per stage
 STEPS = 10  # warm-up: ceil(0.03 * 10) = 1 step
 
 
@@ -94,8 +96,55 @@ def test_difffp_and_merges_per_stage():
     for stage in (1, 2, 3, 4):
         cc = collate_config(cfg, stage)
         assert cc.use_token_compression == (stage in (3, 4))
-        assert (cc.video_merge_size, cc.image_merge_size, cc.diff_threshold) == (2, 1, 0.1)
+        # images merged 2x2 in stage 4 only (paper §3.3; stage4_2b.sh --image_merge_size 2)
+        assert (cc.video_merge_size, cc.image_merge_size) == (2, IMAGE_MERGE[stage])
         assert cc.max_vision_tokens == get_preset("tiny").max_vision_tokens
+
+
+def test_stage_4_merges_image_tokens_2x2(tiny_vl3_checkpoint, photos):
+    """The same image sample through each stage's collator: stages 1-3 one token per patch,
+    stage 4 one per 2x2 patches (a quarter of the placeholders, the same pixels), and the model
+    takes the stage-4 batch."""
+    import json
+
+    from PIL import Image
+
+    from model.stream import stage_collator
+    from vl3data.sample_media import jpeg_bytes
+
+    model, processor = load_checkpoint(tiny_vl3_checkpoint)
+    photo = np.asarray(Image.fromarray(photos["astronaut"]).resize((56, 56)))  # 4x4 patches
+    rec = {
+        "image": ["a.jpg"],
+        "conversations": [
+            {"from": "human", "value": "<image>\nDescribe the image."},
+            {"from": "gpt", "value": "An astronaut."},
+        ],
+    }
+    sample = {"__key__": "a", "jpg": jpeg_bytes(photo), "json": json.dumps(rec).encode()}
+    cfg = TrainConfig(model=ModelConfig(preset="tiny"))
+    pads, batches = {}, {}
+    for n in (1, 2, 3, 4):
+        collator = stage_collator(processor, cfg, n)
+        assert processor.image_processor.merge_size == IMAGE_MERGE[n]  # processor agrees
+        (mb,) = collator([sample])
+        pads[n] = int((mb["input_ids"] == processor.image_token_id).sum())
+        assert mb["image_merge_sizes"].tolist() == [IMAGE_MERGE[n]]
+        assert mb["image_grid_thw"].tolist() == [[1, 4, 4]]  # the same patches every stage
+        batches[n] = mb
+    assert pads == {1: 16, 2: 16, 3: 16, 4: 4}
+    with torch.no_grad():
+        out = model(**batches[4])
+    assert torch.isfinite(out.loss)
+
+
+def test_image_merge_size_is_checked():
+    cfg = load_config(TrainConfig, None, ["stage2.image_merge_size=2"])
+    assert [cfg.stage(n).image_merge_size for n in (1, 2, 3, 4)] == [1, 2, 1, 2]
+    for bad in ("3", "0", "true"):
+        with pytest.raises(ConfigError) as exc:
+            load_config(TrainConfig, None, [f"stage4.image_merge_size={bad}"])
+        assert exc.value.field == "stage4.image_merge_size"
 
 
 def test_parameter_groups_cover_videollama3(tiny_vl3_checkpoint):

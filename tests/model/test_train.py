@@ -49,6 +49,8 @@ def test_all_stages_loss_falls_in_each(tmp_path, train_recipe, train_config_writ
         assert r["last_loss"] < 0.95 * r["first_loss"], (n, r["losses"])
         assert r["skipped"] == {}
         assert r["token_compression"] == (n in (3, 4))
+        # images merged 2x2 in stage 4 only, videos 2x2 throughout
+        assert (r["image_merge_size"], r["video_merge_size"]) == (2 if n == 4 else 1, 2)
         assert (r["device"], r["autocast"]) == ("cpu", "fp32")  # what ran, in the result
         rows = [json.loads(x) for x in (out / f"stage{n}/metrics.jsonl").read_text().splitlines()]
         assert [x["step"] for x in rows] == list(range(1, 9))
@@ -68,9 +70,13 @@ def test_all_stages_loss_falls_in_each(tmp_path, train_recipe, train_config_writ
     # the tokenizer was trained here, on the recipe's text, and travels with every checkpoint
     tok = json.loads((out / "stage4/final/tokenizer_config.json").read_text())
     assert tok["image_token"] == "<|image_pad|>" and tok["video_token"] == "<|video_pad|>"
+    for n, merge in ((3, 1), (4, 2)):  # each stage's processor saved with its image merge
+        pre = json.loads((out / f"stage{n}/final/processor_config.json").read_text())
+        assert pre["image_processor"]["merge_size"] == merge, pre
     assert not (out / "stage4/checkpoints").exists()  # resumable ones go once a stage is done
     report = (out / "report.html").read_text()
     assert "data:image/png;base64," in report and report.count("<tr>") == 5  # head + 4 stages
+    assert "<th>image merge</th>" in report and "<td>2x2</td>" in report
     assert (out / "loss.png").stat().st_size > 1000
     assert json.loads((out / "summary.json").read_text())["stages"]["4"]["steps"] == 8
 
