@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from pathlib import Path
 
 import pyarrow as pa
@@ -71,8 +72,12 @@ def load_folder_partition(part: Partition, cfg: InputConfig) -> pa.Table:
             if not real.is_relative_to(root):
                 reason = "outside_root"  # a symlink pointing out of the input folder
             else:
-                size = real.stat().st_size
-                if size == 0:
+                st = real.stat()
+                size = st.st_size
+                if not stat.S_ISREG(st.st_mode):
+                    # a FIFO, socket or device named x.jpg: reading it could block forever
+                    reason, size = "not_a_file", None
+                elif size == 0:
                     reason = "empty_file"
                 elif size > cfg.max_file_bytes:
                     reason = "file_too_large"
@@ -118,5 +123,5 @@ def _valid_json(raw: bytes | None) -> str | None:
         return None
     try:
         return json.dumps(json.loads(raw), sort_keys=True)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # [[[[... a few KB deep
         return None

@@ -165,6 +165,8 @@ def _parse_json(raw: bytes | None):
     if raw is None:
         return None
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        obj = json.loads(raw)
+        json.dumps(obj)  # written back as JSON: nesting that loads barely allowed must dump too
+        return obj
+    except (ValueError, UnicodeDecodeError, RecursionError):  # [[[[... a few KB deep
         return None
