@@ -27,6 +27,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from engine.ray_orphans import stop_orphaned_agents
+
 log = logging.getLogger(__name__)
 
 #: every top-level package of the project, bottom layer first
@@ -101,6 +103,7 @@ def start_embedded(
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     with daemons_home():
+        stop_orphaned_agents(Path(os.environ["HOME"]))  # left by a killed earlier run
         ray.init(
             num_cpus=num_cpus,
             object_store_memory=object_store_mb * 2**20 if object_store_mb else None,
