@@ -54,7 +54,8 @@ class CollateConfig:
     video_merge_size: int = 2  # 2x2 bilinear merge of video tokens
     image_merge_size: int = 1  # must equal the image processor's merge_size (placeholder count)
     use_token_compression: bool = False  # DiffFP; on in stages 3-4
-    diff_threshold: float = 0.1  # mean |Δ| of normalised pixels (model.diffp explains the unit)
+    # mean |Δ| of normalised pixels (model.diffp explains the unit); default: VideoLLaMA3's code
+    diff_threshold: float = diffp.THRESHOLDS[diffp.DEFAULT_THRESHOLD]
     tokens_per_batch: int = 16384  # padded tokens per micro-batch (batch × longest)
 
     def __post_init__(self) -> None:

@@ -9,13 +9,21 @@ the tests raise it so a tiny model visibly learns in a few steps.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifests.configs import ConfigError, require
 from model.precision import PRECISIONS
 from model.presets import PRESETS
-from model.stages import DIFF_THRESHOLD, IMAGE_MERGE_SIZES, PAPER, STAGES, WARMUP_RATIO
+from model.stages import (
+    DIFF_THRESHOLD,
+    DIFF_THRESHOLDS,
+    IMAGE_MERGE_SIZES,
+    PAPER,
+    STAGES,
+    WARMUP_RATIO,
+)
 
 
 @dataclass
@@ -56,7 +64,9 @@ class DataConfig:
     max_length: int = 0  # tokens per sample (the paper: 16384)
     max_vision_tokens: int = 0  # vision tokens per sample (the paper: 10240)
     tokens_per_batch: int = 0  # padded tokens per micro-batch
-    diff_threshold: float = DIFF_THRESHOLD  # DiffFP, in stages with token_compression
+    # DiffFP, in stages with token_compression: videollama3 (the code's rule, 0.05 grey levels),
+    # rlt (RLT's, 5.8 grey levels) or a mean |Δ| of normalised pixels (0.1: 12.75 grey levels)
+    diff_threshold: float | str = DIFF_THRESHOLD
     # held out of training by a hash of the sample key (0: none) and evaluated after each stage:
     # loss per task, and grounding mIoU (model/evaluate.py)
     holdout_fraction: float = 0.0
@@ -66,10 +76,30 @@ class DataConfig:
     def __post_init__(self) -> None:
         for name in ("max_length", "max_vision_tokens", "tokens_per_batch"):
             require(getattr(self, name) >= 0, name, "must be 0 (the preset's) or more")
-        require(self.diff_threshold >= 0, "diff_threshold", "must be 0 or more")
+        self.diff_threshold = _threshold(self.diff_threshold)
         require(0 <= self.holdout_fraction < 1, "holdout_fraction", "must be in [0, 1)")
         require(self.eval_limit >= 1, "eval_limit", "must be at least 1")
         require(self.eval_grounding >= 0, "eval_grounding", "must be 0 or more")
+
+
+def _threshold(value: float | str) -> float | str:
+    """``data.diff_threshold``: a name of :data:`model.stages.DIFF_THRESHOLDS`, or a number
+    (YAML and ``--set`` may give it as a string) of 0 or more."""
+    choices = f"one of {', '.join(DIFF_THRESHOLDS)}, or a number >= 0 (e.g. 0.1)"
+    if isinstance(value, str):
+        if value.strip().lower() in DIFF_THRESHOLDS:
+            return value.strip().lower()
+        try:
+            value = float(value)
+        except ValueError:
+            require(False, "diff_threshold", f"{value!r} is not a threshold", choices)
+    require(
+        not isinstance(value, bool) and isinstance(value, int | float) and 0 <= value < math.inf,
+        "diff_threshold",
+        f"{value!r} is not a threshold",
+        choices,
+    )
+    return float(value)
 
 
 @dataclass

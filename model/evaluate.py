@@ -40,6 +40,7 @@ import torch
 
 from model.build import load_checkpoint
 from model.collate import IGNORE_INDEX, IMAGE_KEYS, VIDEO_KEYS, CollateConfig, Collator
+from model.diffp import DEFAULT_THRESHOLD, threshold_value
 from model.heldout import HOLDOUT_FRACTION, heldout_samples
 from model.precision import PRECISIONS, autocast_dtype
 from model.presets import get_preset
@@ -301,11 +302,15 @@ def evaluate_grounding(
 
 
 def eval_collate_config(
-    preset: str | None, token_compression: bool, image_merge_size: int = 1
+    preset: str | None,
+    token_compression: bool,
+    image_merge_size: int = 1,
+    diff_threshold: str | float = DEFAULT_THRESHOLD,
 ) -> CollateConfig:
     """The trainer's collator settings for ``preset`` (the paper's without one), images merged
     ``image_merge_size`` x ``image_merge_size`` (the checkpoint's processor says how its stage
-    merged them: 2 after stage 4)."""
+    merged them: 2 after stage 4), DiffFP's ``diff_threshold`` a setting of
+    :func:`model.diffp.threshold_value`."""
     kw: dict = {}
     if preset:
         p = get_preset(preset)
@@ -317,6 +322,7 @@ def eval_collate_config(
     return CollateConfig(
         video_merge_size=VIDEO_MERGE_SIZE,
         image_merge_size=image_merge_size,
+        diff_threshold=threshold_value(diff_threshold),
         use_token_compression=token_compression,
         **kw,
     )
@@ -355,21 +361,25 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     ckpt = Path(args.checkpoint)
     compression = args.token_compression == "on"
-    if args.token_compression == "auto" and (ckpt / "result.json").is_file():
-        compression = bool(json.loads((ckpt / "result.json").read_text()).get("token_compression"))
+    done = ckpt / "result.json"  # what the checkpoint's stage ran with
+    stage = json.loads(done.read_text()) if done.is_file() else {}
+    if args.token_compression == "auto":
+        compression = bool(stage.get("token_compression"))
+    threshold = stage.get("diff_threshold", DEFAULT_THRESHOLD)  # the stage's reading
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = autocast_dtype(args.precision, device)
     model, processor = load_checkpoint(ckpt, preset=args.preset)
     samples = heldout_samples(args.recipe, args.fraction, args.limit)
     model.to(device)
     merge = processor.image_processor.merge_size  # the stage's, saved with its checkpoint
-    collator = Collator(processor, eval_collate_config(args.preset, compression, merge))
+    collator = Collator(processor, eval_collate_config(args.preset, compression, merge, threshold))
     result: dict = {
         "checkpoint": str(ckpt),
         "recipe": str(args.recipe),
         "fraction": args.fraction,
         "heldout_samples": len(samples),
         "token_compression": compression,
+        "diff_threshold": threshold,
         "image_merge_size": merge,
         "loss": evaluate_loss(model, collator, samples, amp=amp),
     }

@@ -35,6 +35,7 @@ from model.checkpoints import (
     tmp_dir,
 )
 from model.config import TrainConfig
+from model.diffp import grey_levels
 from model.distributed import Dist, print0, setup_dist, teardown_dist
 from model.evaluate import evaluate_grounding, evaluate_loss
 from model.heldout import heldout_samples
@@ -99,7 +100,12 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
         d,
         f"stage {n}: {sc.recipe} from {source}, steps {step}->{sc.steps}, trainable "
         + ", ".join(f"{g} {trainable[g]:,} @ {lrs[g]:g}" for g in GROUPS)
-        + f", DiffFP {'on' if sc.token_compression else 'off'}"
+        + (
+            f", DiffFP on (threshold {cfg.data.diff_threshold}: "
+            f"{grey_levels(collator.cfg.diff_threshold):.2f} grey levels)"
+            if sc.token_compression
+            else ", DiffFP off"
+        )
         + f", image tokens merged {collator.cfg.image_merge_size}x{collator.cfg.image_merge_size}"
         + f", video {collator.cfg.video_merge_size}x{collator.cfg.video_merge_size}"
         + f", {d.world} rank(s)",
@@ -177,6 +183,7 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
         "mean_step_time_s": sum(times) / len(times) if times else None,
         "lr": lrs,
         "token_compression": bool(sc.token_compression),
+        "diff_threshold": cfg.data.diff_threshold,  # its reading (model.diffp)
         "image_merge_size": collator.cfg.image_merge_size,
         "video_merge_size": collator.cfg.video_merge_size,
         "parameters": params,

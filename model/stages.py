@@ -30,7 +30,9 @@ from typing import Any
 GROUPS = ("vision", "projector", "llm")
 STAGES = (1, 2, 3, 4)
 WARMUP_RATIO = 0.03
-DIFF_THRESHOLD = 0.1
+#: DiffFP's threshold readings (model.diffp): VideoLLaMA3's code (the default) and RLT's
+DIFF_THRESHOLDS = ("videollama3", "rlt")
+DIFF_THRESHOLD = "videollama3"
 VIDEO_MERGE_SIZE = 2
 IMAGE_MERGE_SIZES = (1, 2)  # what a stage may set: 1 (no merge) or 2 (2x2 bilinear)
 
@@ -148,6 +150,7 @@ def count_parameters(model) -> dict[str, dict[str, int]]:
 
 __all__ = [
     "DIFF_THRESHOLD",
+    "DIFF_THRESHOLDS",
     "GROUPS",
     "IMAGE_MERGE_SIZES",
     "PAPER",

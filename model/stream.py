@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from model.collate import CollateConfig, Collator
 from model.config import TrainConfig
+from model.diffp import threshold_value
 from model.heldout import is_heldout
 from model.presets import get_preset
 from model.stages import VIDEO_MERGE_SIZE
@@ -84,7 +85,7 @@ def collate_config(cfg: TrainConfig, n: int) -> CollateConfig:
         video_merge_size=VIDEO_MERGE_SIZE,
         image_merge_size=cfg.stage(n).image_merge_size,
         use_token_compression=bool(cfg.stage(n).token_compression),
-        diff_threshold=cfg.data.diff_threshold,
+        diff_threshold=threshold_value(cfg.data.diff_threshold),
         tokens_per_batch=cfg.data.tokens_per_batch or p.tokens_per_batch,
     )
 

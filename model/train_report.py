@@ -86,6 +86,8 @@ def write_report(cfg: TrainConfig, results: dict[int, dict]) -> Path:
     def row(n: int, r: dict) -> list:
         lrs = ", ".join(f"{g} {r['parameters'][g]['trainable']:,} @ {r['lr'][g]:g}" for g in GROUPS)
         on = "on" if r["token_compression"] else "off"
+        if r["token_compression"] and "diff_threshold" in r:
+            on += f" ({r['diff_threshold']})"
         m = r.get("image_merge_size")  # results written before it was recorded lack it
         merge = f"{m}x{m}" if m else None
         skipped = json.dumps(r["skipped"]) if r["skipped"] else ""
