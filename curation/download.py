@@ -171,6 +171,11 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+#: per worker process and download config: the fetching threads, and each thread's session
+_THREADS: dict[str, tuple[ThreadPoolExecutor, threading.local]] = {}
+_THREADS_LOCK = threading.Lock()
+
+
 def _retryable_status(code: int) -> bool:
     """429 and 5xx are often transient (rate limits, overloaded origins); other 4xx are not."""
     return code == 429 or 500 <= code <= 599
@@ -225,29 +230,29 @@ class Download:
     def _fetch_all(self, urls: list[str | None]) -> list[_Fetched]:
         """Fetch ``urls`` with ``concurrency`` threads, results in input order.
 
-        One ``requests.Session`` per thread: sessions (cookie jar, adapter) are not documented
-        as thread-safe, and a shared one would need a connection pool as large as the thread
-        count to avoid urllib3's "pool is full" churn.
+        The threads and their sessions live as long as the worker process (one set per
+        config), not one batch: a partition arrives in chunks of a few dozen rows, and a fresh
+        pool per chunk would pay thread starts and new TCP/TLS connections each time. One
+        ``requests.Session`` per thread: sessions are not documented as thread-safe, and a
+        shared one would need a connection pool as large as the thread count to avoid
+        urllib3's "pool is full" churn.
         """
-        local = threading.local()
-        sessions: list[requests.Session] = []
-        lock = threading.Lock()
+        return list(self._threads().map(self._fetch_in_thread, urls))
 
-        def fetch(url: str | None) -> _Fetched:
-            session = getattr(local, "session", None)
-            if session is None:
-                session = local.session = self._new_session()
-                with lock:
-                    sessions.append(session)
-            return self._fetch(session, url)
+    def _threads(self) -> ThreadPoolExecutor:
+        key = repr(self.cfg)
+        with _THREADS_LOCK:
+            if key not in _THREADS:
+                pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix=self.name)
+                _THREADS[key] = (pool, threading.local())
+            return _THREADS[key][0]
 
-        workers = min(self.cfg.concurrency, len(urls))
-        try:
-            with ThreadPoolExecutor(workers, thread_name_prefix=self.name) as pool:
-                return list(pool.map(fetch, urls))
-        finally:
-            for session in sessions:
-                session.close()
+    def _fetch_in_thread(self, url: str | None) -> _Fetched:
+        local = _THREADS[repr(self.cfg)][1]
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = self._new_session()
+        return self._fetch(session, url)
 
     def _new_session(self) -> requests.Session:
         session = AddressGate.allowing(self.cfg.allow_addresses).session()

@@ -351,3 +351,22 @@ def test_sniff_knows_real_photos(served_photos: dict[str, bytes]):
 )
 def test_check_url(url: str | None, reason: str | None):
     assert check_url(url) == reason
+
+
+def test_fetching_threads_live_across_batches(server: ImageServer):
+    """A partition arrives in chunks of a few dozen rows: the threads (and their sessions)
+    are made once per process and config, not once per chunk."""
+    import threading
+
+    stage = Download(CFG)
+    urls = [server.url("/img/astronaut.jpg")] * 12
+
+    def fetchers() -> set[int]:
+        return {t.ident for t in threading.enumerate() if t.name.startswith(stage.name)}
+
+    stage(_batch(urls))
+    first = fetchers()
+    assert 0 < len(first) <= CFG.concurrency
+    out = Download(CFG)(_batch(urls))  # a new instance, as each partition task unpickles one
+    assert out["status"].to_pylist() == [KEPT] * 12
+    assert fetchers() == first
