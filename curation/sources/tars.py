@@ -78,9 +78,12 @@ def _iter_groups(tar_path: str, cfg: InputConfig):
     """Yield member groups (one per sample key) in tar order; the last one may carry a tar error."""
     exts = set(cfg.extensions)
     current: _Group | None = None
+    reading = False  # inside a member's data: a tar error there breaks this sample
     try:
         with tarfile.open(tar_path, mode="r|*") as stream:
             for info in stream:
+                if info.isdir():
+                    continue  # a folder entry is no input (and is never extracted)
                 key, ext = split_member(info.name)
                 if current is not None and (key != current.key or ext in current.members):
                     yield current  # a new key, or the same member again: a sample of its own
@@ -91,8 +94,7 @@ def _iter_groups(tar_path: str, cfg: InputConfig):
                     current.error = current.error or "unsafe_path"
                     continue
                 if not info.isreg():
-                    if not info.isdir():
-                        current.error = current.error or "unsafe_member"
+                    current.error = current.error or "unsafe_member"
                     continue
                 sidecar = ext in TEXT_EXTS or ext == "json"
                 if sidecar and info.size > SIDECAR_MAX_BYTES:
@@ -103,15 +105,23 @@ def _iter_groups(tar_path: str, cfg: InputConfig):
                         current.error = current.error or "file_too_large"
                         current.size = info.size
                         continue
+                    reading = True
                     f = stream.extractfile(info)
                     current.members[ext] = f.read() if f else b""
+                    reading = False
             if current is not None:
                 yield current
     except (tarfile.TarError, OSError, EOFError) as exc:
+        error = f"tar_error:{type(exc).__name__}"
+        if current is not None and reading:
+            # the tar broke inside this sample's member: the sample is the one it cost
+            current.error = current.error or error
+            yield current
+            return
         if current is not None:
             yield current
         broken = _Group("__tar__")
-        broken.error = f"tar_error:{type(exc).__name__}"
+        broken.error = error
         yield broken
 
 
@@ -121,6 +131,7 @@ def load_tar_partition(part: Partition, cfg: InputConfig) -> pa.Table:
     exts = [e for e in cfg.extensions]
     keys, images, exts_out, sizes, texts, metas, reasons = [], [], [], [], [], [], []
     seen: Counter[str] = Counter()
+    used: set[str] = set()
     for group in _iter_groups(tar_path, cfg):
         img_ext = next((e for e in exts if e in group.members), None)
         data = group.members.get(img_ext) if img_ext else None
@@ -140,8 +151,14 @@ def load_tar_partition(part: Partition, cfg: InputConfig) -> pa.Table:
             text = found.encode() if found else None
         key = f"{rel}#{group.key}"
         seen[key] += 1
-        # a key the tar repeats: every occurrence keeps its own row and id
-        keys.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+        # a key the tar repeats: every occurrence keeps its own row and id; the suffix skips
+        # a key the tar itself names (x, x, then a member called x#2.jpg: x#2#2)
+        unique = key if seen[key] == 1 else f"{key}#{seen[key]}"
+        while unique in used:
+            seen[key] += 1
+            unique = f"{key}#{seen[key]}"
+        used.add(unique)
+        keys.append(unique)
         images.append(data if reason is None else None)
         exts_out.append(img_ext)
         sizes.append(len(data) if data is not None else group.size)

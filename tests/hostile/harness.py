@@ -129,7 +129,7 @@ def run_curate(base: Path, pool: Path, kind: str, sets: list[str], timeout: floa
     after = snapshot(base, {out})
     try:
         rows = read_ledger(
-            out, ["source_key", "status", "stage", "reason", "text", "url"]
+            out, ["id", "source_key", "status", "stage", "reason", "text", "url"]
         ).to_pylist()
     except FileNotFoundError:
         rows = []
