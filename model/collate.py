@@ -6,7 +6,9 @@ and our chat template (:mod:`manifests.chat`): frame timestamps come from the re
 and frames are resized down (aspect kept, sides multiples of patch × merge) so the sample's
 visual tokens fit ``max_vision_tokens``, DiffFP prunes static video tokens when asked
 (:mod:`model.diffp`), and labels cover only the assistant answers and their ``<|im_end|>``.
-A sample that cannot be used returns None and is counted in :attr:`Collator.skipped` by reason.
+A sample that cannot be used returns None and is counted in :attr:`Collator.skipped` by reason;
+a record whose image or video no turn refers to gets VideoLLaMA3's repair (a tag at the start
+of its first human turn, :func:`add_media_tag`), counted in :attr:`Collator.fixed`.
 
 Batching. :meth:`Collator.__call__` groups the encoded samples by length (sorted, greedy) into
 micro-batches whose padded size ``batch × longest`` stays within ``tokens_per_batch`` and pads
@@ -79,6 +81,31 @@ class _Skip(Exception):
         self.reason = reason
 
 
+MEDIA_TAGS = {"image": "<image>", "video": "<video>"}
+
+
+def add_media_tag(rec: dict) -> dict | None:
+    """VideoLLaMA3's repair of a record whose pixels no turn refers to (its ``train.py``,
+    ``_convert_normal``): a record with ``image`` (or ``video``) and no ``<image>`` (``<video>``)
+    tag in any turn gets one at the start of its first human turn. Returns the repaired copy,
+    or None when the record needs no repair (a streaming record never does)."""
+    if rec.get("stream"):
+        return None
+    kind = "image" if rec.get("image") else "video" if rec.get("video") else None
+    turns = rec.get("conversations")
+    if kind is None or not isinstance(turns, list):
+        return None
+    tag = MEDIA_TAGS[kind]
+    if any(isinstance(t, dict) and tag in str(t.get("value", "")) for t in turns):
+        return None
+    for i, turn in enumerate(turns):
+        if isinstance(turn, dict) and turn.get("from") in ("human", "user"):
+            fixed = [*turns]
+            fixed[i] = {**turn, "value": tag + str(turn.get("value", ""))}
+            return {**rec, "conversations": fixed}
+    return None
+
+
 def _record(sample: dict) -> dict:
     raw = sample.get("json")
     if raw is None:
@@ -145,6 +172,8 @@ class Collator:
         self.image_token_id = processor.image_token_id
         self.video_token_id = processor.video_token_id
         self.skipped: Counter = Counter()
+        #: samples used after a repair, by kind: ``media_tag_added`` (:func:`add_media_tag`)
+        self.fixed: Counter = Counter()
 
     # -- one sample --------------------------------------------------------------------------
 
@@ -164,6 +193,11 @@ class Collator:
 
     def _encode(self, sample: dict) -> dict:
         rec = _record(sample)
+        fixes = []
+        repaired = add_media_tag(rec)
+        if repaired is not None:
+            rec = repaired
+            fixes.append("media_tag_added")
         try:
             _, vis = record_to_messages(rec)
         except (KeyError, TypeError, AttributeError, ValueError) as e:
@@ -219,6 +253,7 @@ class Collator:
         out["input_ids"] = input_ids
         out["attention_mask"] = torch.ones_like(input_ids)
         out["labels"] = labels
+        self.fixed.update(fixes)  # counted once the sample is used
         out["meta"] = {
             "key": sample.get("__key__"),
             "source": sample.get("__source__"),

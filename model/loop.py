@@ -188,6 +188,7 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
         "video_merge_size": collator.cfg.video_merge_size,
         "parameters": params,
         "skipped": dict(collator.skipped),
+        "fixed": dict(collator.fixed),  # samples used after a repair (model.collate)
         "world_size": d.world,
         "device": str(d.device),
         "autocast": str(amp).removeprefix("torch.") if amp else "fp32",

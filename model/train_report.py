@@ -18,7 +18,8 @@ from model.metrics import read_metrics
 from model.stages import GROUPS, STAGES
 
 REPORT_COLUMNS = ("stage", "recipe", "steps", "first loss", "last loss", "s/step")
-REPORT_COLUMNS += ("trainable @ lr", "DiffFP", "image merge", "skipped", "ranks in sync")
+REPORT_COLUMNS += ("trainable @ lr", "DiffFP", "image merge", "skipped", "fixed")
+REPORT_COLUMNS += ("ranks in sync",)
 REPORT_COLUMNS += ("held-out eval",)
 
 
@@ -91,6 +92,7 @@ def write_report(cfg: TrainConfig, results: dict[int, dict]) -> Path:
         m = r.get("image_merge_size")  # results written before it was recorded lack it
         merge = f"{m}x{m}" if m else None
         skipped = json.dumps(r["skipped"]) if r["skipped"] else ""
+        fixed = json.dumps(r["fixed"]) if r.get("fixed") else ""
         loss = [r["first_loss"], r["last_loss"], r["mean_step_time_s"]]
         return [
             n,
@@ -101,6 +103,7 @@ def write_report(cfg: TrainConfig, results: dict[int, dict]) -> Path:
             on,
             merge,
             skipped,
+            fixed,
             "yes" if r["in_sync"] else "NO",
             _eval_cell(r.get("eval")),
         ]

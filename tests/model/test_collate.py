@@ -296,3 +296,50 @@ def test_a_short_video_keeps_the_presets_per_frame_cap(video_samples, vl3_video_
     cap = processor.video_processor.size["longest_edge"] // MAX_FRAMES // (28 * 28)
     assert cap == preset.frame_pixels[1] // (28 * 28) == 16
     assert 1 < per_frame_tokens <= cap
+
+
+def _untagged(sample: dict) -> dict:
+    """The sample with every <image>/<video> tag taken out of its turns."""
+    rec = json.loads(sample["json"])
+    for turn in rec["conversations"]:
+        turn["value"] = turn["value"].replace("<image>", "").replace("<video>", "").strip()
+    return {**sample, "json": json.dumps(rec).encode()}
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_a_record_without_its_media_tag_gets_one(vl3_processor, samples, kind):
+    """VideoLLaMA3's train.py prepends one <image>/<video> to the first human turn of a record
+    whose pixels no turn refers to; the sample then encodes as the tagged one does (the tag
+    opens the turn either way), and the repair is counted."""
+    c = Collator(vl3_processor, CollateConfig(max_vision_tokens=256))
+    tagged = c.encode(samples[kind])
+    assert c.fixed == {}
+    fixed = c.encode(_untagged(samples[kind]))
+    assert fixed is not None, c.skipped
+    assert c.skipped == {} and c.fixed == {"media_tag_added": 1}
+    assert torch.equal(fixed["input_ids"], tagged["input_ids"])
+    assert torch.equal(fixed["labels"], tagged["labels"])
+    text = {**samples["text"], "__key__": "txt1"}  # no pixels: nothing to repair
+    assert c.encode(text) is not None and c.fixed == {"media_tag_added": 1}
+
+
+def test_the_repair_and_its_count_reach_the_report(tmp_path):
+    from model.config import TrainConfig
+    from model.train_report import REPORT_COLUMNS, write_report
+
+    cfg = TrainConfig(output=str(tmp_path))
+    result = {
+        "recipe": "r.yaml",
+        "steps": 1,
+        "first_loss": 1.0,
+        "last_loss": 0.5,
+        "mean_step_time_s": None,
+        "parameters": {g: {"total": 1, "trainable": 1} for g in ("vision", "projector", "llm")},
+        "lr": {"vision": 1e-5, "projector": 1e-5, "llm": 1e-5},
+        "token_compression": False,
+        "skipped": {"too_long": 2},
+        "fixed": {"media_tag_added": 3},
+        "in_sync": True,
+    }
+    page = write_report(cfg, {1: result}).read_text()
+    assert "fixed" in REPORT_COLUMNS and "media_tag_added&quot;: 3" in page
