@@ -109,6 +109,10 @@ def _iter_groups(tar_path: str, cfg: InputConfig):
                     f = stream.extractfile(info)
                     current.members[ext] = f.read() if f else b""
                     reading = False
+            if not stream.fileobj.read(tarfile.BLOCKSIZE):
+                # tarfile reads a cut header block, or none at all, as the end of the archive;
+                # a whole tar ends in two zero blocks, the first of which it has just read
+                raise tarfile.ReadError("the tar ends without its end-of-archive blocks")
             if current is not None:
                 yield current
     except (tarfile.TarError, OSError, EOFError) as exc:

@@ -92,8 +92,13 @@ def _cases(photo: np.ndarray) -> dict[str, tuple[str, bytes, list[tuple[str, tup
         "truncated_inside_header": (
             "trunc_header.tar",
             a_b[: a_end + 100],
-            # tarfile reads a short header block as the end of the archive: nothing to name
-            [("a", KEPT)],
+            # tarfile alone reads a short header block as the end of the archive
+            [("a", KEPT), ("__tar__", ("error", "tar_error:ReadError"))],
+        ),
+        "truncated_between_members": (
+            "trunc_between.tar",
+            a_b[:a_end],  # whole members, but b and the end-of-archive blocks are gone
+            [("a", KEPT), ("__tar__", ("error", "tar_error:ReadError"))],
         ),
         "gzip_corrupt": (
             "corrupt.tar.gz",
