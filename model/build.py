@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from manifests.chat import CHAT_TEMPLATE
+from model.chat import TRAIN_CHAT_TEMPLATE
 from model.collate import MAX_FRAMES
 from model.presets import Preset, get_preset, model_config
 from model.tokenizer import add_special_tokens, load_tokenizer, train_tokenizer
@@ -46,7 +46,7 @@ def build_processor(preset: Preset | str, tokenizer, image_merge_size: int = 1):
         image_processor=VideoLlama3ImageProcessor(size=image, merge_size=image_merge_size),
         video_processor=VideoLlama3VideoProcessor(size=frame, merge_size=2),
         tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=TRAIN_CHAT_TEMPLATE,
     )
 
 
@@ -109,7 +109,7 @@ def load_checkpoint(
     The processor is the directory's own when it has one and no ``tokenizer`` is given;
     otherwise it is built from ``preset`` around ``tokenizer`` (or the directory's tokenizer).
     Special tokens the tokenizer lacks are added, the embeddings grown to match, and the chat
-    template set to ours (:mod:`manifests.chat`)."""
+    template set to ours (:mod:`model.chat`)."""
     from transformers import VideoLlama3ForConditionalGeneration, VideoLlama3Processor
 
     p = Path(path)
@@ -118,7 +118,7 @@ def load_checkpoint(
     if tokenizer is None and has_processor(p):
         processor = VideoLlama3Processor.from_pretrained(p, local_files_only=True)
         add_special_tokens(processor.tokenizer)
-        processor.chat_template = CHAT_TEMPLATE  # what the trainer renders with, saved along
+        processor.chat_template = TRAIN_CHAT_TEMPLATE  # what the trainer renders with
     else:
         if preset is None:
             raise ValueError(f"{p} has no processor: name a preset to build one")

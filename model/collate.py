@@ -32,8 +32,10 @@ from dataclasses import dataclass
 import torch
 from PIL.Image import DecompressionBombError
 
-from manifests.chat import processor_inputs, record_to_messages
+from manifests.chat import STREAM_END, STREAM_START, record_to_messages
 from model import diffp
+from model.chat import processor_inputs
+from model.stages import STREAM_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,9 @@ class CollateConfig:
     # mean |Δ| of normalised pixels (model.diffp explains the unit); default: VideoLLaMA3's code
     diff_threshold: float = diffp.THRESHOLDS[diffp.DEFAULT_THRESHOLD]
     tokens_per_batch: int = 16384  # padded tokens per micro-batch (batch × longest)
+    # streaming turns: "videollama3" also labels, in each stream turn, the token after the
+    # frame and <|stream_end|> (VideoLLaMA3's processor); "answers": the answers only
+    stream_labels: str = "videollama3"
 
     def __post_init__(self) -> None:
         for name in (
@@ -73,6 +78,11 @@ class CollateConfig:
                 raise ValueError(f"CollateConfig.{name} must be a positive int, got {value!r}")
         if not self.diff_threshold >= 0:
             raise ValueError(f"CollateConfig.diff_threshold must be >= 0: {self.diff_threshold}")
+        if self.stream_labels not in STREAM_LABELS:
+            raise ValueError(
+                f"CollateConfig.stream_labels must be one of {STREAM_LABELS}: "
+                f"{self.stream_labels!r}"
+            )
 
 
 class _Skip(Exception):
@@ -170,6 +180,8 @@ class Collator:
                 "'assistant', newline: the assistant turns cannot be found to label them"
             )
         self.image_token_id = processor.image_token_id
+        self.stream_start = tok.convert_tokens_to_ids(STREAM_START)
+        self.stream_end = tok.convert_tokens_to_ids(STREAM_END)
         self.video_token_id = processor.video_token_id
         self.skipped: Counter = Counter()
         #: samples used after a repair, by kind: ``media_tag_added`` (:func:`add_media_tag`)
@@ -305,7 +317,9 @@ class Collator:
 
     def _labels(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``-100`` except the content of assistant turns and their ``<|im_end|>``: each
-        ``<|im_start|>assistant`` + newline header opens a span that its ``<|im_end|>`` closes."""
+        ``<|im_start|>assistant`` + newline header opens a span that its ``<|im_end|>`` closes;
+        with ``stream_labels: videollama3`` also the frame ends and ``<|stream_end|>`` of
+        streaming turns (:meth:`_label_stream_turn`)."""
         ids = input_ids.tolist()
         labels = [IGNORE_INDEX] * len(ids)
         n_role = len(self.assistant)
@@ -320,9 +334,26 @@ class Collator:
                 stop = min(end + 1, len(ids))
                 labels[start:stop] = ids[start:stop]
                 i = stop
+            elif ids[i] == self.stream_start and self.cfg.stream_labels == "videollama3":
+                i = self._label_stream_turn(ids, labels, i)
             else:
                 i += 1
         return torch.tensor(labels, dtype=input_ids.dtype)
+
+    def _label_stream_turn(self, ids: list[int], labels: list[int], start: int) -> int:
+        """VideoLLaMA3's labels of a ``<|stream_start|>stream`` turn (its processor's
+        ``_process_text_with_label``): the token right after each run of image placeholders
+        (the newline that ends the frame) and the turn's ``<|stream_end|>``; the model learns
+        that a frame is followed by more watching. Returns the index past the turn."""
+        end = start + 1
+        while end < len(ids) and ids[end] != self.stream_end:
+            end += 1
+        for j in range(start + 1, min(end, len(ids) - 1)):
+            if ids[j] == self.image_token_id and ids[j + 1] != self.image_token_id:
+                labels[j + 1] = ids[j + 1]
+        if end < len(ids):
+            labels[end] = ids[end]
+        return end + 1
 
     # -- batches ----------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from model.stages import (
     IMAGE_MERGE_SIZES,
     PAPER,
     STAGES,
+    STREAM_LABELS,
     WARMUP_RATIO,
 )
 
@@ -67,6 +68,9 @@ class DataConfig:
     # DiffFP, in stages with token_compression: videollama3 (the code's rule, 0.05 grey levels),
     # rlt (RLT's, 5.8 grey levels) or a mean |Δ| of normalised pixels (0.1: 12.75 grey levels)
     diff_threshold: float | str = DIFF_THRESHOLD
+    # streaming turns: videollama3 (VideoLLaMA3's labels: the answers, and in each stream turn
+    # the token after the frame and <|stream_end|>) | answers (the answers only)
+    stream_labels: str = "videollama3"
     # held out of training by a hash of the sample key (0: none) and evaluated after each stage:
     # loss per task, and grounding mIoU (model/evaluate.py)
     holdout_fraction: float = 0.0
@@ -77,6 +81,12 @@ class DataConfig:
         for name in ("max_length", "max_vision_tokens", "tokens_per_batch"):
             require(getattr(self, name) >= 0, name, "must be 0 (the preset's) or more")
         self.diff_threshold = _threshold(self.diff_threshold)
+        require(
+            self.stream_labels in STREAM_LABELS,
+            "stream_labels",
+            f"{self.stream_labels!r} is not a labelling",
+            f"one of {', '.join(STREAM_LABELS)}",
+        )
         require(0 <= self.holdout_fraction < 1, "holdout_fraction", "must be in [0, 1)")
         require(self.eval_limit >= 1, "eval_limit", "must be at least 1")
         require(self.eval_grounding >= 0, "eval_grounding", "must be 0 or more")

@@ -33,6 +33,8 @@ WARMUP_RATIO = 0.03
 #: DiffFP's threshold readings (model.diffp): VideoLLaMA3's code (the default) and RLT's
 DIFF_THRESHOLDS = ("videollama3", "rlt")
 DIFF_THRESHOLD = "videollama3"
+#: how streaming turns are labelled (model.collate): VideoLLaMA3's (the default), answers only
+STREAM_LABELS = ("videollama3", "answers")
 VIDEO_MERGE_SIZE = 2
 IMAGE_MERGE_SIZES = (1, 2)  # what a stage may set: 1 (no merge) or 2 (2x2 bilinear)
 
@@ -155,6 +157,7 @@ __all__ = [
     "IMAGE_MERGE_SIZES",
     "PAPER",
     "STAGES",
+    "STREAM_LABELS",
     "VIDEO_MERGE_SIZE",
     "WARMUP_RATIO",
     "apply_stage",

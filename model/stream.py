@@ -86,6 +86,7 @@ def collate_config(cfg: TrainConfig, n: int) -> CollateConfig:
         image_merge_size=cfg.stage(n).image_merge_size,
         use_token_compression=bool(cfg.stage(n).token_compression),
         diff_threshold=threshold_value(cfg.data.diff_threshold),
+        stream_labels=cfg.data.stream_labels,
         tokens_per_batch=cfg.data.tokens_per_batch or p.tokens_per_batch,
     )
 

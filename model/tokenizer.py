@@ -5,7 +5,7 @@ so any text encodes) and wraps it as a transformers ``Qwen2Tokenizer`` carrying 
 VideoLLaMA3 needs: ChatML markers (``<|im_start|>``, ``<|im_end|>`` as eos), the processor's
 placeholders (``<|image_pad|>``, ``<|video_pad|>``), the streaming markers
 (``<|stream_start|>``, ``<|stream_end|>``), the records' ``<image>``/``<video>`` tags (kept whole
-should one appear outside the template) and our chat template (:mod:`manifests.chat`).
+should one appear outside the template) and our chat template (:mod:`model.chat`).
 :func:`corpus_from_recipes` reads the text of every record a stage recipe selects.
 :func:`load_tokenizer` reads a local tokenizer (e.g. Qwen2.5's) and adds what it lacks.
 """
@@ -16,7 +16,8 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from manifests.chat import CHAT_TEMPLATE, IMAGE_PAD, STREAM_END, STREAM_START, VIDEO_PAD
+from manifests.chat import IMAGE_PAD, STREAM_END, STREAM_START, VIDEO_PAD
+from model.chat import TRAIN_CHAT_TEMPLATE
 from model.heldout import is_heldout
 
 # Qwen2's pre-tokenizer split, so the result is an ordinary ``Qwen2Tokenizer``
@@ -119,7 +120,7 @@ def add_special_tokens(tok):
         tok.add_tokens([AddedToken(t, special=True) for t in missing])
     if tok.pad_token is None:
         tok.pad_token = PAD if PAD in tok.get_vocab() else EOS
-    tok.chat_template = CHAT_TEMPLATE
+    tok.chat_template = TRAIN_CHAT_TEMPLATE
     return tok
 
 

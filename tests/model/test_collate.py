@@ -118,7 +118,8 @@ def label_spans(labels: torch.Tensor) -> list[list[int]]:
 
 
 def test_labels_are_exactly_the_assistant_answers(vl3_processor, samples):
-    c = Collator(vl3_processor, CollateConfig(max_vision_tokens=256))
+    """With ``stream_labels: answers``; the default adds streaming turns' markers (below)."""
+    c = Collator(vl3_processor, CollateConfig(max_vision_tokens=256, stream_labels="answers"))
     tok = vl3_processor.tokenizer
     for name, sample in samples.items():
         enc = c.encode(sample)
@@ -144,7 +145,9 @@ def test_visual_placeholders_match_the_grids_and_record_timestamps(vl3_processor
     stream = c.encode(samples["stream"])
     assert stream["image_grid_thw"].shape[0] == 7  # frames 2..8 s: up to the last answer
     text = tok.decode(stream["input_ids"])
-    assert re.findall(r"<\|stream_start\|>stream\nTime (\d+\.\d)s:", text) == [
+    # VideoLLaMA3's template: "Time 3.0s: <image>" for a streaming frame (a space), and
+    # "Time 3.0s:<image>" for a video frame (none)
+    assert re.findall(r"<\|stream_start\|>stream\nTime (\d+\.\d)s: <\|image_pad\|>", text) == [
         f"{t:.1f}"
         for t in range(7)  # from the clip's start_time
     ]
@@ -343,3 +346,45 @@ def test_the_repair_and_its_count_reach_the_report(tmp_path):
     }
     page = write_report(cfg, {1: result}).read_text()
     assert "fixed" in REPORT_COLUMNS and "media_tag_added&quot;: 3" in page
+
+
+def test_stream_turns_are_labelled_as_videollama3_does(vl3_processor, samples):
+    """VideoLLaMA3's processor (``_process_text_with_label``) labels, in every stream turn, the
+    token after the frame's placeholders and the turn's ``<|stream_end|>``, besides the answers;
+    ``stream_labels: answers`` labels the answers only."""
+    tok = vl3_processor.tokenizer
+    end = tok.convert_tokens_to_ids("<|stream_end|>")
+    enc = Collator(vl3_processor, CollateConfig(max_vision_tokens=256)).encode(samples["stream"])
+    ids, labels = enc["input_ids"], enc["labels"]
+    labelled = labels != IGNORE_INDEX
+    assert torch.equal(ids[labelled], labels[labelled])
+    frames = enc["image_grid_thw"].shape[0]
+    assert int((labels == end).sum()) == int((ids == end).sum()) == frames
+    pad = (ids == vl3_processor.image_token_id).int()
+    after_frame = torch.nonzero(pad[:-1] - pad[1:] == 1)[:, 0] + 1  # first token past a frame
+    assert len(after_frame) == frames and labelled[after_frame].all()
+    assert {tok.decode(int(i)) for i in ids[after_frame]} == {"\n"}
+    only = Collator(vl3_processor, CollateConfig(max_vision_tokens=256, stream_labels="answers"))
+    plain = only.encode(samples["stream"])["labels"]
+    extra = labelled & (plain == IGNORE_INDEX)  # what the default labels beyond the answers
+    assert sorted(torch.nonzero(extra)[:, 0].tolist()) == sorted(
+        [*after_frame.tolist(), *torch.nonzero(ids == end)[:, 0].tolist()]
+    )
+    for name in ("image", "video", "text"):  # nothing changes outside streaming samples
+        a = Collator(vl3_processor, CollateConfig(max_vision_tokens=256)).encode(samples[name])
+        assert torch.equal(a["labels"], only.encode(samples[name])["labels"])
+
+
+def test_stream_labels_setting_is_checked():
+    from manifests.configs import ConfigError, load_config
+    from model.config import TrainConfig
+    from model.stream import collate_config
+
+    cfg = load_config(TrainConfig, None, ["model.preset=tiny"])
+    assert cfg.data.stream_labels == "videollama3"
+    assert collate_config(cfg, 3).stream_labels == "videollama3"
+    cfg = load_config(TrainConfig, None, ["model.preset=tiny", "data.stream_labels=answers"])
+    assert collate_config(cfg, 3).stream_labels == "answers"
+    with pytest.raises(ConfigError) as exc:
+        load_config(TrainConfig, None, ["data.stream_labels=all"])
+    assert exc.value.field == "data.stream_labels" and "videollama3" in str(exc.value)
