@@ -68,15 +68,18 @@ def ffmpeg_command(
     fps: float | None,
     size: tuple[int, int],
     threads: int = DECODE_THREADS,
+    start: float | None = None,
 ) -> list[str]:
     """The decode: the chosen stream, ``fps`` filter rounding down, optional scale, raw RGB.
-    Without ``fps``: the first frame only (for videos shorter than one grid step).
+    Without ``fps``: one frame only, the first, or the one shown at ``start`` seconds (an
+    accurate seek: ffmpeg decodes from the keyframe before and drops what precedes ``start``).
 
     ``threads`` is the decoder's thread count (``-threads`` before ``-i``; 0 lets ffmpeg take
     one per core). Decoded pixels do not depend on it."""
     import ffmpeg
 
-    stream = ffmpeg.input(str(path), threads=threads)[str(info.stream_index)]
+    seek = {"ss": f"{start:.6f}"} if start is not None else {}
+    stream = ffmpeg.input(str(path), threads=threads, **seek)[str(info.stream_index)]
     if fps is not None:
         stream = ffmpeg.filter(stream, "fps", fps=fps, round="down")
     if size != (info.width, info.height):
@@ -134,13 +137,35 @@ def decode_grid(
     return grid
 
 
-def _decode(path, info, fps, max_side, keep, quality, timeout_s, threads, first_only: bool) -> Grid:
+def decode_frame_at(
+    path: str | Path,
+    info: VideoInfo,
+    t: float,
+    *,
+    max_side: int | None = None,
+    quality: int = 90,
+    timeout_s: float | None = None,
+    threads: int = DECODE_THREADS,
+) -> bytes:
+    """The frame shown at ``t`` seconds, as JPEG: for a span the 1-fps grid has no frame in
+    (a clip under one grid step), whose frame must come from inside it."""
+    # first_only: one frame, whatever the grid's rate (1.0 only names its slot 0)
+    args = (path, info, 1.0, max_side, lambda k, _t: True, quality, timeout_s, threads)
+    grid = _decode(*args, first_only=True, start=t)
+    if not grid.frames:
+        raise VideoError("no_frames", f"ffmpeg decoded no frame at {t:.3f} s")
+    return grid.frames[0]
+
+
+def _decode(
+    path, info, fps, max_side, keep, quality, timeout_s, threads, first_only: bool, start=None
+) -> Grid:
     size = scaled_size(info.width, info.height, max_side)
     grid = Grid(fps=fps, size=size)
     frame_bytes = size[0] * size[1] * 3
     if timeout_s is None:
         timeout_s = max(60.0, 2.0 * info.duration)
-    cmd = ffmpeg_command(path, info, None if first_only else fps, size, threads)
+    cmd = ffmpeg_command(path, info, None if first_only else fps, size, threads, start)
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)

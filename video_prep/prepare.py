@@ -18,7 +18,7 @@ the probe declared.
 from __future__ import annotations
 
 import json
-import math
+import time
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -27,7 +27,7 @@ from manifests.schema import ERROR, KEPT
 from video_prep.annotations import Segment, VideoAnnotation, check_against_duration
 from video_prep.clips import Clip, cut_clips
 from video_prep.config import VideoConfig
-from video_prep.frames import Grid, decode_grid, sample_video, uniform_indices
+from video_prep.frames import Grid, decode_frame_at, decode_grid, sample_video, uniform_indices
 from video_prep.probe import VideoError, VideoInfo, probe_video
 from video_prep.samples import ClipFrames, caption_record, grounding_records, streaming_record
 
@@ -73,11 +73,12 @@ class Outcome:
     samples: list[dict] | None = None
 
 
+#: the grid index of a frame decoded off the 1-fps grid (the middle of a sub-second clip)
+OFF_GRID = -1
+
+
 def _frames_for(grid: Grid, clip: Clip, max_frames: int) -> ClipFrames:
     ks = [k for k in sorted(grid.frames) if clip.start <= grid.timestamp(k) < clip.end]
-    if not ks:  # a clip shorter than the grid step: the frame nearest its middle
-        mid = math.floor((clip.start + clip.end) / 2 * grid.fps)
-        ks = [k for k in (mid, mid - 1) if k in grid.frames][:1]
     ks = [ks[i] for i in uniform_indices(len(ks), max_frames)]
     frames = [grid.frames[k] for k in ks]
     return ClipFrames(ks, frames, [grid.timestamp(k) for k in ks], grid.size)
@@ -86,10 +87,14 @@ def _frames_for(grid: Grid, clip: Clip, max_frames: int) -> ClipFrames:
 def _decode(
     path: str, info: VideoInfo, clips: list[Clip], cfg: VideoConfig
 ) -> tuple[dict[int, ClipFrames], int, int, float]:
-    """Frames of every kept clip from ONE decode of the video; grid size, passes, seconds."""
+    """Frames of every kept clip from ONE decode of the video; grid size, passes, seconds.
+
+    A clip shorter than one grid step may hold no grid frame ([150.2, 150.8] at 1 fps): its
+    frame is the one shown at its middle, decoded on its own and stamped there, as
+    VideoLLaMA3 falls back to a frame inside a span under one second. Never a frame from
+    before the clip (that would need a negative timestamp)."""
     f = cfg.frames
     kw = dict(
-        fps=f.fps,
         max_side=f.max_side,
         quality=f.jpeg_quality,
         timeout_s=f.decode_timeout_s,
@@ -97,19 +102,31 @@ def _decode(
     )
     whole = len(clips) == 1 and clips[0].start <= 0 and clips[0].end >= info.duration
     if whole:  # the plain case: VideoLLaMA3's sampling, memory bounded by max_frames
-        s = sample_video(path, info, max_frames=f.max_frames, **kw)
+        s = sample_video(path, info, fps=f.fps, max_frames=f.max_frames, **kw)
         cf = ClipFrames(s.indices, s.frames, s.timestamps, s.size)
         return {clips[0].index: cf}, s.grid_frames, s.passes, s.decode_s
     spans = [(c.start, c.end) for c in clips]
-    nearest = {math.floor((c.start + c.end) / 2 * f.fps) for c in clips}
-    nearest |= {k - 1 for k in nearest}
 
     def keep(k: int, t: float) -> bool:
-        return k in nearest or any(s <= t < e for s, e in spans)
+        return any(s <= t < e for s, e in spans)
 
-    grid = decode_grid(path, info, keep=keep, **kw)
+    grid = decode_grid(path, info, fps=f.fps, keep=keep, **kw)
     out = {c.index: _frames_for(grid, c, f.max_frames) for c in clips}
-    return out, grid.n, 1, grid.decode_s
+    passes, decode_s = 1, grid.decode_s
+    decoded_end = grid.n / f.fps
+    for c in clips:
+        mid = round((c.start + c.end) / 2, 6)
+        if out[c.index].frames or mid >= decoded_end:  # past the frames: a truncated video
+            continue
+        t0 = time.perf_counter()
+        try:
+            frame = decode_frame_at(path, info, mid, **kw)
+        except VideoError:
+            continue  # no frame there after all: the clip is dropped (no_frames_in_clip)
+        finally:
+            passes, decode_s = passes + 1, decode_s + time.perf_counter() - t0
+        out[c.index] = ClipFrames([OFF_GRID], [frame], [mid], grid.size)
+    return out, grid.n, passes, decode_s
 
 
 def prepare_video(ann: VideoAnnotation, path: str, cfg: VideoConfig) -> Outcome:

@@ -46,6 +46,11 @@ def _r(t: float) -> float:
 
 def _video_fields(key: str, clip: Clip, frames: ClipFrames, video_id: str, rebase: bool) -> dict:
     offset = clip.start if rebase else 0.0
+    if frames.timestamps and min(frames.timestamps) < clip.start:  # a frame from before it
+        raise ValueError(
+            f"{key}: frame at {min(frames.timestamps)} s lies before the clip's start "
+            f"{clip.start} s; a record never carries a negative timestamp"
+        )
     return {
         "key": key,
         "video": [key],

@@ -161,3 +161,63 @@ def test_decoder_threads_go_before_the_input_and_change_no_pixel(threads):
     frames, idx, _ = reference(path, 1.0, 4)
     size = (info.width, info.height)
     assert got.frames == [encode_jpeg(frames[k].tobytes(), size, 90) for k in idx]
+
+
+def test_a_clip_between_grid_frames_gets_the_frame_at_its_middle(tmp_path):
+    """[2.2, 2.8] holds no 1-fps grid frame. Its frame is the one shown at 2.5 s, stamped
+    2.5 (0.3 s into the clip), never the 2.0 s frame from before the clip (-0.2 s)."""
+    from video_prep.clips import Clip
+    from video_prep.config import VideoConfig
+    from video_prep.prepare import OFF_GRID, _decode
+    from video_prep.samples import caption_record
+
+    path = pattern_video(tmp_path / "p.mp4", 4.0, rate=10)
+    info = probe_video(path)
+    clips = [Clip(0, 0.0, 1.5, [_Seg(0.0, 1.5, "a")]), Clip(1, 2.2, 2.8, [_Seg(2.2, 2.8, "b")])]
+    frames, _, passes, _ = _decode(str(path), info, clips, VideoConfig())
+    assert frames[0].timestamps == [0.0, 1.0]
+    assert frames[1].timestamps == [2.5] and frames[1].indices == [OFF_GRID]
+    assert passes == 2  # the grid, then the one frame at 2.5 s
+    # the frame shown at 2.5 s is the 26th of the 10-fps stream
+    w, h = info.width, info.height
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "rawvideo"]
+    raw = subprocess.run([*cmd, "-pix_fmt", "rgb24", "-"], capture_output=True, check=True)
+    stream = np.frombuffer(raw.stdout, np.uint8).reshape(-1, h, w, 3).astype(int)
+    got = np.asarray(Image.open(io.BytesIO(frames[1].frames[0])), dtype=int)
+    off = {i: np.abs(stream[i] - got).mean() for i in (20, 22, 25, 28)}
+    assert min(off, key=off.get) == 25  # that frame, not a neighbour (JPEG noise aside)
+    rec = caption_record("k", clips[1], frames[1], "v", ["Describe."], 0, timestamps=True)
+    assert rec["timestamps"] == [0.3]
+
+
+def test_a_record_refuses_a_frame_from_before_its_clip():
+    from video_prep.clips import Clip
+    from video_prep.samples import ClipFrames, caption_record
+
+    clip = Clip(0, 150.2, 150.8, [_Seg(150.2, 150.8, "b")])
+    before = ClipFrames([150], [b"jpeg"], [150.0], (8, 8))
+    with pytest.raises(ValueError, match="before the clip's start"):
+        caption_record("k", clip, before, "v", ["Describe."], 0)
+
+
+@dataclasses.dataclass
+class _Seg:
+    start: float
+    end: float
+    text: str
+
+
+def test_a_stream_starting_at_2_5_s_is_stamped_from_its_first_frame(tmp_path):
+    """Our timestamps count from the video stream's first frame, as annotations do; a stream
+    that starts at 2.5 s gives exactly the frames and stamps of the same video starting at 0.
+    (VideoLLaMA3's loader counts from the stream's start_time instead: docs/VIDEO.md.)"""
+    src = ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=d=4:r=10:s=160x120"]
+    enc = ["-pix_fmt", "yuv420p"]
+    plain, offset = tmp_path / "plain.mp4", tmp_path / "offset.mp4"
+    subprocess.run([*src, *enc, str(plain)], check=True)
+    subprocess.run([*src, "-output_ts_offset", "2.5", *enc, str(offset)], check=True)
+    info = probe_video(offset)
+    assert info.start_time == 2.5 and info.stream_duration == 4.0
+    got, ref = sample_video(offset, info), sample_video(plain, probe_video(plain))
+    assert got.timestamps == ref.timestamps == [0.0, 1.0, 2.0, 3.0]
+    assert got.frames == ref.frames
