@@ -60,8 +60,18 @@ def count_inputs(cfg: InputConfig) -> int | None:
 
         n = sum(pq.ParquetFile(f).metadata.num_rows for f in files if f.suffix == ".parquet")
         return n if most is None else min(n, most)  # at most: partitions end at file ends
+    from curation.sources.tars import TAR_SUFFIXES
+
     keys = 0
-    for f in [f for f in files if f.suffix == ".tar"][:cap]:  # a partition is a tar
-        with tarfile.open(f) as tar:
-            keys += len({m.name.split(".", 1)[0] for m in tar.getmembers() if m.isfile()})
+    tars = [f for f in files if f.is_file() and f.name.endswith(TAR_SUFFIXES)]
+    for f in tars[:cap]:  # a partition is a tar
+        found: set[str] = set()
+        try:
+            with tarfile.open(f, mode="r|*") as tar:
+                for m in tar:
+                    if not m.isdir():
+                        found.add(m.name.split(".", 1)[0])
+        except (tarfile.TarError, OSError, EOFError):
+            found.add("\0broken")  # a damaged tar still costs its curation job one row
+        keys += len(found)
     return keys
