@@ -23,6 +23,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -32,6 +33,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 #: The ledger reason of a URL whose host is (or resolves to) a non-public address.
 REFUSED = "private_address"
+ALLOWED_SCHEMES = ("http", "https")
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -45,6 +48,29 @@ class AddressRefused(Exception):
         super().__init__(f"{host} resolves only to non-public addresses: {', '.join(addresses)}")
         self.host = host
         self.addresses = addresses
+
+
+def check_url(url: str | None) -> str | None:
+    """The ledger reason a URL must not be fetched at all (``empty_url``, ``bad_url``,
+    ``bad_url_scheme``), or None when it is a plausible http(s) URL.
+
+    Checked before any request, and again for every redirect target, so that neither the pool
+    nor a server can make us read ``file:///etc/passwd`` or talk ftp.
+    """
+    if url is None or not url.strip():
+        return "empty_url"
+    try:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        host = parts.hostname
+        _ = parts.port  # raises ValueError on a port that is not a number in range
+    except ValueError:
+        return "bad_url"
+    if scheme not in ALLOWED_SCHEMES:
+        return "bad_url_scheme"
+    if not host:
+        return "bad_url"
+    return None
 
 
 def parse_networks(items: Iterable[str]) -> tuple[Network, ...]:

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import numpy as np
 import pyarrow as pa
@@ -42,14 +42,18 @@ import pyarrow.compute as pc
 import requests
 import urllib3
 
-from curation.address_gate import REFUSED, AddressGate, AddressRefused
+from curation.address_gate import (
+    REDIRECT_STATUSES,
+    REFUSED,
+    AddressGate,
+    AddressRefused,
+    check_url,
+)
 from curation.config import DownloadConfig
 from manifests.marks import alive, errors_to, set_column
 
 log = logging.getLogger(__name__)
 
-ALLOWED_SCHEMES = ("http", "https")
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 #: Enough leading bytes to tell every format :func:`sniff_image_ext` knows (WEBP needs 12).
 SNIFF_BYTES = 12
@@ -76,29 +80,6 @@ def sniff_image_ext(data: bytes) -> str | None:
         return "bmp"
     if data.startswith((b"II*\x00", b"MM\x00*")):
         return "tiff"
-    return None
-
-
-def check_url(url: str | None) -> str | None:
-    """The ledger reason a URL must not be fetched at all (``empty_url``, ``bad_url``,
-    ``bad_url_scheme``), or None when it is a plausible http(s) URL.
-
-    Checked before any request, and again for every redirect target, so that neither the pool
-    nor a server can make us read ``file:///etc/passwd`` or talk ftp.
-    """
-    if url is None or not url.strip():
-        return "empty_url"
-    try:
-        parts = urlsplit(url.strip())
-        scheme = parts.scheme.lower()
-        host = parts.hostname
-        _ = parts.port  # raises ValueError on a port that is not a number in range
-    except ValueError:
-        return "bad_url"
-    if scheme not in ALLOWED_SCHEMES:
-        return "bad_url_scheme"
-    if not host:
-        return "bad_url"
     return None
 
 

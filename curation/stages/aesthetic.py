@@ -39,8 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.address_gate import AddressGate, AddressRefused
-from curation.download import REDIRECT_STATUSES, check_url
+from curation.address_gate import REDIRECT_STATUSES, AddressGate, AddressRefused, check_url
 from manifests.marks import alive, set_column
 from manifests.schema import EMBEDDING
 
