@@ -365,7 +365,7 @@ def _run_partition_tasks(task: PartitionTask, pending: Sequence[Partition], bar:
             raise first  # disk full, read-only...: the machine's problem, said as it is
         listed = "; ".join(f"{i}: {one_line(c)}" for i, c in failed[:3])
         raise RuntimeError(
-            f"{len(failed)} partition(s) failed ({listed}); rerun to retry themrerun to retry them"
+            f"{len(failed)} partition(s) failed ({listed}); rerun to retry them"
         )
 
 

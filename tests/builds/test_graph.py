@@ -26,7 +26,7 @@ def test_edges_follow_the_paths_jobs_read_and_write(tmp_path):
     assert deps["recaption"] == ["curate"]
     assert deps["mix.stage1"] == ["recaption"]
     assert deps["mix.stage3"] == ["recaption", "video.demo"]
-    assert deps["mix.stage4"] == ["video.demo"]
+    assert deps["mix.stage4"] == ["recaption", "video.demo"]  # Table 4's image-only group
     assert deps["train.stage2"] == ["mix.stage2", "train.stage1"]
     # the BPE tokenizer is trained on every stage's text, so stage 1 reads all four mixtures
     assert deps["train.stage1"] == ["mix.stage1", "mix.stage2", "mix.stage3", "mix.stage4"]
@@ -65,7 +65,12 @@ def test_config_hash_ignores_where_outputs_go_but_not_what_decides_them(tmp_path
 def test_targets_select_a_group_and_what_it_needs():
     nodes = demo_graph()
     assert [n.name for n in select(nodes, ["syn7m"])] == ["curate", "recaption"]
-    assert [n.name for n in select(nodes, ["mix.stage4"])] == ["video.demo", "mix.stage4"]
+    assert [n.name for n in select(nodes, ["mix.stage4"])] == [
+        "curate",
+        "recaption",
+        "video.demo",
+        "mix.stage4",
+    ]
     assert len(select(nodes, ["train"])) == len(nodes)
     with pytest.raises(ConfigError, match="names no node"):
         select(nodes, ["nope"])

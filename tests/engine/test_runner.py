@@ -7,6 +7,7 @@ from functools import partial
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from curation.config import InputConfig
 from curation.sources import list_partitions, load_partition
@@ -93,3 +94,33 @@ def test_actor_pools_that_take_every_cpu_are_refused(tmp_path, demo_pool, ray_lo
             [stage],
             progress=False,
         )
+
+
+class FailsOnPartition:
+    """A plain stage that raises on the rows of one partition: a bug, not bad input."""
+
+    name = "fails"
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.partition in batch["partition"].to_pylist():
+            raise ZeroDivisionError("a bug in a stage\nwith a second line")
+        return batch
+
+
+def test_a_failing_partition_is_one_line_and_the_others_finish(tmp_path, demo_pool, ray_local):
+    pool, _ = demo_pool
+    cfg = InputConfig(path=str(pool), partition_size=6)
+    parts = list_partitions(cfg)
+    work = WorkDir(tmp_path / "work")
+    load = partial(load_partition, cfg=cfg)
+    with pytest.raises(RuntimeError) as err:
+        run_partitions(work, parts, load, [FailsOnPartition(1)], progress=False)
+    assert str(err.value) == (
+        "1 partition(s) failed (1: ZeroDivisionError: a bug in a stage); rerun to retry them"
+    )
+    assert [p.index for p in parts if work.is_done(p.index)] == [
+        p.index for p in parts if p.index != 1
+    ]
