@@ -122,7 +122,8 @@ def test_timeouts_are_retried_then_reported(served, tiny_internvl, requests_):
 
 def test_concurrency_never_exceeds_the_bound(served, tiny_internvl, requests_):
     reqs = [Request(f"{r.key}-{i}", r.image, PROMPT) for i in range(2) for r in requests_[:5]]
-    with FaultProxy(served.base_url, delay_s=0.3) as proxy:
+    # each request is held 1 s: ample for three to overlap however slow the machine
+    with FaultProxy(served.base_url, delay_s=1.0) as proxy:
         engine = OpenAIEngine(config(tiny_internvl, proxy.base_url, concurrency=3))
         results = engine.generate(reqs, GREEDY)
     assert [r.key for r in results] == [r.key for r in reqs]
