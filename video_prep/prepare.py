@@ -136,8 +136,16 @@ def prepare_video(ann: VideoAnnotation, path: str, cfg: VideoConfig) -> Outcome:
     except VideoError as e:
         issue = {"segment": None, "reason": e.reason, "detail": e.detail}
         return Outcome(ERROR, "probe", e.reason, info={"issues": json.dumps([issue])})
+    probed = info
+    if info.stream_duration < info.duration:
+        # frames are stamped from the video stream's first frame and stop with the stream: a
+        # container that runs longer (a stream starting at 2.5 s, a longer audio track) has no
+        # frame there, so captions are checked against the stream's own length
+        info = replace(info, duration=info.stream_duration)
     out, decoded_end = _prepare(ann, path, info, cfg)
     if decoded_end is None:
+        if out.info is not None:
+            out.info["duration"] = probed.duration  # the ledger keeps what the probe found
         return out
     # truncated: everything again against the duration that really decodes
     first = out.info or {}
@@ -149,7 +157,7 @@ def prepare_video(ann: VideoAnnotation, path: str, cfg: VideoConfig) -> Outcome:
     truncated = {"segment": None, "reason": "truncated", "detail": detail}
     out, _ = _prepare(ann, path, usable, cfg, [truncated], check_truncation=False)
     row = out.info
-    row["duration"] = info.duration  # what the probe declared; the issue says what decodes
+    row["duration"] = probed.duration  # what the probe declared; the issue says what decodes
     row["decode_passes"] = (row.get("decode_passes") or 0) + first["decode_passes"]
     row["decode_s"] = round((row.get("decode_s") or 0.0) + first["decode_s"], 4)
     return out

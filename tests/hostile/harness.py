@@ -185,3 +185,97 @@ def free_port() -> int:
 
 def rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+VIDEO_CONFIG = ROOT / "configs" / "video_demo.yaml"
+VIDEO_TASKS = ("caption", "streaming", "grounding")
+VIDEO_COLUMNS = [
+    "id", "source", "source_key", "video", "status", "stage", "reason", "issues", "clips",
+    "duration", "width", "height", "rotation", "vfr", "grid_frames", "keys",
+]  # fmt: skip
+
+
+def _read_connects(log: Path) -> tuple[list[tuple[int, str, int]], set[int]]:
+    connects, hooked = [], set()
+    if log.exists():
+        for line in log.read_text().splitlines():
+            what, pid, host, port = line.split(" ")
+            if what == "start":
+                hooked.add(int(pid))
+            else:
+                connects.append((int(pid), host, int(port)))
+    return connects, hooked
+
+
+def run_video(
+    base: Path, videos: Path, annotations: Path, sets: list[str], timeout: float = 240
+) -> Run:
+    """``vl3data video configs/video_demo.yaml`` over ``videos`` and ``annotations`` into
+    ``base/out``, with the same watch as :func:`run_curate` (connect log, snapshot of ``base``
+    minus the output, a working directory inside ``base``). ``Run.rows`` is the caption set's
+    ledger; ``extra["ledgers"]`` has every task's, ``extra["sets"]`` what is read from the shards
+    (``{task: {key: record}}``)."""
+    out = base / "out"
+    site = base.parent / f"{base.name}-site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    log = base.parent / f"{base.name}-connects.log"
+    log.unlink(missing_ok=True)
+    cwd = base / "cwd"
+    cwd.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
+        "HOSTILE_CONNECT_LOG": str(log),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+        "PYTHONWARNINGS": "ignore",
+    }
+    argv = [
+        str(CLI),
+        "video",
+        str(VIDEO_CONFIG),
+        *[a for s in [
+            f"input.videos={videos}",
+            f"input.annotations={annotations}",
+            "input.format=jsonl",
+            f"output={out}",
+            "ray.num_cpus=2",
+            *sets,
+        ] for a in ("--set", s)],
+        "--no-progress",
+    ]  # fmt: skip
+    before = snapshot(base, {out})
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    seconds = time.monotonic() - t0
+    after = snapshot(base, {out})
+    ledgers = {}
+    for task in VIDEO_TASKS:
+        try:
+            ledgers[task] = read_ledger(out / task, VIDEO_COLUMNS).to_pylist()
+        except FileNotFoundError:
+            ledgers[task] = []
+    connects, hooked = _read_connects(log)
+    if proc.returncode != 0 or "Traceback" in proc.stderr:
+        sys.stderr.write(proc.stderr[-20000:])
+    extra = {"hooked": hooked, "ledgers": ledgers, "sets": _video_records(out)}
+    return Run(proc, out, ledgers["caption"], connects, before, after, seconds, extra)
+
+
+def _video_records(out: Path) -> dict[str, dict[str, dict]]:
+    """``{task: {sample key: json record}}`` from each task's shards (frames left out)."""
+    import json
+    import tarfile
+
+    found: dict[str, dict[str, dict]] = {}
+    for task in VIDEO_TASKS:
+        found[task] = {}
+        for tar in sorted((out / task / "shards").glob("*.tar")):
+            with tarfile.open(tar) as tf:
+                for m in tf:
+                    if m.name.endswith(".json"):
+                        data = tf.extractfile(m).read()
+                        found[task][m.name[: -len(".json")]] = json.loads(data)
+    return found
