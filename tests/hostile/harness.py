@@ -208,7 +208,12 @@ def _read_connects(log: Path) -> tuple[list[tuple[int, str, int]], set[int]]:
 
 
 def run_video(
-    base: Path, videos: Path, annotations: Path, sets: list[str], timeout: float = 240
+    base: Path,
+    videos: Path,
+    annotations: Path,
+    sets: list[str],
+    fmt: str = "jsonl",
+    timeout: float = 240,
 ) -> Run:
     """``vl3data video configs/video_demo.yaml`` over ``videos`` and ``annotations`` into
     ``base/out``, with the same watch as :func:`run_curate` (connect log, snapshot of ``base``
@@ -239,7 +244,7 @@ def run_video(
         *[a for s in [
             f"input.videos={videos}",
             f"input.annotations={annotations}",
-            "input.format=jsonl",
+            f"input.format={fmt}",
             f"output={out}",
             "ray.num_cpus=2",
             *sets,

@@ -34,9 +34,9 @@ from tests.video_prep.test_hostile_inputs import faststart_video, truncated_copy
 from video_prep.grounding_eval import parse_interval
 from video_prep.sample_videos import pattern_video, rotated, vfr
 
-ANN = "annotations.jsonl"
+ANN = {"jsonl": "annotations.jsonl", "charades": "sta.txt", "activitynet": "train.json"}
 HUGE = 1_000_000  # characters of the huge caption
-LINE = "LINE"  # in an expected key: this case's line, ``annotations.jsonl:N``
+LINE = "LINE"  # in an expected key: this case's line, ``annotations.jsonl:N`` (``sta.txt:N``)
 
 
 def _ff(*args: str) -> None:
@@ -660,8 +660,157 @@ def _cases(ctx: dict) -> dict[str, Case]:
     return c
 
 
-# the names, for test ids: the same table on placeholders
-CASE_NAMES = list(_cases({"outside": Path("/nonexistent")}))
+def _charades_cases(ctx: dict) -> dict[str, Case]:
+    """Charades-STA lines, ``VIDEO START END##sentence``: a video's lines make one row."""
+    c: dict[str, Case] = {}
+    good = {"good.mp4": _copy_good}
+    c["bom_first_line"] = Case([b"bom 0.0 2.0##A clock."], {"bom": KEPT}, {"bom.mp4": _copy_good})
+    c["good_two_lines"] = Case(
+        [b"good 0.0 2.0##A clock counts.", b"good 1.0 3.0##It keeps counting."],
+        {"good": KEPT},
+        good,
+        issues={"good": []},
+    )
+    c["interleaved_videos"] = Case(
+        [b"ia 0 2##First of a.", b"ib 0 2##First of b.", b"ia 1 3##Second of a."],
+        {"ia": KEPT, "ib": KEPT},
+        {"ia.mp4": _copy_good, "ib.webm": lambda p, ctx: _lavfi(p, "testsrc=d=3:r=10", *VP8)},
+    )
+    c["tabs_and_crlf"] = Case(
+        [b"tabs\t0\t2##Tab separated.\r"], {"tabs": KEPT}, {"tabs.mp4": _copy_good}
+    )
+    c["hashes_in_the_sentence"] = Case(
+        [b"hashes 0 2##A clock ## and a hash."],
+        {"hashes": KEPT},
+        {"hashes.mp4": _copy_good},
+        check=_check_text_kept("A clock ## and a hash."),
+    )
+    c["non_utf8_line"] = Case([b"good 0.0 2.0##caf\xe9"], {LINE: _err("bad_line")})
+    c["no_separator"] = Case([b"good 0.0 2.0 A clock without hashes."], {LINE: _err("bad_line")})
+    c["four_fields"] = Case([b"good 0 1 2##Too many numbers."], {LINE: _err("bad_line")})
+    c["times_not_numbers"] = Case([b"good soon later##When?"], {LINE: _err("bad_line")})
+    c["only_the_sentence"] = Case([b"##No video, no times."], {LINE: _err("bad_line")})
+    c["nan_and_inf_times"] = Case(
+        [b"nanv nan 2##x", b"nanv 0 inf##y", b"nanv 0 2##A clock."],
+        {"nanv": KEPT},
+        {"nanv.mp4": _copy_good},
+        issues={"nanv": [(0, "nan_time"), (1, "nan_time")]},
+    )
+    c["negative_start_only"] = Case(
+        [b"negv -1 2##Before the video."],
+        {"negv": [("dropped", "no_segments")]},
+        {"negv.mp4": _copy_good},
+        issues={"negv": [(0, "negative_time")]},
+    )
+    c["end_before_start"] = Case(
+        [b"backv 2 1##Backwards.", b"backv 0 2##A clock."],
+        {"backv": KEPT},
+        {"backv.mp4": _copy_good},
+        issues={"backv": [(0, "end_before_start")]},
+    )
+    c["empty_sentence"] = Case(
+        [b"emptyv 0 2##   "],
+        {"emptyv": [("dropped", "no_segments")]},
+        {"emptyv.mp4": _copy_good},
+        issues={"emptyv": [(0, "empty_sentence")]},
+    )
+    c["start_past_duration"] = Case(
+        [b"pastv 0 2##A clock.", b"pastv 5 6##After the end."],
+        {"pastv": KEPT},
+        {"pastv.mp4": _copy_good},
+        issues={"pastv": [(1, "time_past_duration")]},
+    )
+    c["corrupt_video"] = Case(
+        [b"junk 0 2##x"], {"junk": _err("corrupt_container")}, {"junk.mp4": _bytes(b"junk" * 99)}
+    )
+    c["missing_video"] = Case([b"absent 0 2##x"], {"absent": _err("unknown_video")})
+    c["dotdot_id"] = Case(
+        [b"../outside/secret 0 2##x"],
+        {"../outside/secret": _err("unknown_video")},
+        check=_check_not_read,
+    )
+    c["symlink_out_of_root"] = Case(
+        [b"escape 0 2##x"],
+        {"escape": _err("unknown_video")},
+        {"escape.mp4": _link(lambda ctx: str(ctx["outside"] / "secret.mp4"))},
+        check=_check_not_read,
+    )
+    return c
+
+
+def _an(key: str, body: str) -> bytes:
+    return f'"{key}": {body}'.encode()
+
+
+def _activitynet_cases(ctx: dict) -> dict[str, Case]:
+    """ActivityNet Captions entries, ``"v_ID": {"duration", "timestamps", "sentences"}``, one
+    object: an entry is a row."""
+    c: dict[str, Case] = {}
+    good = '{"duration": 3.0, "timestamps": [[0, 2], [1, 3]], "sentences": ["A clock.", "More."]}'
+    c["good"] = Case([_an("v_good", good)], {"v_good": KEPT}, {"v_good.mp4": _copy_good})
+    c["file_without_v_prefix"] = Case(
+        [_an("v_strip", good)], {"v_strip": KEPT}, {"strip.mkv": _copy_good}
+    )
+    c["duplicate_key"] = Case(
+        [_an("v_dup", good), _an("v_dup", good)],
+        {"v_dup": [("kept", None), ("error", "duplicate_id")]},
+        {"v_dup.mp4": _copy_good},
+    )
+    c["unequal_lists"] = Case(
+        [_an("v_unequal", '{"timestamps": [[0, 1], [1, 2]], "sentences": ["one"]}')],
+        {"v_unequal": _err("bad_format")},
+        {"v_unequal.mp4": _copy_good},
+    )
+    c["timestamps_a_string"] = Case(
+        [_an("v_tstr", '{"timestamps": "0-2", "sentences": ["one"]}')],
+        {"v_tstr": _err("bad_format")},
+        {"v_tstr.mp4": _copy_good},
+    )
+    c["entry_not_an_object"] = Case(
+        [_an("v_list", "[1, 2]")], {"v_list": _err("bad_format")}, {"v_list.mp4": _copy_good}
+    )
+    c["stamps_of_three"] = Case(
+        [_an("v_three", '{"timestamps": [[0, 1, 2]], "sentences": ["x"]}')],
+        {"v_three": [("dropped", "no_segments")]},
+        {"v_three.mp4": _copy_good},
+        issues={"v_three": [(0, "bad_format")]},
+    )
+    c["nan_time"] = Case(
+        [_an("v_nan", '{"timestamps": [[NaN, 1], [0, 2]], "sentences": ["x", "A clock."]}')],
+        {"v_nan": KEPT},
+        {"v_nan.mp4": _copy_good},
+        issues={"v_nan": [(0, "nan_time")]},
+    )
+    c["duration_a_string"] = Case(
+        [_an("v_dstr", '{"duration": "ten", "timestamps": [[0, 2]], "sentences": ["A clock."]}')],
+        {"v_dstr": KEPT},
+        {"v_dstr.mp4": _copy_good},
+        issues={"v_dstr": [(None, "bad_format")]},
+    )
+    c["sentence_not_a_string"] = Case(
+        [_an("v_snum", '{"timestamps": [[0, 2], [0, 1]], "sentences": [7, "A clock."]}')],
+        {"v_snum": KEPT},
+        {"v_snum.mp4": _copy_good},
+        issues={"v_snum": [(0, "bad_format")]},
+    )
+    c["missing_video"] = Case([_an("v_absent", good)], {"v_absent": _err("unknown_video")})
+    c["dotdot_key"] = Case(
+        [_an("../outside/secret", good)],
+        {"../outside/secret": _err("unknown_video")},
+        check=_check_not_read,
+    )
+    c["symlink_out_of_root"] = Case(
+        [_an("v_escape", good)],
+        {"v_escape": _err("unknown_video")},
+        {"v_escape.mp4": _link(lambda ctx: str(ctx["outside"] / "secret.mp4"))},
+        check=_check_not_read,
+    )
+    return c
+
+
+TABLES = {"jsonl": _cases, "charades": _charades_cases, "activitynet": _activitynet_cases}
+# the names, for test ids: the same tables on placeholders
+PLACEHOLDER = {"outside": Path("/nonexistent")}
 XFAIL = {
     "thousand_captions_on_a_3s_video": pytest.mark.xfail(
         strict=True,
@@ -675,15 +824,21 @@ XFAIL = {
 }
 
 
-def _write_corpus(base: Path) -> tuple[Path, Path, dict[str, Case]]:
+def _params(fmt: str) -> list:
+    names = list(TABLES[fmt](PLACEHOLDER))
+    return [pytest.param(n, marks=XFAIL[n]) if fmt == "jsonl" and n in XFAIL else n for n in names]
+
+
+def _write_corpus(base: Path, fmt: str) -> tuple[Path, Path, dict[str, Case]]:
     videos, outside, scratch = base / "videos", base / "outside", base / "scratch"
     for d in (videos, outside, scratch):
         d.mkdir()
     good = pattern_video(scratch / "good.mp4", 3)
     ctx = {"good": good, "outside": outside, "scratch": scratch}
     shutil.copyfile(good, outside / "secret.mp4")
-    cases = _cases(ctx)
-    data = b"\xef\xbb\xbf"
+    cases = TABLES[fmt](ctx)
+    name = ANN[fmt]
+    entries: list[bytes] = []
     lineno = 0
     for case in cases.values():
         for rel, make in case.files.items():
@@ -691,73 +846,91 @@ def _write_corpus(base: Path) -> tuple[Path, Path, dict[str, Case]]:
             make(videos / rel, ctx)
         for line in case.lines:
             lineno += len(line.splitlines())  # a CR alone ends a line too
-            data += line + b"\n"
+            entries.append(line)
         if LINE in case.expect:
             assert len(case.lines) == 1
-            case.expect[f"{ANN}:{lineno}"] = case.expect.pop(LINE)
-    data += b"\n   \n"  # blank lines are not inputs
-    ann = base / "ann" / ANN
+            case.expect[f"{name}:{lineno}"] = case.expect.pop(LINE)
+    if fmt == "activitynet":  # one JSON object (repeated keys and NaN as written)
+        data = b"\xef\xbb\xbf{\n" + b",\n".join(entries) + b"\n}\n"
+    else:  # a BOM first, blank lines last: neither is an input
+        data = b"\xef\xbb\xbf" + b"".join(e + b"\n" for e in entries) + b"\n   \n"
+    ann = base / "ann" / name
     ann.parent.mkdir()
     ann.write_bytes(data)
     return videos, ann, cases
 
 
-@pytest.fixture(scope="module")
-def video_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("hostile_video")
-    videos, ann, cases = _write_corpus(base)
-    run = run_video(
-        base,
-        videos,
-        ann,
-        ["input.partition_size=8", "frames.max_side=160", "clips.density_min_len_s=10"],
-    )
-    run.extra["cases"] = cases
+def _run(tmp_path_factory, fmt: str):
+    base = tmp_path_factory.mktemp(f"hostile_video_{fmt}")
+    videos, ann, cases = _write_corpus(base, fmt)
+    sets = ["input.partition_size=8", "frames.max_side=160", "clips.density_min_len_s=10"]
+    run = run_video(base, videos, ann, sets, fmt=fmt)
+    run.extra["cases"], run.extra["format"] = cases, fmt
     return run
 
 
-def test_video_run_exits_cleanly(video_run):
-    assert_clean_exit(video_run)
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory):
+    return _run(tmp_path_factory, "jsonl")
 
 
-def test_video_run_writes_nothing_outside_the_output(video_run):
-    assert_nothing_else_touched(video_run)
+@pytest.fixture(scope="module")
+def charades_run(tmp_path_factory):
+    return _run(tmp_path_factory, "charades")
 
 
-def test_video_run_connects_to_loopback_only(video_run):
-    assert_only_loopback(video_run)
+@pytest.fixture(scope="module")
+def activitynet_run(tmp_path_factory):
+    return _run(tmp_path_factory, "activitynet")
 
 
-def test_video_connect_hook_ran_in_the_ray_workers(video_run):
-    assert len(video_run.extra["hooked"]) >= 2, video_run.extra["hooked"]
+RUNS = {"jsonl": "video_run", "charades": "charades_run", "activitynet": "activitynet_run"}
+
+
+@pytest.fixture(params=list(RUNS))
+def any_run(request):
+    return request.getfixturevalue(RUNS[request.param])
+
+
+def test_video_run_exits_cleanly(any_run):
+    assert_clean_exit(any_run)
+
+
+def test_video_run_writes_nothing_outside_the_output(any_run):
+    assert_nothing_else_touched(any_run)
+
+
+def test_video_run_connects_to_loopback_only(any_run):
+    assert_only_loopback(any_run)
+
+
+def test_video_connect_hook_ran_in_the_ray_workers(any_run):
+    assert len(any_run.extra["hooked"]) >= 2, any_run.extra["hooked"]
 
 
 @pytest.mark.parametrize("task", VIDEO_TASKS)
-def test_video_every_input_has_exactly_one_row(video_run, task):
-    """One row per annotation line, in each task's set: the same keys, the same ids."""
-    expected = [
-        k for c in video_run.extra["cases"].values() for k, v in c.expect.items() for _ in v
-    ]
-    rows = video_run.extra["ledgers"][task]
+def test_video_every_input_has_exactly_one_row(any_run, task):
+    """One row per annotation entry (a JSONL line, a Charades video or bad line, an ActivityNet
+    entry), in each task's set: the same keys, the same ids, counted in stats.json."""
+    expected = [k for c in any_run.extra["cases"].values() for k, v in c.expect.items() for _ in v]
+    rows = any_run.extra["ledgers"][task]
     assert sorted(r["source_key"] for r in rows) == sorted(expected)
     assert len({r["id"] for r in rows}) == len(rows)
-    assert {r["source"] for r in rows} == {f"video:jsonl:{ANN}"}
-    caption_ids = [r["id"] for r in video_run.extra["ledgers"]["caption"]]
+    fmt = any_run.extra["format"]
+    assert {r["source"] for r in rows} == {f"video:{fmt}:{ANN[fmt]}"}
+    caption_ids = [r["id"] for r in any_run.extra["ledgers"]["caption"]]
     assert [r["id"] for r in rows] == caption_ids
-    stats = json.loads((video_run.out / task / "stats.json").read_text())
+    stats = json.loads((any_run.out / task / "stats.json").read_text())
     assert stats["inputs"] == len(expected)
 
 
-@pytest.mark.parametrize(
-    "case", [pytest.param(n, marks=XFAIL[n]) if n in XFAIL else n for n in CASE_NAMES]
-)
-def test_video_case(video_run, case):
+def _assert_case(run, case: str) -> None:
     """The case's rows in every task's ledger: (status, reason), the issues that explain them,
     samples for a kept row, and what else the case promises."""
-    c: Case = video_run.extra["cases"][case]
+    c: Case = run.extra["cases"][case]
     for task in VIDEO_TASKS:
         for key, want in c.expect.items():
-            got = [r for r in video_run.extra["ledgers"][task] if r["source_key"] == key]
+            got = [r for r in run.extra["ledgers"][task] if r["source_key"] == key]
             assert sorted((r["status"], r["reason"]) for r in got) == sorted(want), (task, got)
             if key in c.issues:
                 issues = json.loads(got[0]["issues"] or "[]")
@@ -767,7 +940,22 @@ def test_video_case(video_run, case):
     if c.check is not None:
         (key,) = c.expect
         rows = {
-            t: next(r for r in video_run.extra["ledgers"][t] if r["source_key"] == key)
+            t: next(r for r in run.extra["ledgers"][t] if r["source_key"] == key)
             for t in VIDEO_TASKS
         }
-        c.check(video_run, rows)
+        c.check(run, rows)
+
+
+@pytest.mark.parametrize("case", _params("jsonl"))
+def test_video_case(video_run, case):
+    _assert_case(video_run, case)
+
+
+@pytest.mark.parametrize("case", _params("charades"))
+def test_charades_case(charades_run, case):
+    _assert_case(charades_run, case)
+
+
+@pytest.mark.parametrize("case", _params("activitynet"))
+def test_activitynet_case(activitynet_run, case):
+    _assert_case(activitynet_run, case)
