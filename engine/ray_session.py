@@ -102,6 +102,11 @@ def start_embedded(
     import ray
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Ray 2.60 turns token authentication on for a new local cluster, and says so in a WARNING
+    # on every start: that default is what we want, so the line is noise in every run's output
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
     with daemons_home():
         stop_orphaned_agents(Path(os.environ["HOME"]))  # left by a killed earlier run
         ray.init(
