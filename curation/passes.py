@@ -8,6 +8,7 @@ partition is read back: by the next pass's loader and by the final write. Nothin
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from engine.workdir import WorkDir
 from manifests.atomic import write_parquet
 from manifests.marks import alive, mark, set_column
 from manifests.schema import HEAVY_COLUMNS
+
+log = logging.getLogger(__name__)
 
 
 class Drops:
@@ -149,4 +152,12 @@ def top_fraction(
     out = [i for i, v, ok in zip(ids, s, valid, strict=True) if ok and v < threshold]
     reason = f"{column}<{threshold:.4g}"
     drops.write(f"{column}_top", out, stage, [reason] * len(out))
+    log.debug(
+        "%s: keep the top %.3g of %d scored rows: threshold %.6g, %d dropped",
+        column,
+        fraction,
+        int(valid.sum()),
+        threshold,
+        len(out),
+    )
     return threshold

@@ -227,6 +227,14 @@ def _run_locked(job: Job, cfg: Any, out: Path, restart: bool, progress: bool) ->
     started = time.time()
     parts = prepare_plan(work_root / "plan.json", partial(job.partitions, cfg), chash)
     log.info("%s: %d partitions", job.name, len(parts))
+    log.debug(
+        "%s: plan %s (config %s), first partition %s, last %s",
+        job.name,
+        work_root / "plan.json",
+        chash,
+        parts[0].to_json() if parts else None,
+        parts[-1].to_json() if parts else None,
+    )
     t0 = time.perf_counter()
     ours = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb, cfg.log_level)
     run = JobRun(cfg, out, work_root, parts, progress, started, time.perf_counter() - t0)

@@ -298,6 +298,15 @@ def run_partitions(
             len(parts) - len(pending),
             len(parts),
         )
+    log.debug(
+        "%s: %d of %d partitions to run, stages [%s], %s, chunks of %d rows",
+        work.root.name,
+        len(pending),
+        len(parts),
+        ", ".join(map(stage_name, stages)),
+        "actor pools for " + ", ".join(map(stage_name, models)) if models else "plain tasks",
+        chunk_rows,
+    )
     if pending:
         bar = Progress(f"{work.root.name}", len(pending), unit=unit, enabled=progress)
         with bar:
@@ -364,9 +373,7 @@ def _run_partition_tasks(task: PartitionTask, pending: Sequence[Partition], bar:
         if isinstance(first, OSError) and first.errno in MACHINE_ERRNOS:
             raise first  # disk full, read-only...: the machine's problem, said as it is
         listed = "; ".join(f"{i}: {one_line(c)}" for i, c in failed[:3])
-        raise RuntimeError(
-            f"{len(failed)} partition(s) failed ({listed}); rerun to retry them"
-        )
+        raise RuntimeError(f"{len(failed)} partition(s) failed ({listed}); rerun to retry them")
 
 
 def _run_task(task: PartitionTask, part_json: str) -> dict:

@@ -25,13 +25,18 @@ log = logging.getLogger("vl3data")
 
 
 def _setup_logging(level: str) -> None:
+    """Our packages log at ``level``; every other library stays at WARNING, so DEBUG shows our
+    decisions (plans, retries, thresholds), not a font manager's search."""
+    from engine.ray_session import OUR_PACKAGES
+
+    ours = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=max(ours, logging.WARNING),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    if level.upper() != "DEBUG":  # libraries that narrate their imports at INFO
-        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    for name in OUR_PACKAGES:
+        logging.getLogger(name).setLevel(ours)
 
 
 def _job_config(cls: type, args: argparse.Namespace, *extra: str):
