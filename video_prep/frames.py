@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from video_prep.probe import VideoError, VideoInfo
+from video_prep.probe import VideoError, VideoInfo, format_whitelist
 
 #: candidate window around the estimated frame count (see the module docstring)
 COUNT_WINDOW = 1
@@ -79,7 +79,8 @@ def ffmpeg_command(
     import ffmpeg
 
     seek = {"ss": f"{start:.6f}"} if start is not None else {}
-    stream = ffmpeg.input(str(path), threads=threads, **seek)[str(info.stream_index)]
+    allowed = {"format_whitelist": format_whitelist()}  # no playlist reads other files
+    stream = ffmpeg.input(str(path), threads=threads, **allowed, **seek)[str(info.stream_index)]
     if fps is not None:
         stream = ffmpeg.filter(stream, "fps", fps=fps, round="down")
     if size != (info.width, info.height):

@@ -9,12 +9,47 @@ onto the same 1-fps grid as constant-rate input).
 
 from __future__ import annotations
 
+import functools
 import math
+import re
+import subprocess
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
 PROBE_TIMEOUT_S = 60.0
+
+#: demuxers that read other files or addresses named inside the input (playlists, manifests,
+#: image sequences, network sessions) or need no file at all: a text file named ``.mp4`` that
+#: holds an HLS playlist listing ``/home/someone/secret.mp4`` would otherwise make ffprobe and
+#: ffmpeg read that file, outside the videos folder. They are left out of every input's
+#: ``format_whitelist``, so such a file is refused before anything it names is opened.
+REFERENCING_DEMUXERS = frozenset(
+    {"hls", "applehttp", "dash", "concat", "imf", "image2", "sdp", "rtp", "rtsp", "sap", "lavfi"}
+)
+
+
+@functools.cache
+def format_whitelist() -> str:
+    """ffmpeg's ``format_whitelist`` for every video we open: each demuxer of the installed
+    ffmpeg but :data:`REFERENCING_DEMUXERS` (an empty list, if ffprobe lists none, refuses
+    everything rather than nothing)."""
+    try:
+        listing = subprocess.run(
+            ["ffprobe", "-hide_banner", "-v", "quiet", "-demuxers"],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        listing = ""
+    _, _, table = listing.partition("--")
+    names: list[str] = []
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and "D" in fields[0]:
+            names += [n for n in fields[1].split(",") if n not in REFERENCING_DEMUXERS]
+    return ",".join(dict.fromkeys(names))
 
 
 class VideoError(Exception):
@@ -87,6 +122,24 @@ def choose_stream(streams: list[dict]) -> dict | None:
     return max(video, key=lambda s: int(s.get("width") or 0) * int(s.get("height") or 0))
 
 
+def _ffprobe(path: Path) -> dict:
+    """ffprobe's JSON for ``path``, killed after :data:`PROBE_TIMEOUT_S` (ffmpeg-python's
+    ``probe`` has no time limit: its keyword arguments become ffprobe options), with the
+    demuxers limited to :func:`format_whitelist`."""
+    import json
+
+    import ffmpeg
+
+    cmd = ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json"]
+    cmd += ["-format_whitelist", format_whitelist(), str(path)]
+    proc = subprocess.run(
+        cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_S
+    )
+    if proc.returncode != 0:
+        raise ffmpeg.Error("ffprobe", proc.stdout, proc.stderr)
+    return json.loads(proc.stdout.decode("utf-8"))
+
+
 def probe_video(path: str | Path) -> VideoInfo:
     """Probe ``path``; raise :class:`VideoError` naming the ledger reason when it is unusable."""
     import ffmpeg
@@ -95,10 +148,15 @@ def probe_video(path: str | Path) -> VideoInfo:
     if not path.is_file():
         raise VideoError("missing_video", str(path))
     try:
-        meta = ffmpeg.probe(str(path), timeout=PROBE_TIMEOUT_S)
+        meta = _ffprobe(path)
     except ffmpeg.Error as e:
-        tail = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-1:]
-        raise VideoError("corrupt_container", " ".join(tail)[:300]) from None
+        text = (e.stderr or b"").decode(errors="replace").strip()
+        refused = re.search(r"\[(\w+) @ [^\]]*\] Format not on whitelist", text)
+        if refused:  # a playlist or manifest: what it names is never opened
+            detail = f"a {refused.group(1)} file, naming other files or addresses: not opened"
+        else:
+            detail = " ".join(text.splitlines()[-1:])
+        raise VideoError("corrupt_container", detail[:300]) from None
     except Exception as e:  # a hung probe (TimeoutExpired) or unreadable output
         raise VideoError("corrupt_container", f"{type(e).__name__}: {e}"[:300]) from None
     stream = choose_stream(meta.get("streams") or [])

@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,11 @@ def _garbled(p: Path, ctx: dict) -> None:
     mid = len(data) // 2
     data[mid : mid + 2000] = bytes(range(250)) * 8
     p.write_bytes(bytes(data))
+
+
+def _hls(target: object) -> str:
+    """An HLS playlist of one segment: ``target``, a path or an address."""
+    return f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:3,\n{target}\n#EXT-X-ENDLIST\n"
 
 
 def _fifo(p: Path, ctx: dict) -> None:
@@ -249,6 +255,13 @@ def _check_not_read(run, rows: dict) -> None:
     """Refused before any read: no resolved path, nothing probed."""
     for row in rows.values():
         assert row["video"] is None and row["duration"] is None, row
+
+
+def _check_refused_playlist(run, rows: dict) -> None:
+    """Refused by the demuxer whitelist, before anything it names is opened (ffmpeg reads the
+    file a playlist lists: the row would be kept, with the frames of the file outside)."""
+    (issue,) = json.loads(rows["caption"]["issues"])
+    assert "not opened" in issue["detail"], issue
 
 
 def _check_huge(run, rows: dict) -> None:
@@ -421,6 +434,30 @@ def _cases(ctx: dict) -> dict[str, Case]:
         [_line("sub/deeper/nested.mp4", OK)],
         {"sub/deeper/nested.mp4": KEPT},
         files={"sub/deeper/nested.mp4": _copy_good},
+    )
+    c["hls_playlist_named_mp4"] = Case(
+        [_line("playlist.mp4", OK)],
+        {"playlist.mp4": _err("corrupt_container")},
+        files={"playlist.mp4": lambda p, ctx: p.write_text(_hls(ctx["outside"] / "secret.mp4"))},
+        check=_check_refused_playlist,
+    )
+    c["hls_playlist_relative_out"] = Case(
+        [_line("playlist_rel.mp4", OK)],
+        {"playlist_rel.mp4": _err("corrupt_container")},
+        files={"playlist_rel.mp4": _bytes(_hls("file:../outside/secret.mp4").encode())},
+        check=_check_refused_playlist,
+    )
+    c["hls_playlist_to_the_network"] = Case(
+        [_line("playlist_net.mkv", OK)],
+        {"playlist_net.mkv": _err("corrupt_container")},
+        files={"playlist_net.mkv": _bytes(_hls("http://127.0.0.1:9/segment.ts").encode())},
+        check=_check_refused_playlist,
+    )
+    c["ffconcat_script_named_mp4"] = Case(
+        [_line("concat.mp4", OK)],
+        {"concat.mp4": _err("corrupt_container")},
+        files={"concat.mp4": _bytes(b"ffconcat version 1.0\nfile good.mp4\nfile good.mp4\n")},
+        check=_check_refused_playlist,
     )
     c["missing_video"] = Case(
         [_line("not_there.mp4", OK)], {"not_there.mp4": _err("unknown_video")}
@@ -959,3 +996,23 @@ def test_charades_case(charades_run, case):
 @pytest.mark.parametrize("case", _params("activitynet"))
 def test_activitynet_case(activitynet_run, case):
     _assert_case(activitynet_run, case)
+
+
+def test_a_hung_ffprobe_is_a_corrupt_container_after_the_timeout(tmp_path, monkeypatch):
+    """``probe.PROBE_TIMEOUT_S`` bounds ffprobe (ffmpeg-python's ``probe`` took ``timeout`` as
+    an ffprobe option and waited forever): an ffprobe that hangs costs the video, not the job."""
+    from video_prep import probe
+
+    probe.format_whitelist()  # listed by the real ffprobe, once per process
+    fake = tmp_path / "bin" / "ffprobe"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexec sleep 30\n")
+    fake.chmod(0o755)
+    video = pattern_video(tmp_path / "v.mp4", 1)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(probe, "PROBE_TIMEOUT_S", 1.0)
+    t0 = time.monotonic()
+    with pytest.raises(probe.VideoError) as err:
+        probe.probe_video(video)
+    assert time.monotonic() - t0 < 10
+    assert err.value.reason == "corrupt_container" and "TimeoutExpired" in err.value.detail
