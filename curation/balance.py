@@ -149,6 +149,7 @@ def cluster_and_balance(
         LoadPrevious(last, base, drops),
         [AssignClusters(centroids, cfg.spherical)],
         progress=progress,
+        unit="images",
         drop_columns=("image", EMBEDDING, "thumb"),
     )
     labels, dists, full = [], [], []

@@ -122,13 +122,24 @@ class CurateJob:
         if one_pass and not has_global_step(cfg):
             # the first stage alone: each partition goes straight into its shards
             metas = run_partitions(
-                write, parts, load, passes[0].stages, sink=sink, progress=run.progress
+                write,
+                parts,
+                load,
+                passes[0].stages,
+                sink=sink,
+                progress=run.progress,
+                unit="images",
             )
             return {cfg.shards.subset: finalize(cfg, run, metas, [], {})}
         scored, state = self._score_and_select(run, passes, load)
         last, base, drops = scored
         metas = run_partitions(
-            write, parts, LoadPrevious(last, base, drops), sink=sink, progress=run.progress
+            write,
+            parts,
+            LoadPrevious(last, base, drops),
+            sink=sink,
+            progress=run.progress,
+            unit="images",
         )
         pass_metas = [WorkDir(work_root / p.name) for p in passes]
         return {
@@ -149,7 +160,7 @@ class CurateJob:
         state_path = work_root / "global.json"
         state = json.loads(state_path.read_text()) if state_path.is_file() else {}
         base = last = WorkDir(work_root / passes[0].name)
-        run_partitions(base, parts, load, passes[0].stages, progress=run.progress)
+        run_partitions(base, parts, load, passes[0].stages, progress=run.progress, unit="images")
 
         def keep_top(column: str, fraction: float):
             def step() -> dict:
@@ -173,6 +184,7 @@ class CurateJob:
                 LoadPrevious(last, base, drops),
                 p.stages,
                 progress=run.progress,
+                unit="images",
                 drop_columns=FIRST_PASS_ONLY,
             )
             last = work

@@ -26,6 +26,17 @@ class Partition:
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
+    def inputs(self) -> int | None:
+        """How many inputs the partition holds, when its spec says so without reading it: a
+        list of ``files`` or ``items``, or a slice's ``length``/``take``. None for a tar."""
+        for key in ("files", "items"):
+            if isinstance(self.spec.get(key), list):
+                return len(self.spec[key])
+        for key in ("length", "take"):
+            if isinstance(self.spec.get(key), int):
+                return self.spec[key]
+        return None
+
     @staticmethod
     def from_json(text: str) -> Partition:
         d = json.loads(text)

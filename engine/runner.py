@@ -308,7 +308,11 @@ def run_partitions(
         chunk_rows,
     )
     if pending:
-        bar = Progress(f"{work.root.name}", len(pending), unit=unit, enabled=progress)
+        sizes = [p.inputs() for p in pending]
+        total = None if None in sizes else sum(sizes)
+        bar = Progress(
+            work.root.name, len(pending), unit=unit, enabled=progress, total_inputs=total
+        )
         with bar:
             if models:
                 ds = ray.data.from_items(

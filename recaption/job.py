@@ -325,7 +325,13 @@ class RecaptionJob:
             stage = CaptionStage(kind, getattr(cfg, kind), cfg.prompts)
             load = partial(load_image_partition, root=cfg.input.path)
             run_partitions(
-                work, run.parts, load, [stage], progress=run.progress, drop_columns=("image",)
+                work,
+                run.parts,
+                load,
+                [stage],
+                progress=run.progress,
+                unit="images",
+                drop_columns=("image",),
             )
             metas = run_partitions(
                 WorkDir(run.work_root / f"write-{kind}"),
@@ -333,6 +339,7 @@ class RecaptionJob:
                 CaptionedWithImages(work, cfg.input.path),
                 sink=CaptionShards(cfg, kind),
                 progress=run.progress,
+                unit="images",
             )
             for p, meta in metas.items():  # the engine's time, beside the write's
                 for k, v in work.timings(p).items():
