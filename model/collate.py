@@ -6,6 +6,9 @@ and our chat template (:mod:`manifests.chat`): frame timestamps come from the re
 and frames are resized down (aspect kept, sides multiples of patch × merge) so the sample's
 visual tokens fit ``max_vision_tokens``, DiffFP prunes static video tokens when asked
 (:mod:`model.diffp`), and labels cover only the assistant answers and their ``<|im_end|>``.
+A streaming sample's frames are, as in VideoLLaMA3's ``train.py``, one video clip
+(``stream_frames: video``, :mod:`model.chat`): merged with ``video_merge_size`` in every stage
+and pruned by DiffFP across consecutive frames, each frame still its own stream turn.
 A sample that cannot be used returns None and is counted in :attr:`Collator.skipped` by reason;
 a record whose image or video no turn refers to gets VideoLLaMA3's repair (a tag at the start
 of its first human turn, :func:`add_media_tag`), counted in :attr:`Collator.fixed`.
@@ -35,7 +38,7 @@ from PIL.Image import DecompressionBombError
 from manifests.chat import STREAM_END, STREAM_START, record_to_messages
 from model import diffp
 from model.chat import processor_inputs
-from model.stages import STREAM_LABELS
+from model.stages import STREAM_FRAMES, STREAM_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,9 @@ class CollateConfig:
     # streaming turns: "videollama3" also labels, in each stream turn, the token after the
     # frame and <|stream_end|> (VideoLLaMA3's processor); "answers": the answers only
     stream_labels: str = "videollama3"
+    # streaming frames: "video" (VideoLLaMA3's train.py: one clip, video merge, DiffFP across
+    # frames); "image": separate images at the image merge, never pruned
+    stream_frames: str = "video"
 
     def __post_init__(self) -> None:
         for name in (
@@ -82,6 +88,11 @@ class CollateConfig:
             raise ValueError(
                 f"CollateConfig.stream_labels must be one of {STREAM_LABELS}: "
                 f"{self.stream_labels!r}"
+            )
+        if self.stream_frames not in STREAM_FRAMES:
+            raise ValueError(
+                f"CollateConfig.stream_frames must be one of {STREAM_FRAMES}: "
+                f"{self.stream_frames!r}"
             )
 
 
@@ -191,9 +202,10 @@ class Collator:
 
     def encode(self, sample: dict) -> dict | None:
         """One raw mixture sample -> 1-D ``input_ids``, ``attention_mask``, ``labels`` and its
-        vision tensors (``pixel_values``/``image_grid_thw``/``image_merge_sizes`` for images and
-        streaming frames, ``pixel_values_videos``/``video_grid_thw``/``video_merge_sizes``/
-        ``video_compression_mask`` for a video), plus ``meta`` (key, source, kind, length,
+        vision tensors (``pixel_values``/``image_grid_thw``/``image_merge_sizes`` for images (and
+        streaming frames with ``stream_frames: image``), ``pixel_values_videos``/
+        ``video_grid_thw``/``video_merge_sizes``/``video_compression_mask`` for a video or a
+        streaming clip), plus ``meta`` (key, source, kind, length,
         vision_tokens before DiffFP, video_tokens kept). None, counted in :attr:`skipped`, for a
         sample that cannot be used."""
         try:
@@ -224,7 +236,9 @@ class Collator:
 
         kwargs = self._vision_kwargs(vis)
         try:
-            batch = processor_inputs(rec, sample, self.processor, **kwargs)
+            batch = processor_inputs(
+                rec, sample, self.processor, stream_frames=self.cfg.stream_frames, **kwargs
+            )
         except (OSError, DecompressionBombError) as e:  # PIL: unreadable, truncated, bombs
             raise _Skip("decode_error", repr(e)) from e
         except (ValueError, KeyError, TypeError, IndexError) as e:
@@ -279,11 +293,15 @@ class Collator:
     def _vision_kwargs(self, vis) -> dict:
         """Processor ``size`` kwargs under both caps: the processor's own ``size`` and the
         sample's visual-token budget. Every image (or streaming frame) gets an equal share of
-        the budget and at most the image processor's ``longest_edge`` pixels. For a video,
-        transformers reads ``longest_edge`` as the pixels of the *whole* video (it divides it
-        by the frame count) and ``shortest_edge`` as the pixels of one frame."""
+        the budget and at most the image processor's ``longest_edge`` pixels. For a video (and a
+        streaming clip with ``stream_frames: video``), transformers reads ``longest_edge`` as the
+        pixels of the *whole* video (it divides it by the frame count) and ``shortest_edge`` as
+        the pixels of one frame."""
         budget = self.cfg.max_vision_tokens
-        if vis.kind in ("image", "stream"):
+        kind = vis.kind
+        if kind == "stream" and self.cfg.stream_frames == "video":
+            kind = "video"
+        if kind in ("image", "stream"):
             per = budget // len(vis.members)
             if per < 1:
                 raise _Skip("vision_budget", f"{len(vis.members)} images > {budget} tokens")
@@ -293,7 +311,7 @@ class Collator:
                 "longest_edge": max_px,
             }
             return {"images_kwargs": {"size": size, "merge_size": self.cfg.image_merge_size}}
-        if vis.kind == "video":
+        if kind == "video":
             n = len(vis.members)
             if n > budget:
                 raise _Skip("vision_budget", f"{n} frames > {budget} tokens")
@@ -344,12 +362,15 @@ class Collator:
         """VideoLLaMA3's labels of a ``<|stream_start|>stream`` turn (its processor's
         ``_process_text_with_label``): the token right after each run of image placeholders
         (the newline that ends the frame) and the turn's ``<|stream_end|>``; the model learns
-        that a frame is followed by more watching. Returns the index past the turn."""
+        that a frame is followed by more watching. The placeholders are ``<|video_pad|>`` with
+        ``stream_frames: video``, ``<|image_pad|>`` with ``image``. Returns the index past the
+        turn."""
         end = start + 1
         while end < len(ids) and ids[end] != self.stream_end:
             end += 1
+        pads = (self.image_token_id, self.video_token_id)
         for j in range(start + 1, min(end, len(ids) - 1)):
-            if ids[j] == self.image_token_id and ids[j + 1] != self.image_token_id:
+            if ids[j] in pads and ids[j + 1] not in pads:
                 labels[j + 1] = ids[j + 1]
         if end < len(ids):
             labels[end] = ids[end]

@@ -22,6 +22,7 @@ from model.stages import (
     IMAGE_MERGE_SIZES,
     PAPER,
     STAGES,
+    STREAM_FRAMES,
     STREAM_LABELS,
     WARMUP_RATIO,
 )
@@ -71,6 +72,10 @@ class DataConfig:
     # streaming turns: videollama3 (VideoLLaMA3's labels: the answers, and in each stream turn
     # the token after the frame and <|stream_end|>) | answers (the answers only)
     stream_labels: str = "videollama3"
+    # a streaming sample's frames: video (one clip, as VideoLLaMA3's train.py: merged 2x2 in
+    # every stage, DiffFP across frames where the stage has it) | image (separate images at the
+    # stage's image merge, never pruned)
+    stream_frames: str = "video"
     # held out of training by a hash of the sample key (0: none) and evaluated after each stage:
     # loss per task, and grounding mIoU (model/evaluate.py)
     holdout_fraction: float = 0.0
@@ -86,6 +91,12 @@ class DataConfig:
             "stream_labels",
             f"{self.stream_labels!r} is not a labelling",
             f"one of {', '.join(STREAM_LABELS)}",
+        )
+        require(
+            self.stream_frames in STREAM_FRAMES,
+            "stream_frames",
+            f"{self.stream_frames!r} is not a kind of frames",
+            f"one of {', '.join(STREAM_FRAMES)}",
         )
         require(0 <= self.holdout_fraction < 1, "holdout_fraction", "must be in [0, 1)")
         require(self.eval_limit >= 1, "eval_limit", "must be at least 1")

@@ -306,11 +306,13 @@ def eval_collate_config(
     token_compression: bool,
     image_merge_size: int = 1,
     diff_threshold: str | float = DEFAULT_THRESHOLD,
+    stream_frames: str = "video",
 ) -> CollateConfig:
     """The trainer's collator settings for ``preset`` (the paper's without one), images merged
     ``image_merge_size`` x ``image_merge_size`` (the checkpoint's processor says how its stage
     merged them: 2 after stage 4), DiffFP's ``diff_threshold`` a setting of
-    :func:`model.diffp.threshold_value`."""
+    :func:`model.diffp.threshold_value`, streaming frames as ``stream_frames`` (``video``: one clip,
+    VideoLLaMA3's way; ``image``)."""
     kw: dict = {}
     if preset:
         p = get_preset(preset)
@@ -324,6 +326,7 @@ def eval_collate_config(
         image_merge_size=image_merge_size,
         diff_threshold=threshold_value(diff_threshold),
         use_token_compression=token_compression,
+        stream_frames=stream_frames,
         **kw,
     )
 
@@ -366,13 +369,17 @@ def main(argv: list[str] | None = None) -> dict:
     if args.token_compression == "auto":
         compression = bool(stage.get("token_compression"))
     threshold = stage.get("diff_threshold", DEFAULT_THRESHOLD)  # the stage's reading
+    stream_frames = stage.get("stream_frames", "video")  # how the stage fed streaming frames
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = autocast_dtype(args.precision, device)
     model, processor = load_checkpoint(ckpt, preset=args.preset)
     samples = heldout_samples(args.recipe, args.fraction, args.limit)
     model.to(device)
     merge = processor.image_processor.merge_size  # the stage's, saved with its checkpoint
-    collator = Collator(processor, eval_collate_config(args.preset, compression, merge, threshold))
+    collator = Collator(
+        processor,
+        eval_collate_config(args.preset, compression, merge, threshold, stream_frames),
+    )
     result: dict = {
         "checkpoint": str(ckpt),
         "recipe": str(args.recipe),
@@ -381,6 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
         "token_compression": compression,
         "diff_threshold": threshold,
         "image_merge_size": merge,
+        "stream_frames": stream_frames,
         "loss": evaluate_loss(model, collator, samples, amp=amp),
     }
     if not args.no_grounding:

@@ -108,6 +108,7 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
         )
         + f", image tokens merged {collator.cfg.image_merge_size}x{collator.cfg.image_merge_size}"
         + f", video {collator.cfg.video_merge_size}x{collator.cfg.video_merge_size}"
+        + f", streaming frames as {collator.cfg.stream_frames}"
         + f", {d.world} rank(s)",
     )
     ddp = model
@@ -186,6 +187,7 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
         "diff_threshold": cfg.data.diff_threshold,  # its reading (model.diffp)
         "image_merge_size": collator.cfg.image_merge_size,
         "video_merge_size": collator.cfg.video_merge_size,
+        "stream_frames": collator.cfg.stream_frames,  # a clip (video) or images
         "parameters": params,
         "skipped": dict(collator.skipped),
         "fixed": dict(collator.fixed),  # samples used after a repair (model.collate)

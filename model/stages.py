@@ -35,11 +35,15 @@ DIFF_THRESHOLDS = ("videollama3", "rlt")
 DIFF_THRESHOLD = "videollama3"
 #: how streaming turns are labelled (model.collate): VideoLLaMA3's (the default), answers only
 STREAM_LABELS = ("videollama3", "answers")
+#: what a streaming sample's frames are (model.collate): one video clip, as VideoLLaMA3's
+#: train.py has them (the default: video merge, DiffFP), or separate images (image merge)
+STREAM_FRAMES = ("video", "image")
 VIDEO_MERGE_SIZE = 2
 IMAGE_MERGE_SIZES = (1, 2)  # what a stage may set: 1 (no merge) or 2 (2x2 bilinear)
 
-#: per stage: learning rate per group (0: frozen), whether DiffFP compresses video tokens, and
-#: the side of the image-token merge (images and streaming frames)
+#: per stage: learning rate per group (0: frozen), whether DiffFP compresses video tokens (and
+#: streaming clips), and the side of the image-token merge (images; streaming frames only with
+#: ``data.stream_frames: image``)
 PAPER: dict[int, dict[str, Any]] = {
     1: {
         "lr": {"vision": 1e-5, "projector": 1e-3, "llm": 0.0},
@@ -157,6 +161,7 @@ __all__ = [
     "IMAGE_MERGE_SIZES",
     "PAPER",
     "STAGES",
+    "STREAM_FRAMES",
     "STREAM_LABELS",
     "VIDEO_MERGE_SIZE",
     "WARMUP_RATIO",

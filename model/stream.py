@@ -77,7 +77,8 @@ def draw(stream: Stream, collator, batch_size: int) -> tuple[list[dict], int]:
 def collate_config(cfg: TrainConfig, n: int) -> CollateConfig:
     """The collator's settings for stage ``n``: the config's budgets, else the preset's; videos
     merged 2x2, images as the stage has it (the paper: 2x2 in stage 4 only); DiffFP as the stage
-    has it."""
+    has it; streaming clips as ``data.stream_frames`` says (by default videos, as VideoLLaMA3's
+    ``train.py`` has them)."""
     p = get_preset(cfg.model.preset)
     return CollateConfig(
         max_length=cfg.data.max_length or p.max_length,
@@ -87,6 +88,7 @@ def collate_config(cfg: TrainConfig, n: int) -> CollateConfig:
         use_token_compression=bool(cfg.stage(n).token_compression),
         diff_threshold=threshold_value(cfg.data.diff_threshold),
         stream_labels=cfg.data.stream_labels,
+        stream_frames=cfg.data.stream_frames,
         tokens_per_batch=cfg.data.tokens_per_batch or p.tokens_per_batch,
     )
 

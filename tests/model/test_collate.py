@@ -136,18 +136,21 @@ def test_labels_are_exactly_the_assistant_answers(vl3_processor, samples):
 def test_visual_placeholders_match_the_grids_and_record_timestamps(vl3_processor, samples):
     c = Collator(vl3_processor, CollateConfig(max_vision_tokens=256))
     tok = vl3_processor.tokenizer
-    for name in ("image", "image_wide", "multi", "stream"):
+    for name in ("image", "image_wide", "multi"):
         enc = c.encode(samples[name])
         grid = enc["image_grid_thw"]
         n_pad = int((enc["input_ids"] == vl3_processor.image_token_id).sum())
         assert n_pad == int(grid.prod(-1).sum()) == enc["meta"]["vision_tokens"]
         assert enc["pixel_values"].shape[0] == int(grid.prod(-1).sum())  # merge 1: a patch each
-    stream = c.encode(samples["stream"])
-    assert stream["image_grid_thw"].shape[0] == 7  # frames 2..8 s: up to the last answer
+    stream = c.encode(samples["stream"])  # one clip, merged 2x2 (tests/model/test_stream_frames)
+    t, h, w = stream["video_grid_thw"][0].tolist()
+    assert t == 7  # frames 2..8 s: up to the last answer
+    n_pad = int((stream["input_ids"] == vl3_processor.video_token_id).sum())
+    assert n_pad == t * h * w // 4 == stream["meta"]["vision_tokens"]
     text = tok.decode(stream["input_ids"])
     # VideoLLaMA3's template: "Time 3.0s: <image>" for a streaming frame (a space), and
     # "Time 3.0s:<image>" for a video frame (none)
-    assert re.findall(r"<\|stream_start\|>stream\nTime (\d+\.\d)s: <\|image_pad\|>", text) == [
+    assert re.findall(r"<\|stream_start\|>stream\nTime (\d+\.\d)s: <\|video_pad\|>", text) == [
         f"{t:.1f}"
         for t in range(7)  # from the clip's start_time
     ]
@@ -180,8 +183,8 @@ def test_budget_resizes_images_and_frames_down(vl3_processor, vl3_tiny_processor
         wide = c.encode(samples["image_wide"])  # chelsea: 451 x 300
         _, h, w = wide["image_grid_thw"][0].tolist()
         assert h * w <= budget and math.isclose(w / h, 451 / 300, rel_tol=0.25)
-        stream = c.encode(samples["stream"])
-        assert max(image_tokens(stream)) <= budget // 7
+        stream = c.encode(samples["stream"])  # a clip: the whole budget, as a video
+        assert 7 <= stream["meta"]["vision_tokens"] <= budget
         multi = image_tokens(c.encode(samples["multi"]))
         assert len(multi) == 2 and max(multi) <= budget // 2
         video = c.encode(samples["video"])
@@ -358,9 +361,9 @@ def test_stream_turns_are_labelled_as_videollama3_does(vl3_processor, samples):
     ids, labels = enc["input_ids"], enc["labels"]
     labelled = labels != IGNORE_INDEX
     assert torch.equal(ids[labelled], labels[labelled])
-    frames = enc["image_grid_thw"].shape[0]
+    frames = int(enc["video_grid_thw"][0, 0])
     assert int((labels == end).sum()) == int((ids == end).sum()) == frames
-    pad = (ids == vl3_processor.image_token_id).int()
+    pad = (ids == vl3_processor.video_token_id).int()
     after_frame = torch.nonzero(pad[:-1] - pad[1:] == 1)[:, 0] + 1  # first token past a frame
     assert len(after_frame) == frames and labelled[after_frame].all()
     assert {tok.decode(int(i)) for i in ids[after_frame]} == {"\n"}
