@@ -1,13 +1,20 @@
-"""Hostile videos and annotation lines through the real ``vl3data video``: one run over a folder
-of bad (and odd but good) videos and a JSONL of bad lines, then one test per kind (its ledger
-rows: status, reason, and the issues that explain them, in every task's set), plus the run-wide
-promises (no traceback, one row per input, nothing written outside the output, no connection
-off loopback).
+"""Hostile videos and annotations through the real ``vl3data video``: one run per annotation
+format (JSONL, Charades-STA, ActivityNet) over a folder of bad (and odd but good) videos and an
+annotation file of bad entries, then one test per kind (its ledger rows: status, reason, and the
+issues that explain them, in every task's set), plus the run-wide promises (no traceback, one
+row per input, nothing written outside the output, no Python connection off loopback).
 
-An input of the video job is an annotation entry: each JSONL line is one ledger row in each of
-the three sets (caption, streaming, grounding), whether it names a good video, a bad one, none
-at all, or cannot be read (``bad_line``, keyed ``annotations.jsonl:N``). Bad segments stay on
-their video's row, in its ``issues``.
+An input of the video job is an annotation entry: a JSONL line, a Charades video (all its lines)
+or unreadable line, an ActivityNet entry. Each is one ledger row in each of the three sets
+(caption, streaming, grounding), whether it names a good video, a bad one, none at all, or
+cannot be read (``bad_line``, keyed ``annotations.jsonl:N``). Bad segments stay on their video's
+row, in its ``issues``.
+
+Nothing outside the videos folder may be read: links out of it and paths with ``..`` are refused
+before any probe (the row has no resolved ``video`` and no ``duration``), and a playlist named
+``.mp4`` (HLS, ffconcat) is refused by the demuxer whitelist before ffmpeg opens what it lists.
+ffmpeg runs as a subprocess: the audit hook sees the connections of Python only, so the playlist
+to an address is checked by its row instead.
 """
 
 from __future__ import annotations
@@ -172,9 +179,12 @@ def _err(reason: str) -> list[tuple[str, str]]:
     return [("error", reason)]
 
 
-def _seg_case(vid: str, *segments, issues: list[tuple[int | None, str]], expect=KEPT) -> Case:
-    """A good video under its own id with the given segments."""
-    return Case([_line("good.mp4", *segments, vid=vid)], {vid: expect}, issues={vid: issues})
+def _seg_case(
+    vid: str, *segments, issues: list[tuple[int | None, str]], expect=KEPT, **more
+) -> Case:
+    """The good video under an id of its own, with the given segments (and line fields)."""
+    line = _line("good.mp4", *segments, vid=vid, **more)
+    return Case([line], {vid: expect}, issues={vid: issues})
 
 
 # --- checks beyond (status, reason) ------------------------------------------------------------
@@ -638,8 +648,9 @@ def _cases(ctx: dict) -> dict[str, Case]:
         {"ann_long": KEPT},
         issues={"ann_long": [(1, "time_past_duration")]},
     )  # fmt: skip
-    c["annotated_duration_negative"] = _seg_case("ann_neg", OK, issues=[(None, "negative_time")])
-    c["annotated_duration_negative"].lines = [_line("good.mp4", OK, vid="ann_neg", duration=-5)]
+    c["annotated_duration_negative"] = _seg_case(
+        "ann_neg", OK, issues=[(None, "negative_time")], duration=-5
+    )
     c["annotated_duration_nan"] = Case(
         [b'{"video": "good.mp4", "id": "ann_nan", "duration": NaN, "segments": '
          b'[{"start": 0, "end": 2, "text": "A clock."}]}'],
@@ -680,9 +691,8 @@ def _cases(ctx: dict) -> dict[str, Case]:
         [_line("good.mp4", vid="no_segs")], {"no_segs": [("dropped", "no_segments")]}
     )
     c["bad_duration_field"] = _seg_case(
-        "bad_duration", OK, issues=[(None, "bad_format")], expect=KEPT
+        "bad_duration", OK, issues=[(None, "bad_format")], duration="ten"
     )
-    c["bad_duration_field"].lines = [_line("good.mp4", OK, vid="bad_duration", duration="ten")]
     c["integer_id"] = Case([_line("good.mp4", OK, vid=7)], {"7": KEPT})
     c["unicode_and_newline_name"] = Case(
         [_line("café\nvidéo 🎬.mp4", OK)],
