@@ -181,6 +181,17 @@ def test_stream_frames_image_keeps_the_old_behaviour(vl3_processor, static_strea
     assert frame_pads(enc, vl3_processor) == [(SIDE // 14) ** 2] * FRAMES
 
 
+def test_a_clip_of_frames_of_two_sizes_is_dropped(vl3_processor, photo):
+    """A clip is one video: its frames must share a size (``image`` takes any)."""
+    frames = [jpeg_bytes(photo)] * 2 + [jpeg_bytes(photo[:56])] * (FRAMES - 2)
+    c = stage_collator(vl3_processor, 1)
+    assert c.encode(stream_sample("mixed", frames)) is None
+    assert c.skipped == {"processor_error": 1}
+    assert stage_collator(vl3_processor, 1, stream_frames="image").encode(
+        stream_sample("mixed", frames)
+    )
+
+
 def test_stream_frames_setting_is_checked():
     cfg = load_config(TrainConfig, None, ["model.preset=tiny"])
     assert cfg.data.stream_frames == "video" and collate_config(cfg, 1).stream_frames == "video"
