@@ -12,7 +12,9 @@ Time rules, the same at load time (annotated duration) and in :func:`check_again
 2. a negative start or end: ``negative_time``;
 3. ``end <= start``: ``end_before_start`` (a zero-length segment is neither a clip nor a target);
 4. with a known duration, ``start >= duration``: ``time_past_duration``;
-5. text empty after stripping: ``empty_sentence``;
+5. text empty after stripping: ``empty_sentence``; longer than :data:`MAX_SENTENCE_CHARS`:
+   ``sentence_too_long`` (a caption is a sentence or a few; a megabyte of text would be copied
+   into every caption, streaming and grounding sample of the clip);
 6. with a known duration, ``end > duration + END_TOLERANCE_S``: the end is clamped to the duration,
    the segment is KEPT and ``end_clamped`` is reported; an end past the duration by at most the
    tolerance is clamped silently (annotations are rounded; containers differ by a frame or two).
@@ -47,6 +49,9 @@ END_CLAMPED = "end_clamped"
 NAN_TIME = "nan_time"
 NEGATIVE_TIME = "negative_time"
 EMPTY_SENTENCE = "empty_sentence"
+SENTENCE_TOO_LONG = "sentence_too_long"
+#: longer captions are refused: ActivityNet's longest are a few hundred characters
+MAX_SENTENCE_CHARS = 4000
 DUPLICATE_ID = "duplicate_id"
 BAD_LINE = "bad_line"
 BAD_FORMAT = "bad_format"
@@ -148,6 +153,8 @@ def _check_segment(
     text = text.strip()
     if not text:
         return issue(EMPTY_SENTENCE, f"start={start} end={end}")
+    if len(text) > MAX_SENTENCE_CHARS:
+        return issue(SENTENCE_TOO_LONG, f"{len(text)} characters, over {MAX_SENTENCE_CHARS}")
     if duration is None or end <= duration:
         return Segment(start, end, text), None
     clamped = Segment(start, duration, text)

@@ -5,8 +5,9 @@ taken in start order while the clip still fits in ``max_len_s``. A video no long
 ``max_len_s`` is one clip covering the whole video. A clip keeps a caption only whole (never cut
 in two); a single caption longer than ``max_len_s`` cannot fit any clip and is reported. Clips
 whose caption density (captions per minute) falls outside the configured bounds are dropped with
-a reason (the ledger keeps them); clips shorter than ``density_min_len_s`` are not judged, since a
-single caption on a few-second video says nothing about density.
+a reason (the ledger keeps them); clips shorter than ``density_min_len_s`` are not judged sparse,
+since a single caption on a few-second video says nothing about density, and are judged dense as
+if they were ``density_min_len_s`` long (more captions than such a clip may hold is too dense).
 """
 
 from __future__ import annotations
@@ -82,7 +83,12 @@ def cut_clips(
         if current:
             clips.append(_span(len(clips), current))
     for c in clips:
-        if c.length < density_min_len_s:  # one caption on a 3 s video is not "too dense"
+        if c.length < density_min_len_s:
+            # one caption on a 3 s video is neither too sparse nor too dense; but a short clip
+            # still cannot hold more captions than a clip of density_min_len_s may
+            # (1,000 captions on 3 s would be 1,000 grounding samples of the same frames)
+            if len(c.segments) / density_min_len_s * 60.0 > max_per_min:
+                c.status, c.reason = "dropped", "captions_too_dense"
             continue
         if c.per_min < min_per_min:
             c.status, c.reason = "dropped", "captions_too_sparse"
