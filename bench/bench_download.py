@@ -81,7 +81,7 @@ def serve(folder: Path):
 
 
 NGINX_CONF = """daemon off;
-worker_processes 1;
+{user_line}worker_processes 1;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections 1024; }}
@@ -115,7 +115,9 @@ def serve_nginx(folder: Path):
     tmp = folder.parent / "nginx"
     tmp.mkdir(exist_ok=True)
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, root=folder))
+    # as root, nginx's worker would drop to "nobody", which cannot read a private temp folder
+    user_line = "user root;\n" if os.geteuid() == 0 else ""
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, root=folder, user_line=user_line))
     proc = subprocess.Popen(
         [NGINX, "-c", str(conf), "-p", str(tmp)],
         stdout=subprocess.DEVNULL,
@@ -307,7 +309,11 @@ def main(argv: list[str] | None = None) -> dict:
         "loadavg_after": load1,
         "ours": ours,
         "img2dataset": peer_sum,
-        "ratio": round(ours["img_per_s"] / peer_sum["img_per_s"], 3) if peer_sum else None,
+        "ratio": (
+            round(ours["img_per_s"] / peer_sum["img_per_s"], 3)
+            if peer_sum and peer_sum["img_per_s"]
+            else None  # the peer fetched nothing (its "all_complete" says so)
+        ),
         "ours_ray_start_s": [r["ray_start_s"] for r in runs["ours"]],
         "ours_timings_s": runs["ours"][len(runs["ours"]) // 2]["timings_s"],
         "runs": runs,
