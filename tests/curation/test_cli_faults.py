@@ -25,6 +25,10 @@ import pytest
 from manifests.ledger import read_ledger
 from vl3data.sample_media import jpeg_bytes
 
+# real CLI runs under faults (tmpfs mounts, SIGINT): `make test-slow` (and CI) runs them;
+# `make test` stays under 10 minutes on 2 cores
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 VL3DATA = str(Path(sys.executable).parent / "vl3data")
 

@@ -16,6 +16,10 @@ import pytest
 from engine.ray_orphans import orphaned_agents
 from engine.ray_session import quiet_home
 
+# three real Ray start-ups and a SIGKILL: `make test-slow` (and CI) runs it; `make test` stays
+# under 10 minutes on 2 cores
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = """
 import time

@@ -21,6 +21,10 @@ from tests.hostile.harness import (
 from tests.hostile.media import image_cases, small
 from vl3data.sample_media import jpeg_bytes
 
+# real CLI runs over a whole corpus: `make test-slow` (and CI) runs them; `make test` stays
+# under 10 minutes on 2 cores
+pytestmark = pytest.mark.slow
+
 MAX_FILE = 3_000_000
 GOOD = "good"  # placeholder: replaced by a good JPEG when the pool is written
 

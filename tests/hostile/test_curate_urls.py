@@ -24,6 +24,10 @@ from tests.hostile.media import image_cases, small
 from tests.http_server import ImageServer
 from vl3data.sample_media import bomb_png_header, jpeg_bytes, png_bytes
 
+# real CLI runs over a whole corpus: `make test-slow` (and CI) runs them; `make test` stays
+# under 10 minutes on 2 cores
+pytestmark = pytest.mark.slow
+
 KEPT = ("kept", None)
 PRIVATE = ("error", "private_address")
 SCHEME = ("error", "bad_url_scheme")

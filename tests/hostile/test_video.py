@@ -42,6 +42,10 @@ from tests.video_prep.test_hostile_inputs import faststart_video, truncated_copy
 from video_prep.grounding_eval import parse_interval
 from video_prep.sample_videos import pattern_video, rotated, vfr
 
+# real CLI runs over a whole corpus: `make test-slow` (and CI) runs them; `make test` stays
+# under 10 minutes on 2 cores
+pytestmark = pytest.mark.slow
+
 ANN = {"jsonl": "annotations.jsonl", "charades": "sta.txt", "activitynet": "train.json"}
 HUGE = 1_000_000  # characters of the huge caption
 LINE = "LINE"  # in an expected key: this case's line, ``annotations.jsonl:N`` (``sta.txt:N``)
