@@ -109,25 +109,42 @@ def _image(data: bytes):
         return im.convert("RGB")
 
 
-def processor_inputs(rec: dict, members: dict[str, bytes], processor, **kwargs):
-    """Render ``rec`` with :data:`CHAT_TEMPLATE` and run ``processor`` (a transformers
-    ``VideoLlama3Processor``) on it with the sample's pixels. ``members`` maps a shard member's
-    file name (``{key}.f0000.jpg``) or extension (``f0000.jpg``) to its bytes.
-
-    Video frames go in with their own timestamps (the processor labels each ``Time t s:``);
-    streaming frames go in as images, labelled by the template."""
-    import numpy as np
-
-    messages, vis = record_to_messages(rec)
-    text = processor.apply_chat_template(messages, tokenize=False, chat_template=CHAT_TEMPLATE)
+def member_reader(members: dict[str, bytes]):
+    """A lookup of a shard member's bytes by its file name (``{key}.f0000.jpg``) or by its
+    extension (``f0000.jpg``), whichever ``members`` is keyed by."""
 
     def member(name: str) -> bytes:
         return members[name] if name in members else members[name.split(".", 1)[1]]
 
+    return member
+
+
+def frames_of(vis: Visual, members: dict[str, bytes]):
+    """The frames ``vis`` names, decoded to RGB and stacked ``[T, H, W, 3]``."""
+    import numpy as np
+
+    member = member_reader(members)
+    return np.stack([np.asarray(_image(member(n))) for n in vis.members])
+
+
+def processor_inputs(
+    rec: dict, members: dict[str, bytes], processor, chat_template: str = CHAT_TEMPLATE, **kwargs
+):
+    """Render ``rec`` with ``chat_template`` (default :data:`CHAT_TEMPLATE`) and run
+    ``processor`` (a transformers ``VideoLlama3Processor``) on it with the sample's pixels.
+    ``members`` maps a shard member's file name (``{key}.f0000.jpg``) or extension
+    (``f0000.jpg``) to its bytes.
+
+    Video frames go in with their own timestamps (the processor labels each ``Time t s:``);
+    streaming frames go in as images, labelled by the template."""
+    messages, vis = record_to_messages(rec)
+    text = processor.apply_chat_template(messages, tokenize=False, chat_template=chat_template)
+    member = member_reader(members)
+
     if vis.kind == "video":
         from transformers.video_utils import VideoMetadata
 
-        frames = np.stack([np.asarray(_image(member(n))) for n in vis.members])
+        frames = frames_of(vis, members)
         # the processor reads timestamps as frames_indices / fps: milliseconds keep them exact
         meta = VideoMetadata(
             total_num_frames=len(frames),

@@ -23,7 +23,8 @@ one that takes a DiffFP mask). ``stream_frames="image"`` keeps every frame a sep
 
 from __future__ import annotations
 
-from manifests.chat import CHAT_TEMPLATE, IMAGE_PAD, record_to_messages
+from manifests.chat import CHAT_TEMPLATE, IMAGE_PAD, frames_of, record_to_messages
+from manifests.chat import processor_inputs as shared_processor_inputs
 
 _STREAM_LABEL = "{{- 'Time ' + '%.1f' % c['time'] + 's:' -}}"
 if CHAT_TEMPLATE.count(_STREAM_LABEL) != 1:  # fail loudly if manifests.chat changes its label
@@ -38,21 +39,6 @@ def render(rec: dict, processor) -> str:
     return processor.apply_chat_template(
         messages, tokenize=False, chat_template=TRAIN_CHAT_TEMPLATE
     )
-
-
-def _image(data: bytes):
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return im.convert("RGB")
-
-
-def _frames(vis, member):
-    import numpy as np
-
-    return np.stack([np.asarray(_image(member(n))) for n in vis.members])
 
 
 def _stream_as_video(text: str, frames, processor, videos_kwargs: dict):
@@ -86,35 +72,13 @@ def processor_inputs(
     "video"``, VideoLLaMA3's way, with ``videos_kwargs``) or as images (``"image"``, with
     ``images_kwargs``), labelled by the template either way."""
     _, vis = record_to_messages(rec)
-    text = render(rec, processor)
-
-    def member(name: str) -> bytes:
-        return members[name] if name in members else members[name.split(".", 1)[1]]
-
-    if vis.kind == "video":
-        from transformers.video_utils import VideoMetadata
-
-        frames = _frames(vis, member)
-        # the processor reads timestamps as frames_indices / fps: milliseconds keep them exact
-        meta = VideoMetadata(
-            total_num_frames=len(frames),
-            fps=1000.0,
-            frames_indices=[round(t * 1000) for t in vis.timestamps],
-        )
-        return processor(
-            text=[text],
-            videos=[frames],
-            video_metadata=[meta],
-            do_sample_frames=False,
-            return_tensors="pt",
-            **kwargs,
-        )
     if vis.kind == "stream" and stream_frames == "video":
-        return _stream_as_video(text, _frames(vis, member), processor, kwargs["videos_kwargs"])
-    if vis.kind in ("image", "stream"):
-        images = [_image(member(n)) for n in vis.members]
-        return processor(text=[text], images=images, return_tensors="pt", **kwargs)
-    return processor(text=[text], return_tensors="pt", **kwargs)
+        frames = frames_of(vis, members)
+        text = render(rec, processor)
+        return _stream_as_video(text, frames, processor, kwargs["videos_kwargs"])
+    return shared_processor_inputs(
+        rec, members, processor, chat_template=TRAIN_CHAT_TEMPLATE, **kwargs
+    )
 
 
 __all__ = ["TRAIN_CHAT_TEMPLATE", "processor_inputs", "render"]
