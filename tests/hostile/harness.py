@@ -87,11 +87,12 @@ def snapshot(root: Path, skip: set[Path]) -> dict[str, tuple]:
     return found
 
 
-def run_curate(base: Path, pool: Path, kind: str, sets: list[str], timeout: float = 240) -> Run:
-    """``vl3data curate configs/curate_local.yaml`` over ``pool`` into ``base/out``, from a
-    working directory inside ``base`` (so a stray file written to the cwd is seen too)."""
+def _watched(base: Path) -> tuple[Path, Path, Path, dict[str, str]]:
+    """The output, connect log, working directory and environment of a watched CLI run in
+    ``base``: the audit-hook ``sitecustomize`` lies beside ``base``, outside the snapshot
+    (written before, read only), and Ray stays quiet and on loopback."""
     out = base / "out"
-    site = base.parent / f"{base.name}-site"  # outside the snapshot: written before, read only
+    site = base.parent / f"{base.name}-site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     log = base.parent / f"{base.name}-connects.log"
@@ -107,6 +108,13 @@ def run_curate(base: Path, pool: Path, kind: str, sets: list[str], timeout: floa
         "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
         "PYTHONWARNINGS": "ignore",
     }
+    return out, log, cwd, env
+
+
+def run_curate(base: Path, pool: Path, kind: str, sets: list[str], timeout: float = 240) -> Run:
+    """``vl3data curate configs/curate_local.yaml`` over ``pool`` into ``base/out``, from a
+    working directory inside ``base`` (so a stray file written to the cwd is seen too)."""
+    out, log, cwd, env = _watched(base)
     argv = [
         str(CLI),
         "curate",
@@ -220,23 +228,7 @@ def run_video(
     minus the output, a working directory inside ``base``). ``Run.rows`` is the caption set's
     ledger; ``extra["ledgers"]`` has every task's, ``extra["sets"]`` what is read from the shards
     (``{task: {key: record}}``)."""
-    out = base / "out"
-    site = base.parent / f"{base.name}-site"
-    site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    log = base.parent / f"{base.name}-connects.log"
-    log.unlink(missing_ok=True)
-    cwd = base / "cwd"
-    cwd.mkdir(exist_ok=True)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
-        "HOSTILE_CONNECT_LOG": str(log),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-        "PYTHONWARNINGS": "ignore",
-    }
+    out, log, cwd, env = _watched(base)
     argv = [
         str(CLI),
         "video",
