@@ -25,6 +25,13 @@ from curation.report_cluster_data import (
     largest_clusters,
 )
 from curation.report_clusters import cluster_sheets_html, clusters_html
+from curation.report_pictures import find_pictures
+from curation.report_thresholds import (
+    dropped_pictures,
+    pick_rows,
+    threshold_columns,
+    thresholds_html,
+)
 from manifests.schema import KEPT
 from reports.contact_sheets import dropped_html, kept_html
 from reports.html import VIEWPORT, esc, render_page
@@ -35,9 +42,9 @@ from reports.sections import funnel_html, header_html, hist_html, reasons_html
 __all__ = ["REPORT_NAME", "write_report"]
 
 REPORT_NAME = "report.html"
-#: Quota-dropped rows rarely keep a thumbnail: the dropped sheet points to the cluster sheets.
+#: Quota-dropped rows are pictured per cluster: the dropped sheet points there.
 _UNPICTURED = {
-    QUOTA_REASON: 'no thumbnail in the ledger; see <a href="#cluster-samples">samples per '
+    QUOTA_REASON: 'no picture reachable here; see <a href="#cluster-samples">samples per '
     "cluster</a>"
 }
 
@@ -84,13 +91,25 @@ def _render_html(out: Path, max_thumbs: int) -> str:
             if dataset is not None and counts is not None
             else {}
         )
+        quota_rows = [r for g in got.values() for r in g["dropped"] if r.get("jpeg")]
+        have = thumbs.setdefault(QUOTA_REASON, []) if quota_rows else []
+        for r in quota_rows[: max(0, max_thumbs - len(have))]:
+            have.append({"thumb": r["jpeg"], "source_key": r.get("source_key") or r.get("id")})
         cluster_sheets = (
             "cluster-samples",
             "Samples per cluster",
             cluster_sheets_html(order, before, after, counts, got),
         )
+    sections.append(("scores", "Scores and sizes", hist_html(dataset, stats)))
+    limits = threshold_columns(dataset, stats) if dataset is not None else {}
+    if limits:
+        picks = pick_rows(dataset, limits)
+        find_pictures(out, [r for g in picks.values() for rows in g.values() for r in rows], notes)
+        sections.append(("thresholds", "Thresholds by eye", thresholds_html(picks, limits)))
+        for reason, rows in dropped_pictures(picks).items():
+            have = thumbs.setdefault(reason, [])
+            have += rows[: max(0, max_thumbs - len(have))]
     sections += [
-        ("scores", "Scores and sizes", hist_html(dataset, stats)),
         ("kept", "Kept samples", kept_html(samples, summary["by_status"].get(KEPT, 0))),
     ]
     if cluster_sheets is not None:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from curation.report_pictures import PICTURE_COLUMNS, find_pictures
 from manifests.schema import KEPT
 from reports.ledger_summary import scan_batches
 from reports.samples import kept_sample, shard_label, shard_samples
@@ -167,8 +168,9 @@ def cluster_samples(
     ``{cluster: {"kept": [...], "dropped": [...]}}``. Kept samples are the first kept rows of
     the cluster in ledger order (shown nearest the centroid first), read back from the shards
     by the ledger's ``shard`` and ``key``: only the shards that hold one are opened, each is
-    streamed once and left as soon as its samples are found. Dropped rows come with the
-    ``thumb`` the ledger stored, where it stored one (usually it does not). Both ledger scans
+    streamed once and left as soon as its samples are found. Dropped rows are the
+    cluster's first quota drops in ledger order, with a ``jpeg`` wherever their bytes still are
+    (:func:`curation.report_pictures.find_pictures`) or a ``why``. Both ledger scans
     read a handful of columns, filter to the wanted clusters and stop once every one is full;
     with ``counts`` (from :func:`cluster_counts`) a cluster smaller than its quota counts as
     full once all its rows are found, so small clusters do not force a scan to the end.
@@ -204,14 +206,9 @@ def cluster_samples(
             if all(len(rows[c]) >= need_kept[c] for c in clusters):
                 break
 
-    if any(need_dropped.values()) and {"thumb", "reason"} <= set(names):
-        wanted = (
-            in_clusters
-            & (ds.field("status") != KEPT)
-            & (ds.field("reason") == QUOTA_REASON)
-            & ds.field("thumb").is_valid()
-        )
-        cols = ["cluster", "thumb", *[c for c in ("source_key", "cluster_dist") if c in names]]
+    if any(need_dropped.values()) and "reason" in names:
+        wanted = in_clusters & (ds.field("status") != KEPT) & (ds.field("reason") == QUOTA_REASON)
+        cols = ["cluster", *[c for c in (*PICTURE_COLUMNS, "cluster_dist") if c in names]]
         for batch in scan_batches(dataset, cols, filter=wanted):
             for row in batch.to_pylist():
                 group = result[int(row["cluster"])]["dropped"]
@@ -219,6 +216,8 @@ def cluster_samples(
                     group.append(row)
             if all(len(result[c]["dropped"]) >= need_dropped[c] for c in clusters):
                 break
+        # the quota drops' bytes: the few picked rows only (see curation.report_pictures)
+        find_pictures(out, [r for c in clusters for r in result[c]["dropped"]], notes)
 
     # read back: shard -> {key: ledger row}
     by_shard: dict[str, dict[str, dict[str, Any]]] = {}

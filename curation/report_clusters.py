@@ -163,7 +163,7 @@ def cluster_sheets_html(
         f"{CLUSTER_KEPT} kept samples each, read back from the shards (the cluster's first "
         "kept rows in ledger order, shown "
         f"nearest the centroid first); up to {CLUSTER_DROPPED} rows dropped by "
-        f"{QUOTA_REASON}, where the ledger stored a thumbnail.</p>"
+        f"{QUOTA_REASON}, pictured wherever their bytes still are.</p>"
     ]
     for c in order:
         got = samples.get(c, {"kept": [], "dropped": []})
@@ -184,7 +184,9 @@ def cluster_sheets_html(
             parts.append('<p class="muted">No kept samples in the ledger.</p>')
         figs = []
         for row in got["dropped"]:
-            data = row["thumb"]
+            data = row.get("jpeg")
+            if not data:
+                continue
             key = row.get("source_key") or "?"
             pic = img(
                 base64.b64encode(data).decode("ascii"), mime(data), "thumb cluster-dropped", key
@@ -205,7 +207,8 @@ def cluster_sheets_html(
             lead = "Other rows" if figs else "Rows"
             parts.append(
                 f'<p class="muted">{lead} dropped by {QUOTA_REASON}: {row_count(more)}, '
-                "not pictured (the ledger stores no thumbnail for them).</p>"
+                "not pictured (beyond the sheet, or their bytes are no longer reachable: "
+                "no thumbnail in the ledger, no work folder, no local source file).</p>"
             )
     return "".join(parts)
 

@@ -50,6 +50,10 @@ figcaption .k{font-family:ui-monospace,Menlo,Consolas,monospace;color:#1565c0;di
   align-items:center;justify-content:center;font-size:11px}
 figcaption .d{color:#616161;display:block;font-variant-numeric:tabular-nums}
 figcaption .c{font-style:italic;display:block}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:14px}
+.score-group h4{font-size:13px;margin:8px 0 4px;color:#424242}
+.pair .score-group{background:#fff;border:1px solid #e0e0e0;border-radius:6px;padding:4px 8px 8px}
+@media (max-width:700px){.pair{grid-template-columns:1fr}}
 .ok{color:#2e7d32} .bad{color:#c62828;font-weight:600}
 .muted{color:#757575} details{margin:8px 0} pre{background:#fff;border:1px solid #e0e0e0;
   padding:8px;overflow:auto;font-size:12px}

@@ -204,7 +204,16 @@ def test_cluster_section_numbers(clustered):
     # the nav links the two new sections, clusters after the reasons
     nav = re.search(r"<nav>(.*?)</nav>", doc).group(1)
     ids = re.findall(r'href="#([^"]+)"', nav)
-    assert ids == ["funnel", "reasons", "clusters", "scores", "kept", "cluster-samples", "dropped"]
+    assert ids == [
+        "funnel",
+        "reasons",
+        "clusters",
+        "scores",
+        "thresholds",
+        "kept",
+        "cluster-samples",
+        "dropped",
+    ]
 
 
 def test_cluster_sheets_show_the_largest_clusters(clustered):
