@@ -4,17 +4,17 @@ A URL pool (COYO, LAION) is the open web: a few percent of hosts are dead, slow,
 answer with an HTML error page and a 200. This stage exists so that each such URL costs at
 most ``total_timeout_s`` of one worker thread and one ledger row with a reason, never a crashed
 partition or a hung job. Every check is therefore done by us rather than trusted to the server
-or to ``requests``' defaults:
+or to the HTTP library's defaults:
 
-* only ``http``/``https``, checked on the input URL *and on every redirect hop* (``requests``
-  would happily follow a redirect to any scheme it has an adapter for, and a pool may contain
-  ``file://`` URLs);
+* only ``http``/``https``, checked on the input URL *and on every redirect hop* (a client that
+  follows redirects itself would happily go to any scheme it has an adapter for, and a pool may
+  contain ``file://`` URLs);
 * only public addresses, checked where each socket is opened (:mod:`curation.address_gate`):
   a row or a redirect pointing at a cloud metadata service, a private network or loopback is
   ``private_address``, never connected to and never retried;
 * the body is streamed and cut as soon as it exceeds ``max_bytes`` (a declared Content-Length
   is refused before reading);
-* one deadline covers the whole URL (all hops, attempts and backoff sleeps). ``requests``'
+* one deadline covers the whole URL (all hops, attempts and backoff sleeps). A socket's
   read timeout only bounds the silence *between* bytes, so a server sending one byte a second
   would otherwise hold a worker forever;
 * the first bytes are sniffed: a Content-Type header says nothing reliable.
@@ -27,19 +27,21 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import heapq
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 from urllib.parse import urljoin
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import requests
 import urllib3
 
 from curation.address_gate import (
@@ -101,37 +103,84 @@ class _Fetched(NamedTuple):
     reason: str | None
 
 
-class _Watchdog:
-    """Shuts the response's socket at the deadline, from a timer thread.
+class _Watch:
+    """One response under the watch of :class:`_Deadlines`: shut at its deadline unless done.
 
-    The deadline check between reads is not enough on its own: one ``read1`` may block for up
-    to the read timeout, and chunked framing is parsed inside http.client with its own reads.
     ``urllib3.HTTPResponse.shutdown()`` (urllib3 >= 2.3) wakes a blocked read, so the body
-    phase ends at the deadline whatever the server does. Where urllib3 lacks it, the check
-    between reads still bounds the overshoot by ``read_timeout_s``.
-    """
+    phase ends at the deadline whatever the server does. The lock makes "done" and "shut"
+    exclusive: a response whose connection went back to the pool is never shut."""
 
-    def __init__(self, raw: urllib3.HTTPResponse, seconds: float) -> None:
-        self.fired = threading.Event()
-        self._raw = raw
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
+    __slots__ = ("_lock", "done", "fired", "raw")
 
-    def __enter__(self) -> _Watchdog:
-        self._timer.start()
+    def __init__(self, raw: urllib3.HTTPResponse) -> None:
+        self.raw = raw
+        self.fired = False
+        self.done = False
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> _Watch:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        with self._lock:
+            self.done = True
 
-    def _fire(self) -> None:
-        self.fired.set()
-        shutdown = getattr(self._raw, "shutdown", None)
-        if shutdown is None:
-            return
-        # ValueError/RuntimeError: the response was closed meanwhile, nothing left to cut
-        with contextlib.suppress(ValueError, RuntimeError, OSError):
-            shutdown()
+    def fire(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.fired = True
+            shutdown = getattr(self.raw, "shutdown", None)
+            if shutdown is None:  # urllib3 < 2.3: the check between reads still bounds it
+                return
+            # ValueError/RuntimeError: the response was closed meanwhile, nothing left to cut
+            with contextlib.suppress(ValueError, RuntimeError, OSError):
+                shutdown()
+
+
+class _Deadlines:
+    """One thread per process that shuts every response still reading at its deadline.
+
+    The deadline check between reads is not enough on its own: one ``read1`` may block for up
+    to the read timeout, and chunked framing is parsed inside http.client with its own reads.
+    A timer thread per request would do, but starting one costs about as much CPU as the
+    whole fetch of a small image; here a request costs a heap push.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._cv = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, raw: urllib3.HTTPResponse, deadline: float) -> _Watch:
+        """Watch ``raw`` until its ``with`` block ends; shut it at ``deadline`` (monotonic)."""
+        w = _Watch(raw)
+        with self._cv:
+            if self._thread is None or not self._thread.is_alive():  # also after a fork
+                self._thread = threading.Thread(
+                    target=self._run, name="download-deadlines", daemon=True
+                )
+                self._thread.start()
+            heapq.heappush(self._heap, (deadline, next(self._seq), w))
+            if self._heap[0][2] is w:  # the earliest now: the thread sleeps too long
+                self._cv.notify()
+        return w
+
+    def _run(self) -> None:
+        while True:
+            due: list[_Watch] = []
+            with self._cv:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    due.append(heapq.heappop(self._heap)[2])
+                if not due:
+                    self._cv.wait(self._heap[0][0] - now if self._heap else None)
+            for w in due:
+                w.fire()  # a no-op for the done ones
+
+
+_DEADLINES = _Deadlines()
 
 
 def retry_after_s(value: str | None, now: float | None = None) -> float | None:
@@ -152,8 +201,8 @@ def retry_after_s(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-#: per worker process and download config: the fetching threads, and each thread's session
-_THREADS: dict[str, tuple[ThreadPoolExecutor, threading.local]] = {}
+#: per worker process and download config: the fetching threads and their connection pools
+_THREADS: dict[str, tuple[ThreadPoolExecutor, urllib3.PoolManager]] = {}
 _THREADS_LOCK = threading.Lock()
 
 
@@ -211,45 +260,38 @@ class Download:
     def _fetch_all(self, urls: list[str | None]) -> list[_Fetched]:
         """Fetch ``urls`` with ``concurrency`` threads, results in input order.
 
-        The threads and their sessions live as long as the worker process (one set per
-        config), not one batch: a partition arrives in chunks of a few dozen rows, and a fresh
-        pool per chunk would pay thread starts and new TCP/TLS connections each time. One
-        ``requests.Session`` per thread: sessions are not documented as thread-safe, and a
-        shared one would need a connection pool as large as the thread count to avoid
-        urllib3's "pool is full" churn.
+        The threads and their connection pools live as long as the worker process (one set
+        per config), not one batch: a partition arrives in chunks of a few dozen rows, and a
+        fresh pool per chunk would pay thread starts and new TCP/TLS connections each time.
+        One urllib3 ``PoolManager`` (thread-safe) serves all threads, with room for one
+        connection per thread to each host.
         """
-        return list(self._threads().map(self._fetch_in_thread, urls))
+        pool, manager = self._threads()
+        return list(pool.map(partial(self._fetch, manager), urls))
 
-    def _threads(self) -> ThreadPoolExecutor:
+    def _threads(self) -> tuple[ThreadPoolExecutor, urllib3.PoolManager]:
         key = repr(self.cfg)
         with _THREADS_LOCK:
             if key not in _THREADS:
                 pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix=self.name)
-                _THREADS[key] = (pool, threading.local())
-            return _THREADS[key][0]
+                _THREADS[key] = (pool, self._new_manager())
+            return _THREADS[key]
 
-    def _fetch_in_thread(self, url: str | None) -> _Fetched:
-        local = _THREADS[repr(self.cfg)][1]
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = self._new_session()
-        return self._fetch(session, url)
-
-    def _new_session(self) -> requests.Session:
-        session = AddressGate.allowing(self.cfg.allow_addresses).session()
+    def _new_manager(self) -> urllib3.PoolManager:
         # identity: a compressed body would have to be inflated by urllib3, whose decoder can
         # loop over many network reads (e.g. a trickled gzip header) between our deadline
         # checks; images are compressed already, so nothing is lost.
-        session.headers.update(
-            {
+        return AddressGate.allowing(self.cfg.allow_addresses).pool_manager(
+            num_pools=max(64, 2 * self.cfg.concurrency),  # hosts kept; a web pool has many
+            maxsize=self.cfg.concurrency,
+            headers={
                 "User-Agent": self.cfg.user_agent,
                 "Accept": "image/*,*/*;q=0.8",
                 "Accept-Encoding": "identity",
-            }
+            },
         )
-        return session
 
-    def _fetch(self, session: requests.Session, url: str | None) -> _Fetched:
+    def _fetch(self, manager: urllib3.PoolManager, url: str | None) -> _Fetched:
         """One URL, with retries and exponential backoff, within one overall deadline."""
         reason = check_url(url)
         if reason is not None:
@@ -261,7 +303,7 @@ class Download:
         attempt = 0
         while True:
             try:
-                data, ext = self._attempt(session, url, deadline)
+                data, ext = self._attempt(manager, url, deadline)
                 return _Fetched(data, ext, None)
             except _Failed as e:
                 failure = e
@@ -287,13 +329,15 @@ class Download:
             time.sleep(delay)
             attempt += 1
 
-    def _attempt(self, session: requests.Session, url: str, deadline: float) -> tuple[bytes, str]:
+    def _attempt(
+        self, manager: urllib3.PoolManager, url: str, deadline: float
+    ) -> tuple[bytes, str]:
         """GET ``url``, following up to ``max_redirects`` redirects, each target checked."""
         hops = 0
         while True:
-            resp = self._get(session, url, deadline)
-            with resp:
-                code = resp.status_code
+            resp = self._get(manager, url, deadline)
+            try:
+                code = resp.status
                 if code in REDIRECT_STATUSES:
                     location = resp.headers.get("Location")
                     if not location:
@@ -316,46 +360,55 @@ class Download:
                         else None
                     )
                     raise _Failed(f"http_{code}", retry=_retryable_status(code), wait_s=wait)
-                return self._read_body(resp, deadline)
+                body = self._read_body(resp, deadline)
+                resp.release_conn()  # read to its end: the connection serves the next URL
+                return body
+            finally:
+                resp.close()  # a no-op once released; else the half-read connection is dropped
 
-    def _get(self, session: requests.Session, url: str, deadline: float) -> requests.Response:
-        """Send the request and read the headers; map ``requests`` errors to ledger reasons."""
+    def _get(self, manager: urllib3.PoolManager, url: str, deadline: float) -> urllib3.HTTPResponse:
+        """Send the request and read the headers; map urllib3's errors to ledger reasons."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _Failed("timeout")
-        timeout = (
-            min(self.cfg.connect_timeout_s, remaining),
-            min(self.cfg.read_timeout_s, remaining),
+        timeout = urllib3.Timeout(
+            connect=min(self.cfg.connect_timeout_s, remaining),
+            read=min(self.cfg.read_timeout_s, remaining),
         )
         try:
-            return session.get(url, stream=True, allow_redirects=False, timeout=timeout)
+            return manager.urlopen(
+                "GET",
+                url,
+                redirect=False,
+                retries=False,  # ours, above, within the one deadline
+                preload_content=False,
+                decode_content=False,
+                timeout=timeout,
+            )
         except AddressRefused as exc:
             log.debug("%s: %s", self.name, exc)
             raise _Failed(REFUSED) from None
-        except requests.Timeout:  # ConnectTimeout included, though it is a ConnectionError too
-            raise _Failed("timeout", retry=True) from None
-        except requests.exceptions.SSLError:  # a bad certificate stays bad
+        except urllib3.exceptions.SSLError:  # a bad certificate stays bad
             raise _Failed("connection_error") from None
-        except (
-            requests.exceptions.InvalidURL,
-            requests.exceptions.InvalidSchema,
-            requests.exceptions.MissingSchema,
-        ):
+        except urllib3.exceptions.NewConnectionError:  # before TimeoutError: it subclasses it
+            raise _Failed("connection_error", retry=True) from None
+        except urllib3.exceptions.TimeoutError:
+            raise _Failed("timeout", retry=True) from None
+        except (urllib3.exceptions.LocationValueError, urllib3.exceptions.URLSchemeUnknown):
             raise _Failed("bad_url") from None
-        except requests.RequestException:
+        except (urllib3.exceptions.HTTPError, OSError):
             raise _Failed("connection_error", retry=True) from None
 
-    def _read_body(self, resp: requests.Response, deadline: float) -> tuple[bytes, str]:
+    def _read_body(self, resp: urllib3.HTTPResponse, deadline: float) -> tuple[bytes, str]:
         """Stream the body within ``max_bytes`` and the deadline; sniff it as soon as we can."""
         declared = resp.headers.get("Content-Length")
         declared = (declared or "").strip()
         if declared.isascii() and declared.isdigit() and int(declared) > self.cfg.max_bytes:
             raise _Failed("too_large")
-        raw = resp.raw
-        read = _reader(raw)
+        read = _reader(resp)
         body = bytearray()
         ext: str | None = None
-        with _Watchdog(raw, deadline - time.monotonic()) as dog:
+        with _DEADLINES.watch(resp, deadline) as dog:
             try:
                 while True:
                     if time.monotonic() >= deadline:
@@ -373,10 +426,10 @@ class Download:
             except urllib3.exceptions.TimeoutError:
                 raise _Failed("timeout", retry=True) from None
             except (urllib3.exceptions.HTTPError, OSError):  # reset, truncated, cut by the dog
-                if dog.fired.is_set():
+                if dog.fired:
                     raise _Failed("timeout") from None
                 raise _Failed("connection_error", retry=True) from None
-            if dog.fired.is_set():  # a shut socket reads as a clean end of the body
+            if dog.fired:  # a shut socket reads as a clean end of the body
                 raise _Failed("timeout")
         if not body:
             raise _Failed("empty_body")

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
-import requests
 import skimage.data
+import urllib3
 from PIL import Image
 
 import curation.download as download_mod
@@ -231,11 +231,11 @@ def test_batch_with_nothing_to_fetch_is_returned_as_is():
 def test_refused_urls_send_no_request(monkeypatch: pytest.MonkeyPatch):
     sent: list[str] = []
 
-    def record(self: requests.Session, method: str, url: str, *args: object, **kwargs: object):
+    def record(self: urllib3.PoolManager, method: str, url: str, *args: object, **kwargs: object):
         sent.append(url)
-        raise requests.ConnectionError("no request should have been sent")
+        raise urllib3.exceptions.ProtocolError("no request should have been sent")
 
-    monkeypatch.setattr(requests.Session, "request", record)
+    monkeypatch.setattr(urllib3.PoolManager, "urlopen", record)
     urls = ["ftp://x/a.jpg", "file:///etc/passwd", "", "  ", "javascript:alert(1)", "http:///a"]
     out = Download(CFG)(_batch(urls))
     assert sent == []
