@@ -40,6 +40,7 @@ OUR_PACKAGES = (
     "recaption",
     "video_prep",
     "mixtures",
+    "ingest",
     "model",
     "vl3data",
 )

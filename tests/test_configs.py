@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from curation.config import CurateConfig
+from ingest.config import ImportConfig
 from manifests.configs import ConfigError, load_config
 from model.config import TrainConfig
 from recaption.config import RecaptionConfig
@@ -20,6 +21,7 @@ JOBS = {
     "curate": CurateConfig,
     "syn7m": CurateConfig,
     "video": VideoConfig,
+    "import": ImportConfig,
     "recaption": RecaptionConfig,
     "train": TrainConfig,
     "build": BuildConfig,

@@ -23,11 +23,19 @@ LAYERS = {
     "recaption": 2,
     "video_prep": 2,
     "mixtures": 2,
+    "ingest": 2,  # vl3data import: public datasets as shard sets
     "model": 3,  # the trainer reads through mixtures and manifests
     "vl3data": 4,  # the CLI and the build graph
 }
 #: imports allowed between packages of the same layer
-PEERS_ALLOWED: set[tuple[str, str]] = set()
+PEERS_ALLOWED: set[tuple[str, str]] = {
+    # an imported video is sampled by the video job's own sampler (1 fps, uniform cap, same
+    # timestamps), so imported video sets have frame parity with ours
+    ("ingest", "video_prep"),
+    # an imported image is held to curation's decode safety caps (Probe, Decode): the same
+    # pixel cap, truncation check and re-encoding of odd modes as a curated image
+    ("ingest", "curation"),
+}
 
 
 def _package_files() -> dict[str, Path]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from curation.curate import CurateJob
 from engine.job import Job
+from ingest.job import ImportJob
 from recaption.job import RecaptionJob
 from video_prep.job import VideoJob
 
-DATA_JOBS: tuple[Job, ...] = (CurateJob(), VideoJob(), RecaptionJob())
+DATA_JOBS: tuple[Job, ...] = (CurateJob(), VideoJob(), RecaptionJob(), ImportJob())
 
 
 def job_named(name: str) -> Job:

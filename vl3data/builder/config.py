@@ -34,6 +34,13 @@ class VideoSpec(JobSpec):
 
 
 @dataclass
+class ImportSpec(JobSpec):
+    """One public dataset imported (``vl3data import``): a node of its own, ``import.<name>``."""
+
+    name: str = ""
+
+
+@dataclass
 class MixSpec:
     """One stage mixture: a recipe, with the paths of its sources that this build makes."""
 
@@ -76,6 +83,7 @@ class BuildConfig:
     curate: JobSpec | None = None
     recaption: JobSpec | None = None  # reads curate's output
     videos: list[VideoSpec] = field(default_factory=list)
+    imports: list[ImportSpec] = field(default_factory=list)  # OUT/{image,video,text} each
     mixtures: list[MixSpec] = field(default_factory=list)
     train: TrainSpec | None = None
     state: str = "${out}/.build"  # per-node state: running/failed markers, logs
@@ -105,6 +113,7 @@ class BuildConfig:
             jobs.append(("recaption", self.recaption))
             require(self.curate is not None, "recaption", "needs a curate job to read from")
         jobs += [(f"videos[{i}]", v) for i, v in enumerate(self.videos)]
+        jobs += [(f"imports[{i}]", v) for i, v in enumerate(self.imports)]
         if self.train:
             jobs.append(("train", self.train))
         for where, job in jobs:
@@ -133,6 +142,14 @@ class BuildConfig:
                 f"{v.name!r} must be letters, digits, - or _",
             )
             require(v.name not in names[:i], f"videos[{i}].name", f"{v.name!r} is used twice")
+        names = [v.name for v in self.imports]
+        for i, v in enumerate(self.imports):
+            require(
+                bool(re.fullmatch(r"[A-Za-z0-9_-]+", v.name)),
+                f"imports[{i}].name",
+                f"{v.name!r} must be letters, digits, - or _",
+            )
+            require(v.name not in names[:i], f"imports[{i}].name", f"{v.name!r} is used twice")
         stages = [m.stage for m in self.mixtures]
         for i, m in enumerate(self.mixtures):
             require(m.stage in (1, 2, 3, 4), f"mixtures[{i}].stage", "must be 1, 2, 3 or 4")

@@ -19,7 +19,7 @@ from vl3data.builder.config import BuildConfig, JobSpec
 from vl3data.jobs import job_named
 
 #: node groups, in the order a user thinks of them; ``--target`` accepts a group or a node
-GROUPS = ("syn7m", "video", "mix", "train")
+GROUPS = ("syn7m", "video", "import", "mix", "train")
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Node:
     """One job of the build, with everything a worker needs to run it."""
 
     name: str  # curate, recaption, video.<name>, mix.stage<N>, train.stage<N>
-    kind: str  # curate | recaption | video | mix | train
+    kind: str  # curate | recaption | video | import | mix | train
     group: str  # one of GROUPS
     job: Any  # the validated job config (CurateConfig, Recipe, TrainConfig, ...)
     outputs: list[str]  # absolute paths; each carries the node's record when done
@@ -201,6 +201,11 @@ def make_graph(cfg: BuildConfig) -> list[Node]:
     video = job_named("video")
     nodes += [
         _job_node(video, v, f"video.{v.name}", "video", f"videos[{v.name}]") for v in cfg.videos
+    ]
+    imports = job_named("import")
+    nodes += [
+        _job_node(imports, v, f"import.{v.name}", "import", f"imports[{v.name}]")
+        for v in cfg.imports
     ]
     mixes = {m.stage: _mix_node(i, m) for i, m in enumerate(cfg.mixtures)}
     nodes += [mixes[n] for n in sorted(mixes)]

@@ -44,7 +44,7 @@ def pilot_config(
     cfg = load_config(BuildConfig, config, [*overrides, f"paths.out={root}"])
     if cfg.curate:
         cfg.curate.set.append(f"input.max_partitions={partitions}")
-    for v in cfg.videos:
+    for v in [*cfg.videos, *cfg.imports]:
         v.set.append(f"input.max_partitions={partitions}")
     if cfg.train:
         cfg.train.set += [f"stage{n}.steps={steps}" for n in cfg.train.stages]

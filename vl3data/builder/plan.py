@@ -160,6 +160,7 @@ UNIT = {
     "curate": "images",
     "recaption": "images",
     "video": "videos",
+    "import": "records",
     "mix": "samples",
     "train": "steps",
 }

@@ -1,0 +1,144 @@
+"""The ``import`` job: a public dataset's annotations (+ media) in, a shard set per modality out.
+
+    OUT/_work/             the plan (and a JSON list rewritten as JSONL), done markers (resume)
+    OUT/{image,video,text} shards/, ledger/, stats.json, report.html and dataset.json (last)
+
+One pass of partition tasks (the engine's runner): each partition's records are checked, their
+media read, images decoded with curation's caps and videos sampled at 1 fps with the video job's
+sampler, and written straight into the partition's own tars of each modality's set, in the
+worker. A killed run resumes at the first unfinished partition; names come from the partition,
+so the result is the same files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+from engine.job import JobRun, read_stats, run_job, shard_list, sum_timings
+from engine.partitions import Partition
+from engine.runner import run_partitions
+from engine.workdir import WorkDir
+from ingest.config import ImportConfig
+from ingest.sources import count_records, list_import_partitions, load_import_partition
+from ingest.stages import import_stages
+from ingest.write import ImportShards
+from manifests.atomic import write_json
+from manifests.configs import config_hash
+from manifests.dataset import write_dataset_json
+from manifests.schema import STATUSES
+
+#: records per chunk inside a partition task when videos are sampled (their frames are held
+#: until the chunk is written)
+VIDEO_CHUNK_ROWS = 4
+
+
+def finalize(cfg: ImportConfig, run: JobRun, metas: dict[int, dict]) -> dict:
+    """Each modality's stats.json, dataset.json and report, from the partitions' metadata."""
+    out, docs = Path(cfg.output), {}
+    wall_s = time.time() - run.started
+    for m in cfg.modalities:
+        per_part = {p: meta["sets"][m] for p, meta in metas.items() if "sets" in meta}
+        counts: Counter = Counter(dict.fromkeys(STATUSES, 0))
+        reasons: Counter = Counter()
+        fixes: Counter = Counter()
+        totals = {"samples": 0, "frames": 0, "images": 0}
+        for pm in per_part.values():
+            counts.update(pm["counts"])
+            reasons.update(pm["reasons"])
+            fixes.update(pm["fixes"])
+            for k in totals:
+                totals[k] += pm[k]
+        stats = {
+            "modality": m,
+            "format": cfg.input.format,
+            "inputs": sum(counts.values()),
+            **counts,
+            **totals,
+            "reasons": dict(reasons),
+            "fixes": dict(fixes),
+            "timings_s": sum_timings(metas),
+            "wall_s": round(wall_s, 3),
+            "ray_start_s": round(run.ray_start_s, 3),
+            "partitions": len(run.parts),
+        }
+        write_json(out / m / "stats.json", stats)
+        docs[m] = write_dataset_json(
+            out / m,
+            name=f"{cfg.name}-{m}",
+            modality=m,
+            task=f"import_{cfg.input.format}",
+            shards=shard_list(per_part),
+            config=dataclasses.asdict(cfg),
+            config_hash=config_hash(cfg),
+            extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
+        )
+        _report(out / m)
+    return docs
+
+
+def _report(folder: Path) -> None:
+    from ingest.report import write_import_report
+
+    write_import_report(folder)
+
+
+class ImportJob:
+    """The import job for ``engine.job.run_job``: one pass that checks, reads and writes."""
+
+    name = "import"
+    help = "import LLaVA / VideoLLaMA3 / text / hub-parquet data as shard sets"
+    unit = "records"
+    config_class = ImportConfig
+
+    def inputs(self, cfg: ImportConfig) -> dict[str, tuple[str, str]]:
+        found = {"annotations": ("input.annotations", cfg.input.annotations)}
+        if cfg.input.media:
+            found["media"] = ("input.media", cfg.input.media)
+        return found
+
+    def outputs(self, cfg: ImportConfig) -> dict[str, Path]:
+        return {m: Path(cfg.output) / m for m in cfg.modalities}
+
+    def config_hash(self, cfg: ImportConfig, blank: tuple[str, ...] = ()) -> str:
+        return config_hash(cfg, blank=blank)
+
+    def measure(self, cfg: ImportConfig) -> dict:
+        stats = [read_stats(d) for d in self.outputs(cfg).values()]
+        return {
+            "unit": "records",
+            "inputs": stats[0]["inputs"],
+            "outputs": sum(s["samples"] for s in stats),
+            "wall_s": stats[0]["wall_s"],
+        }
+
+    def partitions(self, cfg: ImportConfig) -> list[Partition]:
+        return list_import_partitions(cfg)
+
+    def count_inputs(self, cfg: ImportConfig) -> int | None:
+        return count_records(cfg)
+
+    def report(self, out_dir: Path) -> None:
+        _report(out_dir)
+
+    def run(self, run: JobRun) -> dict[str, dict]:
+        cfg = run.cfg
+        metas = run_partitions(
+            WorkDir(run.work_root / "import"),
+            run.parts,
+            partial(load_import_partition, cfg=cfg),
+            import_stages(cfg),
+            sink=ImportShards(cfg),
+            progress=run.progress,
+            unit="records",
+            chunk_rows=VIDEO_CHUNK_ROWS if "video" in cfg.modalities else 64,
+        )
+        return finalize(cfg, run, metas)
+
+
+def run_import(cfg: ImportConfig, *, restart: bool = False, progress: bool = True) -> dict:
+    """Run (or finish) an import; returns ``{modality: dataset.json}``."""
+    return run_job(ImportJob(), cfg, restart=restart, progress=progress)
