@@ -12,6 +12,7 @@ from curation.config_models import (
     ClusterConfig,
     SimilarityConfig,
 )
+from curation.prefilter_config import PrefilterConfig
 from engine.config import RayConfig
 from manifests.configs import ConfigError, require
 
@@ -113,7 +114,9 @@ class DecodeConfig:
 
     verify: bool = True  # decode the pixels to catch truncated / corrupt files
     draft: bool = True  # JPEG DCT scaling: decode at reduced size when that suffices
-    verify_size: int = 256  # pixels decoded at least this large on the short side
+    # JPEGs are verified at the smallest DCT scale at least this large: every byte is still
+    # entropy-decoded (truncation and corrupt data are caught) at half the CPU of a full decode
+    verify_size: int = 16
     store_max_side: int | None = None  # resize stored images; None keeps the original bytes
     jpeg_quality: int = 95  # for images we had to re-encode (odd modes, EXIF rotation, resize)
     thumbs_per_reason: int = 8  # thumbnails of dropped images per partition and reason
@@ -156,6 +159,7 @@ class CurateConfig:
     input: InputConfig = field(default_factory=InputConfig)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
+    prefilter: PrefilterConfig = field(default_factory=PrefilterConfig)  # url_parquet columns
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     aesthetic: AestheticConfig = field(default_factory=AestheticConfig)
@@ -183,6 +187,12 @@ class CurateConfig:
                 "set clip.enabled: true",
             )
         require(
+            not self.prefilter.enabled or self.input.kind == "url_parquet",
+            "prefilter",
+            "filters the columns of a URL parquet",
+            "set input.kind: url_parquet, or leave prefilter out",
+        )
+        require(
             not self.similarity.enabled or self.caption.enabled,
             "similarity.enabled",
             "needs coarse captions to compare",
@@ -193,8 +203,19 @@ class CurateConfig:
         """Checks that need the whole config (and the file system), before any work starts."""
         require(bool(self.output), "output", "is empty", "--set output=/path/to/out")
         require(bool(self.input.path), "input.path", "is empty", "--set input.path=/path/to/pool")
+        if self.prefilter.enabled:
+            self._check_prefilter_columns()
         if self.aesthetic.enabled:
             self._fetch_aesthetic_weights()
+
+    def _check_prefilter_columns(self) -> None:
+        """Every column the prefilter names is in every parquet of the pool (footers only)."""
+        import pyarrow.parquet as pq
+
+        from curation.sources.url_parquet import parquet_files
+
+        for f in parquet_files(self.input.path):
+            self.prefilter.check_schema(pq.read_schema(f), f)
 
     def _fetch_aesthetic_weights(self) -> None:
         """Resolve (download once, into the cache) the aesthetic head here, in the driver: an

@@ -151,7 +151,7 @@ class Decode:
 
     verify: bool = True
     draft: bool = True
-    verify_size: int = 256
+    verify_size: int = 16
     store_max_side: int | None = None
     jpeg_quality: int = 95
     name: str = "decode"
