@@ -20,6 +20,8 @@ COLOR_KEPT = "#2e7d32"
 COLOR_DROPPED = "#ef6c00"
 COLOR_ERROR = "#c62828"
 COLOR_OTHER = "#9e9e9e"
+#: Rows a threshold does not apply to (e.g. clips too short to be judged by caption density).
+COLOR_EXEMPT = "#1565c0"
 
 
 def figure(width_in: float, height_in: float) -> Any:
@@ -74,7 +76,10 @@ def funnel_png(funnel: list[dict[str, Any]]) -> str:
 
 
 def hist_png(column: str, h: dict[str, Any], thresholds: list[float]) -> str:
-    """Kept and not-kept stacked, thresholds as dashed lines (kept into view)."""
+    """Kept and not-kept stacked, thresholds as dashed lines (kept into view).
+
+    ``h`` may add ``exempt`` counts (rows the thresholds do not apply to, drawn stacked on top,
+    blue and hatched) and their legend label ``exempt_label``."""
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     fig = figure(5.6, 3.3)
@@ -92,6 +97,20 @@ def hist_png(column: str, h: dict[str, Any], thresholds: list[float]) -> str:
         alpha=0.85,
         label="not kept",
     )
+    if h.get("exempt") is not None and np.asarray(h["exempt"]).any():
+        # rows a threshold does not apply to, stacked on top in their own colour and hatch
+        ax.bar(
+            left,
+            h["exempt"],
+            width=width,
+            align="edge",
+            bottom=np.asarray(h["kept"]) + np.asarray(h["other"]),
+            color=COLOR_EXEMPT,
+            hatch="///",
+            edgecolor="white",
+            lw=0,
+            label=h.get("exempt_label") or "exempt",
+        )
     lo, hi = float(edges[0]), float(edges[-1])
     shown = [t for t in thresholds if not h["log"] or t > 0]
     label = "threshold " + ", ".join(f"{t:g}" for t in shown)
@@ -118,7 +137,8 @@ def hist_png(column: str, h: dict[str, Any], thresholds: list[float]) -> str:
     ax.set_ylabel("rows")
     ax.spines[["top", "right"]].set_visible(False)
     # below the axes: inside, it hides bars and threshold lines
-    ax.legend(fontsize=8, frameon=False, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.13))
+    ncol = 2 if h.get("exempt") is not None and np.asarray(h["exempt"]).any() else 3
+    ax.legend(fontsize=8, frameon=False, ncol=ncol, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     return png_b64(fig)
 
 

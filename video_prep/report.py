@@ -26,11 +26,29 @@ from reports.thumbs import make_thumb
 
 STRIP_SAMPLES = 12
 STRIP_FRAMES = 8
+#: Longest side of a frame in the strips: a frame fills its card (at least FRAME_CARD_PX wide),
+#: so it is made large enough to stay sharp there.
+FRAME_PX = 320
+FRAME_CARD_PX = 220
 BINS = 20
+#: The frame strips: a few wide cards per row, each frame as wide as its card.
+STRIP_CSS = (
+    ".sample{margin:14px 0}"
+    f".frames{{grid-template-columns:repeat(auto-fill,minmax({FRAME_CARD_PX}px,1fr))}}"
+    ".frames figure img{width:100%;max-width:none;max-height:none;height:auto}"
+)
 
 
-def _hist(values_kept: list[float], values_other: list[float], log: bool = False) -> dict:
-    allv = np.asarray(values_kept + values_other, dtype=float)
+def _hist(
+    values_kept: list[float],
+    values_other: list[float],
+    log: bool = False,
+    values_exempt: list[float] | None = None,
+) -> dict:
+    """Bins over every value; ``values_exempt`` (kept rows a bound does not apply to) are
+    counted apart from ``values_kept``, so the plot can tell them apart."""
+    exempt = values_exempt or []
+    allv = np.asarray(values_kept + values_other + exempt, dtype=float)
     lo, hi = float(allv.min()), float(allv.max())
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
@@ -39,6 +57,7 @@ def _hist(values_kept: list[float], values_other: list[float], log: bool = False
         "edges": edges,
         "kept": np.histogram(values_kept, edges)[0],
         "other": np.histogram(values_other, edges)[0],
+        "exempt": np.histogram(exempt, edges)[0],
         "log": bool(log and lo > 0),
         "n": int(allv.size),
     }
@@ -50,6 +69,16 @@ def _clips_html(clips: list[dict], cfg: dict, stats: dict) -> str:
     kept = [c for c in clips if c["status"] == "kept"]
     other = [c for c in clips if c["status"] != "kept"]
     bounds = cfg.get("clips") or {}
+    # clips shorter than density_min_len_s are not judged by density (video_prep.clips)
+    short_s = bounds.get("density_min_len_s") or 0
+    exempt = [c for c in kept if c["length"] < short_s]
+    judged = [c for c in kept if c["length"] >= short_s]
+    density = _hist(
+        [c["per_min"] for c in judged],
+        [c["per_min"] for c in other],
+        values_exempt=[c["per_min"] for c in exempt],
+    )
+    density["exempt_label"] = f"kept, shorter than {short_s:g} s: exempt"
     plots = [
         hist_png(
             "clip length (s)",
@@ -58,7 +87,7 @@ def _clips_html(clips: list[dict], cfg: dict, stats: dict) -> str:
         ),
         hist_png(
             "captions per minute",
-            _hist([c["per_min"] for c in kept], [c["per_min"] for c in other]),
+            density,
             [
                 v
                 for v in (bounds.get("min_captions_per_min"), bounds.get("max_captions_per_min"))
@@ -66,6 +95,20 @@ def _clips_html(clips: list[dict], cfg: dict, stats: dict) -> str:
             ],
         ),
     ]
+    legend = (
+        '<p class="muted legend">Green: kept clips; orange: dropped clips; dashed: the job\'s '
+        "bounds."
+    )
+    if exempt:
+        legend += (
+            f' <span class="exempt-legend"><b style="color:#1565c0">Blue, hatched</b>: '
+            f"{num(len(exempt))} kept clip(s) shorter than density_min_len_s = {short_s:g} s, "
+            "exempt from the captions-per-minute bounds: one caption on a few-second clip says "
+            "nothing about density, so they may lie outside the bounds and still be kept (they "
+            f"are only dropped as too dense if they hold more captions than a {short_s:g} s clip "
+            "may).</span>"
+        )
+    legend += "</p>"
     reasons: dict[str, int] = {}
     for c in other:
         reasons[c["reason"]] = reasons.get(c["reason"], 0) + 1
@@ -76,7 +119,7 @@ def _clips_html(clips: list[dict], cfg: dict, stats: dict) -> str:
         + [["samples written", num(stats.get("samples"))], ["frames", num(stats.get("frames"))]],
     )
     imgs = "".join(img(p, "image/png", "plot hist", "clip histogram") for p in plots)
-    return f'{summary_table}<div class="plots">{imgs}</div>'
+    return f'{summary_table}{legend}<div class="plots">{imgs}</div>'
 
 
 def _strip(sample: dict) -> str:
@@ -86,7 +129,7 @@ def _strip(sample: dict) -> str:
     pick = np.linspace(0, len(names) - 1, min(STRIP_FRAMES, len(names)), dtype=int) if names else []
     figs = []
     for i in dict.fromkeys(int(x) for x in pick):
-        thumb = make_thumb(sample.get(names[i], b""), 112)
+        thumb = make_thumb(sample.get(names[i], b""), FRAME_PX)
         pic = (
             img(base64.b64encode(thumb).decode(), "image/jpeg", "frame", names[i])
             if thumb
@@ -105,7 +148,7 @@ def _strip(sample: dict) -> str:
         head += f" · clip {c['start']:.1f}-{c['end']:.1f} s of {esc(rec.get('source_video'))}"
     return (
         f'<div class="sample"><div>{head}</div>'
-        f'<div class="sheet">{"".join(figs)}</div><pre>{esc(text)}</pre></div>'
+        f'<div class="sheet frames">{"".join(figs)}</div><pre>{esc(text)}</pre></div>'
     )
 
 
@@ -143,7 +186,7 @@ def render(out: Path) -> str:
         header,
         notes,
         sections,
-        extra_css=".sample{margin:14px 0}.sheet figure img{max-width:112px}",
+        extra_css=STRIP_CSS,
         generator="video_prep.report",
     )
 

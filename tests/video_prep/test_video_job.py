@@ -121,6 +121,7 @@ def test_report_shows_strips_and_clip_histograms(demo_run):
     html = (out / "grounding" / "report.html").read_text()
     assert "captions per minute" not in html or "data:image/png;base64" in html
     assert html.count('class="sample"') >= 3 and "data:image/jpeg;base64" in html
+    assert html.count('<div class="sheet frames">') >= 3  # frames as wide as their cards
     assert "corrupt_container" in html and "unknown_video" in html
 
 
