@@ -124,3 +124,46 @@ def parquet_inputs(root: Path, photos: dict) -> Path:
     path = root / "train-00000-of-00001.parquet"
     pq.write_table(table, path, row_group_size=2)
     return path
+
+
+def videollama3_inputs(root: Path, photos: dict) -> tuple[Path, Path]:
+    """VideoLLaMA3's own layout: ``root/data`` (its --data_folder) with images and videos, and
+    an annotations JSONL of image lists, a video, a streaming record, text and bad records."""
+    from video_prep.sample_videos import pattern_video
+
+    data = root / "data"
+    (data / "videos").mkdir(parents=True)
+    (data / "images").mkdir()
+    (data / "images" / "a.jpg").write_bytes(jpeg(photos[sorted(photos)[0]]))
+    pattern_video(data / "videos" / "clock.mp4", 4, size="96x72")
+    recs = [
+        {"image": ["images/a.jpg"], "conversations": turns("<image>\nWhat is it?", "A photo.")},
+        {"video": ["videos/clock.mp4"], "conversations": turns("<video>\nWhat runs?", "A clock.")},
+        {
+            "stream": True,
+            "video": ["videos/clock.mp4"],
+            "start_time": 1.0,
+            "end_time": 3.0,
+            "conversation": [
+                {"role": "user", "content": "Narrate the video.", "time": 1.0},
+                {"role": "assistant", "content": "The clock ticks.", "time": 2.5},
+            ],
+        },
+        {"video": ["videos/clock.mp4", "videos/clock.mp4"], "conversations": turns("Q", "A")},
+        {"video": ["videos/gone.mp4"], "conversations": turns("<video>Q", "A")},
+        {"conversations": turns("Tell a joke.", "Two cats walk into a bar.")},
+    ]
+    ann = data / "annotations.jsonl"
+    ann.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return ann, data
+
+
+#: annotation line -> (modality, status, reason) of the VideoLLaMA3 import
+VL3_EXPECTED = {
+    1: ("image", "kept", None),
+    2: ("video", "kept", None),
+    3: ("video", "kept", None),
+    4: (None, "error", "multiple_videos"),
+    5: ("video", "error", "missing_media"),
+    6: ("text", "kept", None),
+}
