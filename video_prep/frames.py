@@ -159,14 +159,26 @@ def decode_frame_at(
 
 
 def _decode(
-    path, info, fps, max_side, keep, quality, timeout_s, threads, first_only: bool, start=None
+    path,
+    info,
+    fps,
+    max_side,
+    keep,
+    quality,
+    timeout_s,
+    threads,
+    first_only: bool,
+    start=None,
+    cmd: list[str] | None = None,
 ) -> Grid:
+    """``cmd``: a decode of the same grid with more in its filter graph (scene cuts, in
+    :mod:`video_prep.scenes`), read the same way."""
     size = scaled_size(info.width, info.height, max_side)
     grid = Grid(fps=fps, size=size)
     frame_bytes = size[0] * size[1] * 3
     if timeout_s is None:
         timeout_s = max(60.0, 2.0 * info.duration)
-    cmd = ffmpeg_command(path, info, None if first_only else fps, size, threads, start)
+    cmd = cmd or ffmpeg_command(path, info, None if first_only else fps, size, threads, start)
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)

@@ -53,6 +53,30 @@ def pattern_video(out: Path, seconds: float, *, rate: int = 10, size: str = "160
     return out
 
 
+#: ffmpeg's test sources, ordered so that neighbours differ at a glance: a hard cut between each
+SHOT_SOURCES = ("testsrc", "smptebars", "testsrc2", "rgbtestsrc", "pal75bars", "yuvtestsrc")
+
+
+def cuts_video(
+    out: Path, shots: list[float], *, rate: int = 25, size: str = "160x120"
+) -> list[float]:
+    """Shots of ffmpeg's test sources in turn, cut hard from one to the next: shot ``i`` lasts
+    ``shots[i]`` seconds (to the frame). Returns the cut times, in seconds from the start."""
+    frames = [max(1, round(d * rate)) for d in shots]
+    inputs: list[str] = []
+    for i, n in enumerate(frames):
+        src = SHOT_SOURCES[i % len(SHOT_SOURCES)]
+        inputs += ["-f", "lavfi", "-i", f"{src}=size={size}:rate={rate},trim=end_frame={n}"]
+    joined = "".join(f"[{i}:v]" for i in range(len(frames)))
+    _ffmpeg(
+        *inputs,
+        "-filter_complex", f"{joined}concat=n={len(frames)}:v=1:a=0,format=yuv420p[v]",
+        "-map", "[v]", "-c:v", "libx264", "-preset", "ultrafast", str(out),
+    )  # fmt: skip
+    ends = [sum(frames[: i + 1]) / rate for i in range(len(frames))]
+    return [round(t, 6) for t in ends[:-1]]
+
+
 def vfr(out: Path, seconds: float = 8.0) -> Path:
     """Variable frame rate: 30 fps for the first 2 s, then every third frame dropped."""
     _ffmpeg(
