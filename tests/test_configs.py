@@ -12,6 +12,7 @@ from manifests.configs import ConfigError, load_config
 from model.config import TrainConfig
 from recaption.config import RecaptionConfig
 from video_prep.config import VideoConfig
+from video_prep.raw_config import RawVideoConfig
 from vl3data.builder.config import BuildConfig
 from vl3data.builder.plan import GpuRates
 
@@ -41,6 +42,8 @@ def base_of(path: Path) -> Path | None:
 
 def job_of(path: Path) -> type:
     base = base_of(path)
+    if not base and path.stem.startswith("video_raw_"):  # the raw-video job, not "video"
+        return RawVideoConfig
     return job_of(base) if base else JOBS[path.stem.split("_", 1)[0]]
 
 

@@ -35,6 +35,9 @@ PEERS_ALLOWED: set[tuple[str, str]] = {
     # an imported image is held to curation's decode safety caps (Probe, Decode): the same
     # pixel cap, truncation check and re-encoding of odd modes as a curated image
     ("ingest", "curation"),
+    # raw videos' clip captions go through recaption's engines, quality gates and retries
+    # (video_prep.clip_captions); recaption never imports video_prep
+    ("video_prep", "recaption"),
 }
 
 

@@ -141,7 +141,8 @@ def _task_rows(rows: pa.Table, task: str) -> tuple[pa.Table, list[list[dict]]]:
     for i, ss in enumerate(samples):
         if status[i] == KEPT and not ss:  # prepared, but nothing for this task
             status[i], stage[i], reason[i] = "dropped", task, f"no_{task}_samples"
-    t = rows.drop_columns(["samples", "status", "stage", "reason", "annotation"])
+    gone = ("samples", "status", "stage", "reason", "annotation")  # raw videos: no annotation
+    t = rows.drop_columns([c for c in gone if c in rows.column_names])
     t = t.append_column("status", pa.array(status, pa.string()))
     t = t.append_column("stage", pa.array(stage, pa.string()))
     t = t.append_column("reason", pa.array(reason, pa.string()))

@@ -8,8 +8,9 @@ from engine.job import Job
 from ingest.job import ImportJob
 from recaption.job import RecaptionJob
 from video_prep.job import VideoJob
+from video_prep.raw_job import RawVideoJob
 
-DATA_JOBS: tuple[Job, ...] = (CurateJob(), VideoJob(), RecaptionJob(), ImportJob())
+DATA_JOBS: tuple[Job, ...] = (CurateJob(), VideoJob(), RawVideoJob(), RecaptionJob(), ImportJob())
 
 
 def job_named(name: str) -> Job:

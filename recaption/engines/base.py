@@ -8,8 +8,9 @@ run), ``vllm`` (offline engine), ``openai`` (any OpenAI-compatible chat-completi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from manifests.configs import require
 
@@ -73,11 +74,31 @@ class EngineConfig:
 
 @dataclass
 class Request:
-    """One image and the instruction to answer about it."""
+    """One image, or a video clip's frames, and the instruction to answer about it."""
 
     key: str
-    image: bytes  # encoded (JPEG/PNG/WebP) bytes
+    image: bytes  # encoded (JPEG/PNG/WebP) bytes; unused (b"") for a clip
     prompt: str
+    # a video clip instead: (seconds from the clip's start, encoded frame) in order; each frame
+    # reaches the model after its "Time {t:.1f}s:" label, as VideoLLaMA3 renders video frames
+    frames: list[tuple[float, bytes]] = field(default_factory=list)
+
+
+def frame_label(t: float) -> str:
+    """The text before a clip's frame: VideoLLaMA3's ``Time {t:.1f}s:`` (DESIGN §5)."""
+    return f"Time {t:.1f}s:"
+
+
+def user_content(req: Request, image_part: Callable[[int], dict[str, Any]]) -> list[dict]:
+    """One user message's content in every engine's chat format: the image first, then the
+    instruction (InternVL's own order); for a clip, each frame after its time label, then the
+    instruction. ``image_part(j)`` is the engine's part for the request's ``j``-th image."""
+    if not req.frames:
+        return [image_part(0), {"type": "text", "text": req.prompt}]
+    parts: list[dict] = []
+    for j, (t, _) in enumerate(req.frames):
+        parts += [{"type": "text", "text": frame_label(t)}, image_part(j)]
+    return [*parts, {"type": "text", "text": req.prompt}]
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from manifests.configs import require
-from recaption.engines.base import EngineConfig, Request, Result, SamplingConfig
+from recaption.engines.base import EngineConfig, Request, Result, SamplingConfig, user_content
 
 INSTALL_HINT = "pip install 'vl3data[models]'  (or: pip install transformers torch torchvision)"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -67,16 +67,28 @@ def _flatten(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def decode_request(req: Request, max_side: int) -> Image.Image | list[Image.Image]:
+    """The request's image, or a clip's frames in order."""
+    if req.frames:
+        return [decode_image(data, max_side) for _, data in req.frames]
+    return decode_image(req.image, max_side)
+
+
+def images_of(decoded: Image.Image | list[Image.Image]) -> list[Image.Image]:
+    return decoded if isinstance(decoded, list) else [decoded]
+
+
 def decode_requests(
     requests: list[Request], max_side: int
-) -> tuple[dict[int, Image.Image], list[Result | None]]:
-    """Each request's image, decoded (by position), and an error Result for those that could
-    not be: the slots of the results list the engine still has to fill are None."""
+) -> tuple[dict[int, Image.Image | list[Image.Image]], list[Result | None]]:
+    """Each request's image (a clip's frames: a list), decoded (by position), and an error
+    Result for those that could not be: the slots of the results list the engine still has to
+    fill are None."""
     results: list[Result | None] = [None] * len(requests)
-    images: dict[int, Image.Image] = {}
+    images: dict[int, Image.Image | list[Image.Image]] = {}
     for i, req in enumerate(requests):
         try:
-            images[i] = decode_image(req.image, max_side)
+            images[i] = decode_request(req, max_side)
         except DECODE_ERRORS as exc:
             results[i] = Result(req.key, "", error=f"decode_error: {describe_error(exc)}")
     return images, results
@@ -150,7 +162,7 @@ class TransformersEngine:
         if self._model is None:
             self.setup()
         images, results = decode_requests(requests, self.cfg.max_image_side)
-        order = sorted(images, key=lambda i: images[i].width * images[i].height)
+        order = sorted(images, key=lambda i: sum(m.width * m.height for m in images_of(images[i])))
         size = self.cfg.batch_size
         for start in range(0, len(order), size):
             chunk = order[start : start + size]
@@ -161,18 +173,20 @@ class TransformersEngine:
         return results  # type: ignore[return-value]  # every slot is filled above
 
     def _generate(
-        self, requests: list[Request], images: list[Image.Image], sampling: SamplingConfig
+        self,
+        requests: list[Request],
+        images: list[Image.Image | list[Image.Image]],
+        sampling: SamplingConfig,
     ) -> list[Result]:
         import torch
 
         proc = self._processor
         texts = [
-            proc.apply_chat_template(
-                _user_turn(r.prompt), add_generation_prompt=True, tokenize=False
-            )
+            proc.apply_chat_template(_user_turn(r), add_generation_prompt=True, tokenize=False)
             for r in requests
         ]
-        inputs = proc(images=images, text=texts, padding=True, return_tensors="pt")
+        flat = [im for decoded in images for im in images_of(decoded)]  # in placeholder order
+        inputs = proc(images=flat, text=texts, padding=True, return_tensors="pt")
         inputs = inputs.to(self._device)
         inputs["pixel_values"] = inputs["pixel_values"].to(self._dtype)
         kw: dict[str, Any] = {
@@ -211,9 +225,9 @@ class TransformersEngine:
         return _row_sampler(gens, sampling.temperature, sampling.top_p)
 
 
-def _user_turn(prompt: str) -> list[dict]:
-    """One user message: the image first, then the instruction (InternVL's own order)."""
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+def _user_turn(req: Request) -> list[dict]:
+    """One user message: the image (or a clip's labelled frames), then the instruction."""
+    return [{"role": "user", "content": user_content(req, lambda _j: {"type": "image"})}]
 
 
 def _row_sampler(gens: list, temperature: float, top_p: float) -> Any:

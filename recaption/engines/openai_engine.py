@@ -35,7 +35,7 @@ from typing import Any
 from PIL import Image
 
 from manifests.configs import require
-from recaption.engines.base import EngineConfig, Request, Result, SamplingConfig
+from recaption.engines.base import EngineConfig, Request, Result, SamplingConfig, user_content
 from recaption.engines.hf import DECODE_ERRORS, decode_image, describe_error, request_seed
 
 INSTALL_HINT = "pip install openai"
@@ -171,11 +171,12 @@ class OpenAIEngine:
         self, req: Request, sampling: SamplingConfig, down: threading.Event
     ) -> Result | _Failure:
         """One request with its retries: a Result, or the last _Failure."""
+        images = [data for _, data in req.frames] or [req.image]  # a clip: its frames
         try:
-            mime, payload = encode_image(req.image, self.cfg.max_image_side)
+            urls = [data_url(*encode_image(d, self.cfg.max_image_side)) for d in images]
         except DECODE_ERRORS as exc:
             return Result(req.key, "", error=f"decode_error: {describe_error(exc)}")
-        body = self._body(req, sampling, data_url(mime, payload))
+        body = self._body(req, sampling, urls)
         attempt = 0
         while True:
             if down.is_set():
@@ -197,11 +198,8 @@ class OpenAIEngine:
             elif down.wait(delay):  # wakes early when another request found the server down
                 return _Failure("connection_error", retryable=True, unreachable=True)
 
-    def _body(self, req: Request, sampling: SamplingConfig, url: str) -> dict[str, Any]:
-        content = [
-            {"type": "image_url", "image_url": {"url": url}},
-            {"type": "text", "text": req.prompt},
-        ]
+    def _body(self, req: Request, sampling: SamplingConfig, urls: list[str]) -> dict[str, Any]:
+        content = user_content(req, lambda j: {"type": "image_url", "image_url": {"url": urls[j]}})
         body: dict[str, Any] = {
             "model": self.cfg.model,
             "messages": [{"role": "user", "content": content}],

@@ -26,8 +26,8 @@ from typing import Any
 from PIL import Image
 
 from manifests.configs import require
-from recaption.engines.base import EngineConfig, Request, Result, SamplingConfig
-from recaption.engines.hf import PRECISIONS, decode_requests, request_seed
+from recaption.engines.base import EngineConfig, Request, Result, SamplingConfig, user_content
+from recaption.engines.hf import PRECISIONS, decode_requests, images_of, request_seed
 
 INSTALL_HINT = (
     "pip install 'vl3data[vllm]'  (CUDA machines; on a CPU-only machine vLLM's CPU build "
@@ -105,27 +105,26 @@ class VllmEngine:
             results[i] = res
         return results  # type: ignore[return-value]  # every slot is filled above
 
-    def _chat_one(self, req: Request, image: Image.Image, sampling: SamplingConfig) -> Result:
+    def _chat_one(
+        self, req: Request, image: Image.Image | list[Image.Image], sampling: SamplingConfig
+    ) -> Result:
         try:
             return self._chat([req], [image], sampling)[0]
         except self._rejected as exc:
             return Result(req.key, "", error=f"rejected: {' '.join(str(exc).split())[:300]}")
 
     def _chat(
-        self, requests: list[Request], images: list[Image.Image], sampling: SamplingConfig
+        self,
+        requests: list[Request],
+        images: list[Image.Image | list[Image.Image]],
+        sampling: SamplingConfig,
     ) -> list[Result]:
+        """A clip's frames go as that many images (raise ``limit_mm_per_prompt`` through
+        ``engine.extra`` to allow them: the video job does)."""
         if not requests:
             return []
         conversations = [
-            [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "image_pil", "image_pil": im},
-                        {"type": "text", "text": r.prompt},
-                    ],
-                }
-            ]
+            [{"role": "user", "content": user_content(r, _pil_parts(images_of(im)))}]
             for r, im in zip(requests, images, strict=True)
         ]
         params = [self._params(r, sampling) for r in requests]
@@ -157,6 +156,10 @@ class VllmEngine:
             logit_bias=self._suppress,
             detokenize=False,  # decoded from the ids in one go, see the module doc
         )
+
+
+def _pil_parts(images: list[Image.Image]):
+    return lambda j: {"type": "image_pil", "image_pil": images[j]}
 
 
 def _rejection_errors() -> tuple[type[Exception], ...]:

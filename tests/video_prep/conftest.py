@@ -18,3 +18,16 @@ def demo_videos(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def videos(demo_videos) -> Path:
     return Path(demo_videos["videos"])
+
+
+@pytest.fixture(scope="session")
+def vl3_processor(tmp_path_factory):
+    """The tiny VideoLlama3Processor (our chat template renders through it), made once: every
+    video test that renders records shares it."""
+    from transformers import AutoProcessor
+
+    from vl3data.tiny_models import write_tiny_videollama3_processor
+
+    return AutoProcessor.from_pretrained(
+        write_tiny_videollama3_processor(tmp_path_factory.mktemp("vl3proc"))
+    )

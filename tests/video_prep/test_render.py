@@ -14,14 +14,8 @@ from manifests.shards import iter_samples
 
 
 @pytest.fixture(scope="module")
-def processor(tmp_path_factory):
-    from transformers import AutoProcessor
-
-    from vl3data.tiny_models import write_tiny_videollama3_processor
-
-    return AutoProcessor.from_pretrained(
-        write_tiny_videollama3_processor(tmp_path_factory.mktemp("vl3proc"))
-    )
+def processor(vl3_processor):
+    return vl3_processor
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,543 @@
+"""The ``video-raw`` job: a folder of raw videos (no captions) in; caption, streaming and
+grounding shard sets out, from scene-cut clips and model-written clip captions.
+
+    OUT/_work/scenes/     pass 1 (partition tasks): each video probed and decoded ONCE, its
+                          scene cuts and 1-fps grid from the same ffmpeg run, cut into clips;
+                          one row per clip (its frames) in the partition's pieces
+    OUT/_work/captions/   pass 2 (an actor pool): each clip's short (and detailed) caption by
+                          the model, through recaption's engines, gates and retries; no frames
+    OUT/_work/write/      pass 3 (partition tasks): each partition's clips and captions joined
+                          with their frames, grouped by video, every task's samples written
+                          into the partition's own tars; one ledger row per video
+    OUT/{task}/           caption | streaming | grounding: shards/, ledger/, stats.json,
+                          report.html and dataset.json (written last: the set is complete)
+
+Every video found is an input: a broken file, an audio-only file or one that yields no clip
+gets its ledger row with a reason, like the caption-bounded job (:mod:`video_prep.job`), whose
+sink writes the shards here too. A killed run resumes at the first unfinished partition of the
+pass it was in.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import stat
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+import pyarrow as pa
+
+from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
+from engine.partitions import Partition, count_files
+from engine.runner import run_partitions
+from engine.workdir import WorkDir
+from manifests.atomic import write_json
+from manifests.configs import RUN_FIELDS, config_hash
+from manifests.dataset import write_dataset_json
+from manifests.schema import DROPPED, ERROR, KEPT, STATUSES, stable_id
+from video_prep.clip_captions import ClipCaptionStage
+from video_prep.job import VideoShards
+from video_prep.prepare import SAMPLE_TYPE, TRUNCATED_TOLERANCE_S
+from video_prep.probe import VideoError, probe_video
+from video_prep.raw_config import RawVideoConfig
+from video_prep.raw_samples import CaptionedClip, raw_samples
+from video_prep.samples import ClipFrames
+from video_prep.scenes import decode_with_cuts, plan_clips
+
+#: rows of one video in the clip table: row = video_row * ROW_STRIDE + clip index + 1
+ROW_STRIDE = 1 << 20
+
+#: per-video columns, carried on each of its clip rows and into the ledger
+VIDEO_COLUMNS: dict[str, pa.DataType] = {
+    "video_status": pa.string(),
+    "video_stage": pa.string(),
+    "video_reason": pa.string(),
+    "duration": pa.float64(),
+    "fps": pa.float64(),
+    "width": pa.int32(),
+    "height": pa.int32(),
+    "rotation": pa.int32(),
+    "codec": pa.string(),
+    "grid_frames": pa.int32(),
+    "decode_passes": pa.int32(),
+    "decode_s": pa.float64(),
+    "cuts": pa.string(),
+    "issues": pa.string(),
+}
+#: per-clip columns of the clip table
+CLIP_COLUMNS: dict[str, pa.DataType] = {
+    "row": pa.int64(),
+    "clip_index": pa.int32(),
+    "clip_start": pa.float64(),
+    "clip_end": pa.float64(),
+    "clip": pa.string(),  # the clip's summary (scenes.RawClip.summary)
+    "status": pa.string(),
+    "stage": pa.string(),
+    "reason": pa.string(),
+    "frames": pa.list_(pa.binary()),
+    "timestamps": pa.list_(pa.float64()),
+    "indices": pa.list_(pa.int32()),
+    "frame_width": pa.int32(),
+    "frame_height": pa.int32(),
+}
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+def list_videos(cfg: RawVideoConfig) -> list[str]:
+    """Video files under ``input.videos`` (relative paths, sorted), symlinked folders not
+    followed."""
+    root = Path(cfg.input.videos)
+    exts = {e.lower().lstrip(".") for e in cfg.input.extensions}
+    files: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, root)
+        prefix = "" if rel == "." else rel + os.sep
+        files += [prefix + f for f in filenames if "." in f and f.rsplit(".", 1)[1].lower() in exts]
+    return sorted(files)
+
+
+def list_raw_partitions(cfg: RawVideoConfig) -> list[Partition]:
+    files, size = list_videos(cfg), cfg.input.partition_size
+    parts = [
+        Partition(i // size, "videos", {"files": files[i : i + size]})
+        for i in range(0, len(files), size)
+    ]
+    return parts[: cfg.input.max_partitions]
+
+
+def source_name(cfg: RawVideoConfig) -> str:
+    return f"video-raw:{Path(cfg.input.videos).resolve()}"
+
+
+def load_raw_partition(part: Partition, root: str, source: str) -> pa.Table:
+    """The partition's videos as ledger rows; a path that leaves the input folder (a symlink
+    out of it) or is not a regular file is refused here, before anything opens it."""
+    base = Path(root).resolve()
+    files = part.spec["files"]
+    paths, status, reason = [], [], []
+    for rel in files:
+        path, why = base / rel, None
+        try:
+            real = path.resolve()
+            if not real.is_relative_to(base):
+                why = "outside_root"
+            elif not stat.S_ISREG(real.stat().st_mode):
+                why = "not_a_file"
+        except (OSError, RuntimeError):
+            why = "missing_video"
+        paths.append(None if why else str(real))
+        status.append(ERROR if why else KEPT)
+        reason.append(why)
+    n = len(files)
+    return pa.table(
+        {
+            "id": pa.array([stable_id(source, rel) for rel in files], pa.string()),
+            "source": pa.array([source] * n, pa.string()),
+            "source_key": pa.array(files, pa.string()),
+            "partition": pa.array([part.index] * n, pa.int32()),
+            "row": pa.array(range(n), pa.int32()),
+            "status": pa.array(status, pa.string()),
+            "stage": pa.array([None if r is None else "load" for r in reason], pa.string()),
+            "reason": pa.array(reason, pa.string()),
+            "video": pa.array(paths, pa.string()),
+        }
+    )
+
+
+# --- pass 1: scenes -------------------------------------------------------------------------
+
+
+class CutScenes:
+    """Partition task stage: video rows in, one row per clip out (a failed video: one row
+    with its reason). Each video is probed, decoded once (cuts + 1-fps grid), cut into clips."""
+
+    name = "scenes"
+
+    def __init__(self, cfg: RawVideoConfig):
+        self.cfg = cfg
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        out: list[dict] = []
+        for r in batch.to_pylist():
+            out += self.video(r)
+        keep = ("id", "source", "source_key", "partition")
+        schema = pa.schema(
+            [batch.schema.field(c) for c in keep]
+            + [pa.field("video_row", pa.int32())]
+            + [pa.field(c, t) for c, t in {**VIDEO_COLUMNS, **CLIP_COLUMNS}.items()]
+        )
+        return pa.Table.from_pylist(out, schema)
+
+    def video(self, r: dict) -> list[dict]:
+        base = {k: r[k] for k in ("id", "source", "source_key", "partition")}
+        base["video_row"] = r["row"]
+        if r["status"] != KEPT:
+            return [self._failed(base, r["status"], r["stage"], r["reason"], {})]
+        try:
+            info = probe_video(r["video"])
+        except VideoError as e:
+            return [self._failed(base, ERROR, "probe", e.reason, {}, e.detail)]
+        f, s = self.cfg.frames, self.cfg.scenes
+        vinfo = {
+            "duration": info.duration,
+            "fps": info.fps,
+            "width": info.width,
+            "height": info.height,
+            "rotation": info.rotation,
+            "codec": info.codec,
+        }
+        try:
+            dec = decode_with_cuts(
+                r["video"],
+                info,
+                fps=f.fps,
+                threshold=s.threshold,
+                max_side=f.max_side,
+                quality=f.jpeg_quality,
+                timeout_s=f.decode_timeout_s,
+                threads=f.decode_threads,
+            )
+        except VideoError as e:
+            return [self._failed(base, ERROR, "decode", e.reason, vinfo, e.detail)]
+        grid = dec.grid
+        vinfo.update(
+            grid_frames=grid.n,
+            decode_passes=1,
+            decode_s=round(grid.decode_s, 4),
+            cuts=json.dumps([round(c, 3) for c in dec.cuts]),
+        )
+        issues = []
+        timeline = min(info.duration, info.stream_duration)
+        decoded = grid.n / f.fps
+        if decoded < info.stream_duration - max(TRUNCATED_TOLERANCE_S, 2.0 / f.fps):
+            timeline = decoded  # a truncated file: clips end where its frames do
+            detail = f"frames stop at {decoded:.1f} s of the {info.stream_duration:.1f} s declared"
+            issues.append({"segment": None, "reason": "truncated", "detail": detail})
+        vinfo["issues"] = json.dumps(issues)
+        c = self.cfg.clips
+        clips = plan_clips(
+            dec.cuts,
+            timeline,
+            max_len_s=c.max_len_s,
+            min_len_s=c.min_len_s,
+            min_shot_s=s.min_shot_s,
+        )
+        if not any(cl.status == KEPT for cl in clips):
+            reason = "too_short" if clips else "no_frames"
+            return [self._failed(base, DROPPED, "clips", reason, vinfo)]
+        rows = []
+        ks = sorted(grid.frames)
+        for cl in clips:
+            mine = (
+                [k for k in ks if cl.start <= grid.timestamp(k) < cl.end]
+                if cl.status == KEPT
+                else []
+            )
+            if cl.status == KEPT and not mine:
+                cl.status, cl.reason = DROPPED, "no_frames_in_clip"
+            rows.append(
+                {
+                    **base,
+                    **dict.fromkeys(VIDEO_COLUMNS),
+                    **vinfo,
+                    "video_status": KEPT,
+                    "row": r["row"] * ROW_STRIDE + cl.index + 1,
+                    "clip_index": cl.index,
+                    "clip_start": round(cl.start, 6),
+                    "clip_end": round(cl.end, 6),
+                    "clip": json.dumps(cl.summary()),
+                    "status": cl.status,
+                    "stage": None if cl.status == KEPT else "clips",
+                    "reason": cl.reason,
+                    "frames": [grid.frames[k] for k in mine],
+                    "timestamps": [grid.timestamp(k) for k in mine],
+                    "indices": mine,
+                    "frame_width": grid.size[0],
+                    "frame_height": grid.size[1],
+                }
+            )
+        return rows
+
+    @staticmethod
+    def _failed(base, status, stage, reason, vinfo, detail: str = "") -> dict:
+        issues = [{"segment": None, "reason": reason, "detail": detail}] if detail else []
+        row = {**base, **dict.fromkeys(VIDEO_COLUMNS), **dict.fromkeys(CLIP_COLUMNS), **vinfo}
+        row.update(
+            video_status=status,
+            video_stage=stage,
+            video_reason=reason,
+            issues=json.dumps(issues),
+            row=base["video_row"] * ROW_STRIDE,
+            status=status,
+            stage=stage,
+            reason=reason,
+            frames=[],
+            timestamps=[],
+            indices=[],
+        )
+        return row
+
+
+def clip_rows(scenes: WorkDir, part: Partition) -> pa.Table:
+    """Loader of the captions pass: the partition's clip rows from the scenes pass."""
+    rows = scenes.read_partition(part.index)
+    return rows if rows is not None else pa.table({})
+
+
+# --- pass 3: samples and shards -----------------------------------------------------------
+
+#: ledger columns of a video, from its clip rows
+LEDGER_KEEP = ("id", "source", "source_key", "partition", *VIDEO_COLUMNS)
+
+
+class ClipsByVideo:
+    """Loader of the writing pass: the partition's captioned clips joined with their frames
+    (read back from the scenes pass), one row per video holding its clips."""
+
+    def __init__(self, scenes: WorkDir, captions: WorkDir):
+        self.scenes, self.captions = scenes, captions
+
+    def __call__(self, part: Partition) -> pa.Table:
+        rows = self.captions.read_partition(part.index)
+        if rows is None:
+            return pa.table({})
+        frames = self.scenes.read_partition(part.index, ["frames"])
+        assert frames["row"].to_pylist() == rows["row"].to_pylist()  # the same clips
+        rows = rows.append_column("frames", frames["frames"])
+        videos: dict[int, dict] = {}
+        for r in rows.to_pylist():
+            v = videos.setdefault(r["video_row"], {k: r[k] for k in LEDGER_KEEP})
+            v["row"] = r["video_row"]
+            v.setdefault("clip_rows", []).append(json.dumps({k: r[k] for k in r if k != "frames"}))
+            v.setdefault("clip_frames", []).append(r["frames"])
+        fields = [(c, rows.schema.field(c).type) for c in LEDGER_KEEP]
+        schema = pa.schema(
+            [
+                *fields,
+                ("row", pa.int32()),
+                ("clip_rows", pa.list_(pa.string())),
+                ("clip_frames", pa.list_(pa.list_(pa.binary()))),
+            ]
+        )
+        return pa.Table.from_pylist(list(videos.values()), schema).sort_by("row")
+
+
+class RawSamples:
+    """Partition task stage of the writing pass: a video's clips into its samples of every
+    task, and its ledger fields (status, clips, caption counts)."""
+
+    name = "samples"
+
+    def __init__(self, cfg: RawVideoConfig):
+        self.cfg = cfg
+        self.model = cfg.captions.short.engine.model
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        cols: dict[str, list] = {
+            k: [] for k in ("status", "stage", "reason", "clips", "clips_kept", "samples")
+        }
+        for v in batch.to_pylist():
+            clips = [json.loads(c) for c in v["clip_rows"]]
+            kept: list[CaptionedClip] = []
+            summaries = []
+            for c, frames in zip(clips, v["clip_frames"], strict=True):
+                if c["clip_index"] is None:  # the video failed before it had clips
+                    continue
+                summary = json.loads(c["clip"])
+                summary.update(status=c["status"], reason=c["reason"])
+                summary.update({k: c.get(k) for k in ("short_caption", "detailed_caption")})
+                summaries.append(summary)
+                if c["status"] == KEPT:
+                    cf = ClipFrames(
+                        c["indices"], frames, c["timestamps"], (c["frame_width"], c["frame_height"])
+                    )
+                    kept.append(
+                        CaptionedClip(
+                            c["clip_index"],
+                            c["clip_start"],
+                            c["clip_end"],
+                            cf,
+                            c["short_caption"],
+                            c["detailed_caption"],
+                        )
+                    )
+            if v["video_status"] != KEPT and not summaries:
+                status, stage, reason = v["video_status"], v["video_stage"], v["video_reason"]
+            elif not kept:
+                reasons = Counter(s["reason"] for s in summaries)
+                status, stage = DROPPED, "clips"
+                reason = next(iter(reasons)) if len(reasons) == 1 else "no_kept_clips"
+                if v["video_status"] != KEPT:
+                    status, stage, reason = v["video_status"], v["video_stage"], v["video_reason"]
+            else:
+                status, stage, reason = KEPT, None, None
+            samples = raw_samples(v["id"], v["source_key"], kept, self.cfg, self.model)
+            for k, val in zip(
+                cols,
+                (status, stage, reason, json.dumps(summaries), len(kept), samples),
+                strict=True,
+            ):
+                cols[k].append(val)
+        batch = batch.drop_columns(
+            [
+                c
+                for c in ("status", "stage", "reason", "clip_rows", "clip_frames")
+                if c in batch.column_names
+            ]
+        )
+        types = {"clips_kept": pa.int32(), "samples": pa.list_(SAMPLE_TYPE)}
+        for k, vals in cols.items():
+            batch = batch.append_column(k, pa.array(vals, types.get(k, pa.string())))
+        return batch
+
+
+# --- the job --------------------------------------------------------------------------------
+
+
+def raw_hash(cfg: RawVideoConfig, blank: tuple[str, ...] = ()) -> str:
+    """What decides the output: where and how fast the caption engines run does not."""
+    cfg = copy.deepcopy(cfg)
+    for kind in ("short", "detailed"):
+        e = getattr(cfg.captions, kind).engine
+        e.concurrency, e.num_gpus, e.timeout_s, e.max_retries = 1, 0, 0.0, 0
+        e.base_url, e.api_key = "", ""
+    return config_hash(cfg, RUN_FIELDS, blank=blank)
+
+
+def finalize(cfg: RawVideoConfig, run: JobRun, metas: dict[int, dict], passes: list[dict]) -> dict:
+    """Each task's stats.json, dataset.json and report, from the partitions' metadata."""
+    out, docs = Path(cfg.output), {}
+    wall_s = time.time() - run.started
+    for task in cfg.tasks:
+        tdir = out / task
+        per_part = {p: m["sets"][task] for p, m in metas.items() if "sets" in m}
+        counts: Counter = Counter(dict.fromkeys(STATUSES, 0))
+        reasons: Counter = Counter()
+        clip_reasons: Counter = Counter()
+        totals = {"samples": 0, "frames": 0}
+        for m in per_part.values():
+            counts.update(m["counts"])
+            reasons.update(m["reasons"])
+            clip_reasons.update(m["clip_reasons"])
+            for k in totals:
+                totals[k] += m[k]
+        stats = {
+            "task": task,
+            "inputs": sum(counts.values()),
+            **counts,
+            **totals,
+            "reasons": dict(reasons),
+            "clip_reasons": dict(clip_reasons),
+            "caption_model": cfg.captions.short.engine.model,
+            "timings_s": sum_timings(*passes, metas),
+            "wall_s": round(wall_s, 3),
+            "ray_start_s": round(run.ray_start_s, 3),
+            "partitions": len(run.parts),
+        }
+        write_json(tdir / "stats.json", stats)
+        docs[task] = write_dataset_json(
+            tdir,
+            name=f"{cfg.name}-{task}",
+            modality="video",
+            task=task,
+            shards=shard_list(per_part),
+            config=dataclasses.asdict(cfg),
+            config_hash=raw_hash(cfg),
+            extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
+        )
+        _report(tdir)
+    return docs
+
+
+def _report(tdir: Path) -> None:
+    from video_prep.raw_report import write_raw_report
+
+    write_raw_report(tdir)
+
+
+class RawVideoJob:
+    """The raw-video job for ``engine.job.run_job``: scenes, captions, then the write."""
+
+    name = "video-raw"
+    help = "raw videos into scene-cut clips with model captions: caption/streaming/grounding"
+    unit = "videos"
+    config_class = RawVideoConfig
+
+    def inputs(self, cfg: RawVideoConfig) -> dict[str, tuple[str, str]]:
+        found = {"videos": ("input.videos", cfg.input.videos)}
+        for kind in cfg.captions.kinds():
+            if path := local_path(getattr(cfg.captions, kind).engine.model):
+                found[f"{kind}_model"] = (f"captions.{kind}.engine.model", path)
+        return found
+
+    def outputs(self, cfg: RawVideoConfig) -> dict[str, Path]:
+        return {t: Path(cfg.output) / t for t in cfg.tasks}
+
+    def config_hash(self, cfg: RawVideoConfig, blank: tuple[str, ...] = ()) -> str:
+        return raw_hash(cfg, blank)
+
+    def measure(self, cfg: RawVideoConfig) -> dict:
+        stats = [read_stats(d) for d in self.outputs(cfg).values()]
+        return {
+            "unit": "videos",
+            "inputs": stats[0]["inputs"],
+            "outputs": sum(s["samples"] for s in stats),
+            "wall_s": stats[0]["wall_s"],
+            "frames": sum(s["frames"] for s in stats),
+        }
+
+    def partitions(self, cfg: RawVideoConfig) -> list[Partition]:
+        return list_raw_partitions(cfg)
+
+    def count_inputs(self, cfg: RawVideoConfig) -> int | None:
+        inp = cfg.input
+        if not Path(inp.videos).is_dir():
+            return None
+        n = count_files(Path(inp.videos), inp.extensions)
+        return n if inp.max_partitions is None else min(n, inp.max_partitions * inp.partition_size)
+
+    def report(self, out_dir: Path) -> None:
+        _report(out_dir)
+
+    def run(self, run: JobRun) -> dict[str, dict]:
+        cfg = run.cfg
+        load = partial(load_raw_partition, root=cfg.input.videos, source=source_name(cfg))
+        scenes = WorkDir(run.work_root / "scenes")
+        captions = WorkDir(run.work_root / "captions")
+        m1 = run_partitions(
+            scenes, run.parts, load, [CutScenes(cfg)], progress=run.progress, unit="videos",
+            chunk_rows=1,
+        )  # fmt: skip
+        m2 = run_partitions(
+            captions,
+            run.parts,
+            partial(clip_rows, scenes),
+            [ClipCaptionStage(cfg.captions)],
+            progress=run.progress,
+            unit="clips",
+            drop_columns=("frames",),
+        )
+        metas = run_partitions(
+            WorkDir(run.work_root / "write"),
+            run.parts,
+            ClipsByVideo(scenes, captions),
+            [RawSamples(cfg)],
+            sink=VideoShards(cfg),
+            progress=run.progress,
+            unit="videos",
+            chunk_rows=1,
+        )
+        return finalize(cfg, run, metas, [m1, m2])
+
+
+def run_raw_video_job(cfg: RawVideoConfig, *, restart: bool = False, progress: bool = True) -> dict:
+    """Run (or finish) the raw-video job; returns ``{task: dataset.json}``."""
+    return run_job(RawVideoJob(), cfg, restart=restart, progress=progress)
