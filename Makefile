@@ -37,14 +37,15 @@ $(STAMP): pyproject.toml
 	  torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5); print('setup ok: torch', torch.__version__, 'torchvision', torchvision.__version__, 'ray', ray.__version__)"
 	touch $(STAMP)
 
-# Debian's ffmpeg (video_prep decodes with it), opencv-doc (its vtest.avi is a sample video) and
-# strace (a test traces every connect of an embedded Ray: loopback only)
+# Debian's ffmpeg (video_prep decodes with it), opencv-doc (its vtest.avi is a sample video),
+# strace (a test traces every connect of an embedded Ray: loopback only) and chromium (the
+# reports' headless-browser tests; skipped without it)
 ffmpeg:
-	@if command -v ffmpeg >/dev/null 2>&1 && command -v strace >/dev/null 2>&1 && [ -f $(VTEST) ]; then :; \
+	@if command -v ffmpeg >/dev/null 2>&1 && command -v strace >/dev/null 2>&1 && [ -f $(VTEST) ] && [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = "0" ]; then \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg opencv-doc strace >/dev/null) \
-	  || echo "warning: could not install ffmpeg/opencv-doc/strace with apt-get; video_prep needs ffmpeg"; \
-	else echo "note: video_prep needs ffmpeg: sudo apt-get install ffmpeg opencv-doc strace"; fi
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg opencv-doc strace chromium >/dev/null) \
+	  || echo "warning: could not install ffmpeg/opencv-doc/strace/chromium with apt-get; video_prep needs ffmpeg"; \
+	else echo "note: video_prep needs ffmpeg: sudo apt-get install ffmpeg opencv-doc strace chromium"; fi
 
 # `vl3data build` runs what is stale in the graph of CONFIG (docs/BUILD.md); the targets below
 # select part of it, with the same freshness rule: an up-to-date node is skipped.
@@ -59,6 +60,7 @@ demo-inputs: setup  # the demo's sample photos, videos and tiny models, written 
 
 demo: $(BUILD_INPUTS)  ## the whole build on CPU: curate, recaption, videos, mixtures, train 1-4
 	$(BUILD)
+	@echo "open out/index.html: the build's graph (status, time, counts) and a link to every report"
 	@echo "open $(DEMO_OUT)/report.html to look at what was kept and dropped"
 	@echo "open out/demo_syn7m_captions/{short,detailed}/report.html for the InternVL captions"
 	@echo "open out/demo_videos/{caption,streaming,grounding}/report.html for the video sets"

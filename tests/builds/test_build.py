@@ -54,6 +54,14 @@ def test_build_reruns_exactly_what_is_downstream_of_a_change(small_build, ray_lo
     shards = [str(out / "mix/stage3" / s["path"]) for s in mix3["shards"]]
     assert sum(1 for _ in wds.WebDataset(shards, shardshuffle=False)) == mix3["samples"]
 
+    # OUT/index.html links every set's report and the mixtures' composition (tests/builds/
+    # test_index_page.py checks the page itself, test_index_browser.py in Chromium)
+    index = (out / "index.html").read_text()
+    assert f"small: index {out / 'index.html'}" in lines
+    for name in ("curated", "videos/caption", "videos/streaming", "videos/grounding"):
+        assert f'href="{name}/report.html"' in index and (out / name / "report.html").is_file()
+    assert 'href="mix/stage3/composition.json"' in index
+
     before = records(out)
     again, lines = build(path)
     assert again.ran == [] and "everything is up to date" in lines[-1]
@@ -116,6 +124,8 @@ def test_a_failed_node_stops_the_build_and_a_rerun_resumes_there(small_build, ra
     assert "node mix.stage3 failed" in msg and "first:1000" in msg
     assert "resumes at mix.stage3" in msg and "mix.stage3.log" in msg
     assert read_marker(str(out / ".build"), "mix.stage3")["state"] == "failed"
+    index = (out / "index.html").read_text()  # written after a failed node too
+    assert 'data-node="mix.stage3" data-state="failed"' in index and "first:1000" in index
     assert not (out / "mix" / "stage3" / "dataset.json").exists()
     kept = records(out)
     assert "videos/caption/dataset.json" in kept  # the predecessor finished and stays

@@ -92,5 +92,5 @@ def read_page(doc: str) -> Page:
     r = _Reader()
     r.feed(doc)
     r.close()
-    r.page.text = " ".join(r.texts)
+    r.page.text = " ".join(" ".join(r.texts).split())  # as a browser collapses white space
     return r.page

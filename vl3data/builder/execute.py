@@ -56,6 +56,20 @@ def _init_ray(cfg: BuildConfig) -> None:
     init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb, cfg.log_level)
 
 
+def _write_index(cfg: BuildConfig, result: BuildResult, outcome: str, echo) -> None:
+    """``OUT/index.html`` after every build, a failed one too; a page that cannot be written
+    is a warning, never a failed build."""
+    from vl3data.builder.index_page import write_build_index
+
+    try:
+        failed = [n for n, r in result.results.items() if not r.get("ok")]
+        path = write_build_index(cfg, result.nodes, result.status, result.ran, outcome, failed)
+    except Exception as exc:  # the build's data is fine: say so and go on
+        log.warning("the build index could not be written: %s: %s", type(exc).__name__, exc)
+        return
+    echo(f"{cfg.name}: index {path}")
+
+
 def run_build(
     cfg: BuildConfig,
     targets: list[str] | None = None,
@@ -71,6 +85,7 @@ def run_build(
     for n in nodes:
         echo(f"  {n.name:<16} {'run ' if st[n.name].stale else 'skip'}  {st[n.name].why}")
     if not stale:
+        _write_index(cfg, result, "everything was up to date", echo)
         echo(f"{cfg.name}: everything is up to date")
         return result
 
@@ -133,11 +148,14 @@ def run_build(
         first = failed[0]
         kept = ", ".join(result.ran) or "none"
         skipped = ", ".join(pending) or "none"
+        _write_index(cfg, result, f"failed at {first['node']}", echo)
         raise BuildFailed(
             f"node {first['node']} failed: {first['error']}\n"
             f"  its log: {first.get('log', '(the worker died; see Ray logs)')}\n"
             f"  built and kept in this run: {kept}; not started: {skipped}\n"
             f"  fix the cause and run the same command again: it resumes at {first['node']}"
         )
-    echo(f"{cfg.name}: built {len(result.ran)} node(s) in {time.perf_counter() - t_all:.1f}s")
+    took = time.perf_counter() - t_all
+    _write_index(cfg, result, f"built {len(result.ran)} node(s) in {took:.1f}s", echo)
+    echo(f"{cfg.name}: built {len(result.ran)} node(s) in {took:.1f}s")
     return result
