@@ -128,6 +128,17 @@ def test_train(tmp_path):
     assert positive(res["ours_tokens_per_s"], res["bare_tokens_per_s"], res["cpu_ratio"])
 
 
+def test_prefilter(tmp_path):
+    argv = ["--sizes", "3000", "12000", "--bucket-rows", "3000", "--dir", str(tmp_path)]
+    res = run_main("bench_prefilter", argv, tmp_path)
+    for n in ("3000", "12000"):
+        ours, pandas = res[n]["ours"], res[n]["baseline"]
+        assert ours["dropped"] == pandas["dropped"] > 0  # the same rows judged the same
+        assert positive(ours["rows_per_s"], ours["rows_per_cpu_s"], ours["peak_rss_mb"])
+        assert positive(pandas["rows_per_s"], pandas["peak_rss_mb"])
+    assert positive(res["ours_rss_ratio"], res["baseline_rss_ratio"], res["speed_ratio"])
+
+
 def test_every_bench_is_tested():
     """A new bench/bench_*.py needs a tiny run here."""
     names = {p.stem.removeprefix("bench_") for p in BENCH.glob("bench_*.py")}
@@ -147,6 +158,16 @@ def test_runner(tmp_path):
     assert positive(res["ratio"], res["ratio_without_ray_start"], res["job_ray_start_s"])
     assert {"decode", "probe"} <= set(res["job_timings_s"])
     assert len(res["loadavg_before"]) == len(res["loadavg_after"]) == 3
+
+
+@pytest.mark.slow
+def test_import(tmp_path):
+    argv = ["--inputs", "30", "--side", "128", "--partition-size", "15"]
+    res = run_main("bench_import", argv, tmp_path)
+    assert res["curate_images"] == res["import_images"] == res["import_kept"] == 30
+    assert positive(res["curate_img_per_s"], res["import_img_per_s"], res["ratio"])
+    assert positive(res["ratio_without_ray_start"], res["import_work_img_per_s"])
+    assert {"check", "media", "decode"} <= set(res["import_timings_s"])
 
 
 @pytest.mark.slow
