@@ -20,7 +20,8 @@ from pathlib import Path
 
 from manifests.configs import require
 
-FIXED_MTIME = 0.0
+#: an int: a float mtime makes tarfile add a PAX header ("mtime=0.0") to every member
+FIXED_MTIME = 0
 
 
 @dataclass
@@ -111,7 +112,8 @@ class ShardSetWriter:
         self._fname = self._pattern % self._next
         self._next += 1
         self._file = open(self._fname + ".tmp", "wb")  # noqa: SIM115 (closed in _finish)
-        self._tar = tarfile.open(fileobj=self._file, mode="w|")  # noqa: SIM115
+        # "w", not the streaming "w|": the same bytes without _Stream's Python-level buffering
+        self._tar = tarfile.open(fileobj=self._file, mode="w")  # noqa: SIM115
         self._count = self._size = 0
 
     def _finish(self) -> None:
