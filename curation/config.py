@@ -210,12 +210,7 @@ class CurateConfig:
 
     def _check_prefilter_columns(self) -> None:
         """Every column the prefilter names is in every parquet of the pool (footers only)."""
-        import pyarrow.parquet as pq
-
-        from curation.sources.url_parquet import parquet_files
-
-        for f in parquet_files(self.input.path):
-            self.prefilter.check_schema(pq.read_schema(f), f)
+        self.prefilter.check_pool(self.input.path)
 
     def _fetch_aesthetic_weights(self) -> None:
         """Resolve (download once, into the cache) the aesthetic head here, in the driver: an

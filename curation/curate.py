@@ -118,6 +118,8 @@ class CurateJob:
             clusters,
         )
         load = partial(load_partition, cfg=cfg.input)
+        if cfg.prefilter.enabled:  # pool-wide, before any download: dropped rows are never fetched
+            load = prefiltered(cfg, work_root, parts, load)
         one_pass = len(passes) == 1 and not any(map(is_model_stage, passes[0].stages))
         if one_pass and not has_global_step(cfg):
             # the first stage alone: each partition goes straight into its shards
@@ -209,6 +211,16 @@ class CurateJob:
                 },
             )
         return (last, base, drops), state
+
+
+def prefiltered(cfg: CurateConfig, work_root: Path, parts: list[Partition], load):
+    """The loader with the prefilter's pool-wide decisions marked on (the step runs once)."""
+    from curation.prefilter import prefilter_pool
+    from curation.stages.prefilter_marks import PrefilterMarks
+
+    work = work_root / "prefilter"
+    result = prefilter_pool(parts, cfg.input.url_column, cfg.prefilter, work)
+    return PrefilterMarks(load, work, result)
 
 
 def finalize(

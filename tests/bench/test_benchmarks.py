@@ -128,6 +128,17 @@ def test_train(tmp_path):
     assert positive(res["ours_tokens_per_s"], res["bare_tokens_per_s"], res["cpu_ratio"])
 
 
+def test_prefilter(tmp_path):
+    argv = ["--sizes", "3000", "12000", "--bucket-rows", "3000", "--dir", str(tmp_path)]
+    res = run_main("bench_prefilter", argv, tmp_path)
+    for n in ("3000", "12000"):
+        ours, pandas = res[n]["ours"], res[n]["baseline"]
+        assert ours["dropped"] == pandas["dropped"] > 0  # the same rows judged the same
+        assert positive(ours["rows_per_s"], ours["rows_per_cpu_s"], ours["peak_rss_mb"])
+        assert positive(pandas["rows_per_s"], pandas["peak_rss_mb"])
+    assert positive(res["ours_rss_ratio"], res["baseline_rss_ratio"], res["speed_ratio"])
+
+
 def test_every_bench_is_tested():
     """A new bench/bench_*.py needs a tiny run here."""
     names = {p.stem.removeprefix("bench_") for p in BENCH.glob("bench_*.py")}

@@ -61,6 +61,8 @@ def test_coyo_parquet_end_to_end(tmp_path, photos, image_server, ray_local):
             f"input.path={tmp_path / 'pool.parquet'}",
             f"output={out}",
             "ray.address=null",
+            "prefilter.rules=[]",  # this pool has none of COYO's score and phash columns
+            "prefilter.phash_column=null",
             "input.partition_size=5",
             "filters.min_side=32",
             "decode.store_max_side=null",
