@@ -42,6 +42,9 @@ class ImportInputConfig:
     max_file_bytes: int = 50_000_000  # an image file or cell above this: file_too_large
     max_video_bytes: int = 8_000_000_000  # a video file above this: file_too_large
     dedupe: bool = True  # exact duplicate records (same bytes) are dropped: duplicate
+    # an <image> tag of a video record read as <video> (LLaVA-NeXT's video data, such as
+    # LLaVA-Video-178K, writes <image>); false: such a record is a tag_mismatch
+    image_tag_for_video: bool = False
     # parquet / arrow columns (the hub's layout: an image struct {bytes, path}, a list of them
     # or raw bytes; conversations as [{from, value}], [{role, content}] or a JSON string)
     image_column: str = "image"

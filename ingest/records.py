@@ -167,15 +167,25 @@ def _stream(rec: dict, videos: list[str]) -> Checked:
     )
 
 
-def check_record(rec, fmt: str) -> Checked:
-    """The verdict on one parsed record of format ``fmt`` (``ingest.config.FORMATS``)."""
+def check_record(rec, fmt: str, image_tag_for_video: bool = False) -> Checked:
+    """The verdict on one parsed record of format ``fmt`` (``ingest.config.FORMATS``).
+
+    ``image_tag_for_video``: an ``<image>`` tag of a video record is read as ``<video>`` (fix
+    ``video_tag_from_image``): LLaVA-NeXT's video data (LLaVA-Video-178K) writes ``<image>``."""
     try:
-        return _check(rec, fmt)
+        return _check(rec, fmt, image_tag_for_video)
     except Refused as r:
         return Checked(reason=r.reason)
 
 
-def _check(rec, fmt: str) -> Checked:
+def _retag(turns: list[dict], fixes: list[str]) -> list[dict]:
+    if not any(IMAGE_TAG in t["value"] for t in turns):
+        return turns
+    fixes.append("video_tag_from_image")
+    return [{**t, "value": t["value"].replace(IMAGE_TAG, VIDEO_TAG)} for t in turns]
+
+
+def _check(rec, fmt: str, image_tag_for_video: bool = False) -> Checked:
     if not isinstance(rec, dict):
         raise Refused("not_an_object")
     images = _paths(rec.get("image"))
@@ -193,6 +203,8 @@ def _check(rec, fmt: str) -> Checked:
     modality = "video" if videos else "image" if images else "text"
     fixes: list[str] = []
     turns = _strip_leading(_turns(rec), fixes)
+    if modality == "video" and image_tag_for_video:
+        turns = _retag(turns, fixes)
     turns = _match_tags(turns, modality, len(images or videos), fixes)
     return Checked(
         modality=modality, media=images or videos, fields={"conversations": turns}, fixes=fixes

@@ -39,6 +39,7 @@ class CheckRecords:
 
     fmt: str
     modalities: tuple[str, ...]
+    image_tag_for_video: bool = False
     name: str = "check"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -56,7 +57,7 @@ class CheckRecords:
             except (json.JSONDecodeError, RecursionError):
                 errors[i] = "bad_json"
                 continue
-            got = check_record(rec, self.fmt)
+            got = check_record(rec, self.fmt, self.image_tag_for_video)
             if got.reason:
                 errors[i] = got.reason
                 continue
@@ -259,7 +260,7 @@ def import_stages(cfg: ImportConfig) -> list:
     """The stages of an import, in order (only those its modalities need)."""
     inp = cfg.input
     stages: list = [
-        CheckRecords(inp.format, tuple(cfg.modalities)),
+        CheckRecords(inp.format, tuple(cfg.modalities), inp.image_tag_for_video),
         ReadMedia(inp.media, inp.max_file_bytes, inp.max_video_bytes),
     ]
     if "image" in cfg.modalities:

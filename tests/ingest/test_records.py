@@ -97,3 +97,11 @@ def test_a_video_record_and_a_streaming_record():
 def test_other_fields_are_kept_as_meta():
     rec = {"id": "000001", "image": "a.jpg", "conversations": conv("<image>Q", "A")}
     assert meta_of(rec) == {"id": "000001"}
+
+
+def test_llava_video_image_tags_read_as_video_when_asked():
+    rec = {"video": "v.mp4", "conversations": conv("<image>\nWhat happens?", "A clock.")}
+    assert check_record(rec, "llava").reason == "tag_mismatch"
+    got = check_record(rec, "llava", image_tag_for_video=True)
+    assert got.reason is None and got.fixes == ["video_tag_from_image"]
+    assert got.fields["conversations"][0]["value"] == "<video>\nWhat happens?"
