@@ -75,7 +75,9 @@ def test_all_stages_loss_falls_in_each(tmp_path, train_recipe, train_config_writ
         assert pre["image_processor"]["merge_size"] == merge, pre
     assert not (out / "stage4/checkpoints").exists()  # resumable ones go once a stage is done
     report = (out / "report.html").read_text()
-    assert "data:image/png;base64," in report and report.count("<tr>") == 5  # head + 4 stages
+    stages_table = report.split('<section id="stages">')[1].split("</section>")[0]
+    assert "data:image/png;base64," in report and stages_table.count("<tr>") == 5  # head + 4
+    assert '<section id="heldout">' in report and '<section id="parameters">' in report
     assert "<th>image merge</th>" in report and "<td>2x2</td>" in report
     assert (out / "loss.png").stat().st_size > 1000
     assert json.loads((out / "summary.json").read_text())["stages"]["4"]["steps"] == 8
