@@ -10,8 +10,10 @@ those few images. Where it looks, cheapest first:
 3. the first pass's pieces under ``OUT/_work/`` (there while the job writes its report, or
    kept with ``keep_work``): they hold the original bytes of every row no first-pass filter
    dropped, including those a global step dropped later;
-4. the source, when it is a local folder (``folder:/path``, the row's ``source_key`` below it;
-   a key that resolves outside the folder is refused, as the loader refuses it).
+4. the source, when it is local: a folder (``folder:/path``, the row's ``source_key`` below
+   it; a key that resolves outside the folder is refused, as the loader refuses it) or
+   uncompressed WebDataset tars (``webdataset:/path``, key ``TAR#KEY``: each tar streamed once
+   for all its wanted keys, other samples passed by seeking).
 
 A row whose bytes are nowhere gets ``why`` instead of ``jpeg``: the page says so.
 """
@@ -31,6 +33,8 @@ from reports.thumbs import make_thumb
 
 #: A source file larger than this is not read for a thumbnail (the curate job caps pixels too).
 SOURCE_MAX_BYTES = 64_000_000
+#: Members of a source sample that hold its picture (as the tar source reads them).
+_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 #: Ledger columns :func:`find_pictures` uses, where the ledger has them.
 PICTURE_COLUMNS = ("id", "source", "source_key", "partition", "status", "shard", "key", "thumb")
 
@@ -51,6 +55,7 @@ def find_pictures(out: Path, rows: list[dict[str, Any]], notes: list[str]) -> No
     _from_shards(out, [r for r in rows if "jpeg" not in r], notes)
     _from_work(out, [r for r in rows if "jpeg" not in r])
     _from_source([r for r in rows if "jpeg" not in r])
+    _from_source_tars([r for r in rows if "jpeg" not in r], notes)
     for r in rows:
         if "jpeg" not in r:
             r.setdefault("why", NOT_REACHABLE)
@@ -134,3 +139,44 @@ def _from_source(rows: list[dict[str, Any]]) -> None:
             r["jpeg"], r["found_in"] = jpeg, "source"
         else:
             r["why"] = "source file does not decode"
+
+
+def _from_source_tars(rows: list[dict[str, Any]], notes: list[str]) -> None:
+    """Rows of a local WebDataset source (``source_key`` ``REL.tar#KEY``), read from their tar:
+    one sequential pass per tar for all its wanted keys; a tar outside the source is refused."""
+    from manifests.shards import tar_samples
+
+    by_tar: dict[Path, dict[str, list[dict[str, Any]]]] = {}
+    for r in rows:
+        source, key = r.get("source") or "", r.get("source_key") or ""
+        if not source.startswith("webdataset:") or "#" not in key:
+            continue
+        root = Path(source.removeprefix("webdataset:")).resolve()
+        rel, member = key.rsplit("#", 1) if key.count("#") == 1 else (None, None)
+        if rel is None:  # a key the tar repeats (KEY#2): not worth guessing which
+            continue
+        tar = root if root.is_file() else (root / rel).resolve()
+        if not (tar == root or tar.is_relative_to(root)) or tar.suffix != ".tar":
+            continue
+        by_tar.setdefault(tar, {}).setdefault(member, []).append(r)
+    for tar, wanted in sorted(by_tar.items()):
+        if not tar.is_file():
+            continue
+        left = set(wanted)
+
+        def keep(_ordinal: int, k: str, left: set[str] = left) -> bool | None:
+            return (k in left) if left else None  # None: all found, stop reading
+
+        try:
+            for sample in tar_samples(str(tar), keep):
+                key = sample["__key__"]
+                left.discard(key)
+                data = next((v for e, v in sample.items() if e in _IMAGE_EXTS), None)
+                jpeg = make_thumb(data, THUMB_PX) if data else None
+                for r in wanted[key]:
+                    if jpeg:
+                        r["jpeg"], r["found_in"] = jpeg, "source"
+                    else:
+                        r["why"] = "source member does not decode"
+        except Exception as exc:  # a broken source tar is a note, not a lost report
+            notes.append(f"Source tar {tar.name} could not be read: {type(exc).__name__}: {exc}")

@@ -167,3 +167,30 @@ def test_picks_lowest_and_just_below_apart(out):
     assert [r["score"] for r in picks["below"]] == pytest.approx([4.8, 4.6])
     assert [r["score"] for r in picks["lowest"]] == pytest.approx([0.5, 1.5])
     assert [r["score"] for r in picks["above"]] == pytest.approx([5.0, 5.3])
+
+
+def test_a_webdataset_source_is_read_from_its_tar(out, tmp_path):
+    """Rows 5 and 6 from a tar pool (``webdataset:``, key ``REL.tar#KEY``); row 7's tar lies
+    outside the pool and is not read."""
+    tars = tmp_path / "tars"
+    (tars / "sub").mkdir(parents=True)
+    pool = tmp_path / "pool"
+    with wds.TarWriter(str(tars / "sub/part.tar")) as w:
+        w.write({"__key__": "other", "jpg": b"not read", "txt": b"x"})
+        for i in (5, 6):
+            w.write({"__key__": f"img{i}", "jpg": (pool / f"img{i}.jpg").read_bytes()})
+    with wds.TarWriter(str(tmp_path / "outside.tar")) as w:
+        w.write({"__key__": "img7", "jpg": (pool / "img5.jpg").read_bytes()})
+    shutil.rmtree(pool)
+    path = out / "ledger/part-000000.parquet"
+    rows = pq.read_table(path).to_pylist()
+    keys = {5: "sub/part.tar#img5", 6: "sub/part.tar#img6", 7: "../outside.tar#img7"}
+    for r in rows:
+        if r["row"] in keys:
+            r["source"], r["source_key"] = f"webdataset:{tars}", keys[r["row"]]
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path)
+    page = read_page(write_report(out).read_text(encoding="utf-8"))
+    below = [im for im in page.imgs if im.inside(data_group="below")]
+    from_source = [im for im in below if im.attrs["title"] == "picture from the source"]
+    assert len(below) == 4 and len(from_source) == 2
+    assert {im.caption.split()[0] for im in from_source} == {keys[5], keys[6]}
