@@ -32,6 +32,12 @@ GROUPS = (
     ("above", "Just above the threshold", "passed this threshold"),
 )
 
+_EMPTY = {
+    "lowest": "None beyond those just below the threshold: all its drops are there.",
+    "below": "None.",
+    "above": "No row reached the threshold.",
+}
+
 
 def threshold_columns(dataset: ds.Dataset, stats: dict[str, Any]) -> dict[str, float]:
     """Score column -> its threshold, for every score column of the ledger with one lower bound
@@ -75,9 +81,6 @@ def pick_rows(
         kept = pc.fill_null(pc.equal(batch.column("status"), KEPT), False).to_numpy(
             zero_copy_only=False
         )
-        reasons = (
-            batch.column("reason").to_pylist() if "reason" in names else [None] * batch.num_rows
-        )
         for col, t in thresholds.items():
             arr = batch.column(col)
             v = (
@@ -87,7 +90,14 @@ def pick_rows(
             )
             ok = np.isfinite(v)
             prefix = f"{col}<"
-            mine = np.array([bool(r) and r.startswith(prefix) for r in reasons]) & ~kept & ok
+            why = (
+                pc.fill_null(pc.starts_with(batch.column("reason"), prefix), False).to_numpy(
+                    zero_copy_only=False
+                )
+                if "reason" in names
+                else np.zeros(batch.num_rows, dtype=bool)
+            )
+            mine = why & ~kept & ok
             groups = {
                 # twice the group for "lowest", since "below" may take some of the same rows
                 "lowest": (mine, 2 * per_group, False),
@@ -169,7 +179,7 @@ def thresholds_html(
             body = (
                 f'<div class="sheet">{"".join(_fig(r, col, g) for r in rows)}</div>'
                 if rows
-                else '<p class="muted">None.</p>'
+                else f'<p class="muted">{_EMPTY[g]}</p>'
             )
             blocks[g] = (
                 f'<div class="score-group" data-group="{g}"><h4>{title} ({what})</h4>{body}</div>'
