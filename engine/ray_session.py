@@ -159,13 +159,15 @@ def init_ray(
     else:
         log.info("starting an embedded Ray (num_cpus=%s)", num_cpus or "all")
         start_embedded(num_cpus, object_store_mb, quiet)
-    quiet_ray_data(quiet)
     log.info("Ray up in %.1f s", time.perf_counter() - t0)
     return True
 
 
 def quiet_ray_data(quiet: bool) -> None:
-    """Our progress (inputs/s, partitions done) replaces Ray Data's bars unless debugging."""
+    """Our progress (inputs/s, partitions done) replaces Ray Data's bars unless debugging.
+
+    Called where a pass first uses Ray Data (a model pass), not when Ray starts: importing
+    ``ray.data`` costs the driver about a second, which a job of partition tasks never needs."""
     from ray.data import DataContext
 
     ctx = DataContext.get_current()

@@ -280,8 +280,6 @@ def run_partitions(
     A pass with a model stage can only write pieces: its rows are spread over actor batches.
     ``chunk_rows``: rows per chunk inside a partition task (1 for videos: a video's frames are
     written before the next video is decoded)."""
-    import ray.data
-
     sink = sink if sink is not None else PieceSink(work, drop_columns)
     models = [s for s in stages if is_model_stage(s)]
     if models and not isinstance(sink, PieceSink):
@@ -315,6 +313,11 @@ def run_partitions(
         )
         with bar:
             if models:
+                import ray.data  # only here: its import costs the driver about a second
+
+                from engine.ray_session import quiet_ray_data
+
+                quiet_ray_data(not log.isEnabledFor(logging.DEBUG))
                 ds = ray.data.from_items(
                     [{"part": p.to_json()} for p in pending], override_num_blocks=len(pending)
                 )
