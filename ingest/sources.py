@@ -51,7 +51,7 @@ def _line_partitions(path: Path, name: str, numbering: str, size: int, dedupe: b
         for line in f:
             line_no += 1
             start, offset = offset, offset + len(line)
-            body = line.strip()
+            body = line.strip().removeprefix(b"\xef\xbb\xbf")
             if not body:
                 continue
             if ordinal % size == 0:
@@ -113,16 +113,15 @@ def open_table(path: Path):
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(path).iter_batches(batch_size=DIGEST_BATCH)
-    source = pa.memory_map(str(path))
     try:
-        return iter(pa.ipc.open_file(source).iter_batches_with_custom_metadata())
-    except pa.ArrowInvalid:
+        reader = pa.ipc.open_file(pa.memory_map(str(path)))
+    except pa.ArrowInvalid:  # datasets.save_to_disk writes the stream format
         return iter(pa.ipc.open_stream(pa.memory_map(str(path))))
+    return (reader.get_batch(i) for i in range(reader.num_record_batches))
 
 
 def _batches(path: Path):
-    for b in open_table(path):
-        yield b.batch if hasattr(b, "batch") else b
+    yield from open_table(path)
 
 
 def read_slice(path: Path, offset: int, length: int) -> pa.Table:
@@ -284,7 +283,7 @@ def _load_lines(spec: dict) -> list[dict]:
             key = _key(spec["name"], spec["numbering"], line_no or 0, ordinal)
             item: dict = {"key": key, "dup": spec["dups"].get(str(len(items)))}
             try:
-                item["raw"] = body.decode("utf-8")
+                item["raw"] = body.decode("utf-8").removeprefix("\ufeff")  # a BOM on line 1
             except UnicodeDecodeError:
                 item["reason"] = "not_utf8"
             items.append(item)
@@ -300,7 +299,11 @@ def _cell_bytes(value) -> list[bytes] | None:
         return [value]
     if isinstance(value, dict):
         data = value.get("bytes")
-        return [data] if isinstance(data, bytes) else None
+        if isinstance(data, bytes):
+            return [data]
+        if value.get("path"):  # an image named but not held: never a text row
+            raise ValueError("an image cell with a path and no bytes")
+        return None
     if isinstance(value, list):
         out = []
         for v in value:
