@@ -114,6 +114,15 @@ def run_baseline(path: Path) -> int:
     return n - len(df)
 
 
+def peak_rss_kb() -> int:
+    """This process's peak resident set (VmHWM). Not ``getrusage``'s ru_maxrss: Linux carries
+    that one over ``exec`` from the parent, so a child would report the bench's own peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def side(name: str, path: Path, bucket_rows: int) -> dict:
     """One side, in this process: its wall and CPU time, its own peak RSS."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -123,7 +132,7 @@ def side(name: str, path: Path, bucket_rows: int) -> dict:
         else:
             dropped = run_baseline(path)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_kb() / 1024
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss_mb, "dropped": dropped}
 
 

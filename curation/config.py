@@ -12,6 +12,7 @@ from curation.config_models import (
     ClusterConfig,
     SimilarityConfig,
 )
+from curation.dedup_config import DedupConfig
 from curation.prefilter_config import PrefilterConfig
 from engine.config import RayConfig
 from manifests.configs import ConfigError, require
@@ -166,6 +167,7 @@ class CurateConfig:
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)  # pool-wide, after decoding
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     log_level: str = "INFO"
@@ -186,6 +188,12 @@ class CurateConfig:
                 "needs the CLIP embedding",
                 "set clip.enabled: true",
             )
+        require(
+            not self.dedup.semantic or self.cluster.enabled,
+            "dedup.semantic",
+            "compares images inside the k-means clusters",
+            "set cluster.enabled: true (and clip.enabled: true)",
+        )
         require(
             not self.prefilter.enabled or self.input.kind == "url_parquet",
             "prefilter",

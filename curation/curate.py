@@ -57,6 +57,7 @@ def has_global_step(cfg: CurateConfig) -> bool:
         (cfg.aesthetic.enabled and cfg.aesthetic.keep_top_fraction)
         or (cfg.similarity.enabled and cfg.similarity.keep_top_fraction)
         or cfg.cluster.enabled
+        or cfg.dedup.hashes
     )
 
 
@@ -171,6 +172,15 @@ class CurateJob:
 
             return step
 
+        if cfg.dedup.hashes:  # before any top fraction: duplicates would count twice
+            from curation.dedup import dedup_step
+
+            state = _global_step(
+                state_path,
+                state,
+                "dedup",
+                lambda: {"dedup": dedup_step(last, base, drops, parts, cfg.dedup)},
+            )
         if cfg.aesthetic.enabled and cfg.aesthetic.keep_top_fraction:
             state = _global_step(
                 state_path,
@@ -208,6 +218,20 @@ class CurateJob:
                     "clusters": cluster_and_balance(
                         last, base, drops, parts, cfg.cluster, run.out, work_root, run.progress
                     )
+                },
+            )
+        if cfg.dedup.semantic:  # inside the clusters the balanced selection used
+            from curation.balance import CLUSTER_TABLE
+            from curation.semdedup import semantic_step
+
+            t = cfg.dedup.semantic_threshold
+            clusters = work_root / CLUSTER_TABLE
+            state = _global_step(
+                state_path,
+                state,
+                "dedup_semantic",
+                lambda: {
+                    "dedup": semantic_step(last, base, drops, parts, clusters, t),
                 },
             )
         return (last, base, drops), state
@@ -249,6 +273,8 @@ def finalize(
     }
     if "clusters" in global_stats:
         stats["clusters"] = global_stats["clusters"]
+    if "dedup" in global_stats:  # duplicates dropped, per kind
+        stats["dedup"] = global_stats["dedup"]
     write_json(run.out / "stats.json", stats)
     doc = write_dataset_json(
         run.out,

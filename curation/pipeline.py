@@ -71,6 +71,10 @@ def _min_score(cfg: CurateConfig, column: str, value: float) -> MinScore:
 
 def build_passes(cfg: CurateConfig) -> list[Pass]:
     score = first_stage(cfg)
+    if cfg.dedup.hashes:  # for the pool-wide dedup step after this pass
+        from curation.stages.dedup_hashes import ImageHashes
+
+        score.append(ImageHashes())
     if cfg.clip.enabled:
         from curation.stages.clip_embed import ClipEmbed
 
@@ -113,12 +117,16 @@ def stage_names(cfg: CurateConfig) -> list[str]:
     names = ["read"]
     for p in build_passes(cfg):
         names += [getattr(s, "name", "?") for s in p.stages]
+        if p.name == "score":
+            names += [f"dedup_{k}" for k in ("exact", "phash") if getattr(cfg.dedup, k)]
         if p.name == "score" and cfg.aesthetic.keep_top_fraction:
             names.append("aesthetic")
     if cfg.similarity.keep_top_fraction:
         names.append("clip_sim")
     if cfg.cluster.enabled:
         names.append("cluster")
+    if cfg.dedup.semantic:
+        names.append("dedup_semantic")
     return list(dict.fromkeys(names))
 
 

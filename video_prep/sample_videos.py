@@ -126,6 +126,8 @@ def write_demo_videos(root: str | Path) -> dict:
     rotated(pattern_video(root / "upright.mp4", 6), videos / "rotated.mp4")
     (root / "upright.mp4").unlink()
     pattern_video(videos / "short.mp4", 0.5)
+    # hard cuts for the raw-video job's scene detector (the caption job has no line for it)
+    cuts_video(videos / "cuts.mp4", [4.0, 3.0, 6.0, 2.52, 5.0, 1.2, 4.0], size="320x240")
     broken = broken_videos(videos, real.get("bikes"))
     segs = {
         "bikes.mp4": [

@@ -110,6 +110,16 @@ def test_video(tmp_path):
     assert res["clips"]["clips_ours"]["clips_equal"] == 2
 
 
+def test_scenes(tmp_path):
+    argv = ["--rounds", "1", "--minutes", "0.2", "--shot", "4", "--videos", "pattern"]
+    res = run_main("bench_scenes", [*argv, "--parts", "a", "--work", str(tmp_path)], tmp_path)
+    row = res["detector"]["pattern"]
+    assert row["frames"] == 300 and positive(row["ratio"])
+    for side in ("ours", "ffmpeg_select"):
+        assert positive(row[side]["frames_per_s"], row[side]["wall_s"])
+        assert row[side]["cuts"] == 2 and row[side]["max_cut_error_s"] <= 0.04
+
+
 def test_recaption(tmp_path):
     argv = ["--images", "4", "--batch-size", "2", "--max-new-tokens", "4"]
     res = run_main("bench_recaption", argv, tmp_path)
@@ -231,3 +241,14 @@ def test_clip(tmp_path):
     assert res["inputs"] == 16
     assert positive(res["bare_img_per_s"], res["pipeline_img_per_s"], res["ratio"])
     assert res["ray_startup_s"] >= 0
+
+
+@pytest.mark.slow
+def test_scenes_job(tmp_path):
+    argv = ["--rounds", "1", "--minutes", "0.2", "--shot", "4", "--videos", "pattern"]
+    argv += ["--parts", "b", "--caption-every", "4", "--work", str(tmp_path)]
+    res = run_main("bench_scenes", argv, tmp_path)
+    job = res["job"]
+    for side in ("raw", "captioned"):
+        assert positive(job[side]["frames_per_s"], job[side]["decode_frames_per_s"])
+    assert positive(job["ratio"], job["decode_ratio"])

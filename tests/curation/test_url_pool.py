@@ -63,6 +63,8 @@ def test_coyo_parquet_end_to_end(tmp_path, photos, image_server, ray_local):
             "ray.address=null",
             "prefilter.rules=[]",  # this pool has none of COYO's score and phash columns
             "prefilter.phash_column=null",
+            "dedup.exact=false",  # 'moved' is coffee again, and kept here
+            "dedup.phash=false",
             "input.partition_size=5",
             "filters.min_side=32",
             "decode.store_max_side=null",

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields, is_dataclass
 
 from manifests.configs import ConfigError, require
 
+#: the jobs a ``videos`` entry may name
+VIDEO_JOBS = ("video", "video-raw")
 _VAR = re.compile(r"\$\{([^}]*)\}")
 
 
@@ -28,9 +30,11 @@ class JobSpec:
 
 @dataclass
 class VideoSpec(JobSpec):
-    """One video source (ActivityNet, YouCook2, ...): a ``vl3data video`` job of its own."""
+    """One video source (ActivityNet, YouCook2, ...): a ``vl3data video`` job of its own, or
+    with ``job: video-raw`` a folder of raw footage (scene cuts, model captions)."""
 
     name: str = ""
+    job: str = "video"  # video | video-raw
 
 
 @dataclass
@@ -142,6 +146,12 @@ class BuildConfig:
                 f"{v.name!r} must be letters, digits, - or _",
             )
             require(v.name not in names[:i], f"videos[{i}].name", f"{v.name!r} is used twice")
+            require(
+                v.job in VIDEO_JOBS,
+                f"videos[{i}].job",
+                f"{v.job!r} is not one of {VIDEO_JOBS}",
+                "video (with annotations) or video-raw (raw footage)",
+            )
         names = [v.name for v in self.imports]
         for i, v in enumerate(self.imports):
             require(

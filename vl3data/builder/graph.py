@@ -198,9 +198,9 @@ def make_graph(cfg: BuildConfig) -> list[Node]:
         nodes.append(_job_node(job_named("curate"), cfg.curate, "curate", "syn7m", "curate"))
     if cfg.recaption:
         nodes.append(_recaption_node(cfg))
-    video = job_named("video")
     nodes += [
-        _job_node(video, v, f"video.{v.name}", "video", f"videos[{v.name}]") for v in cfg.videos
+        _job_node(job_named(v.job), v, f"video.{v.name}", "video", f"videos[{v.name}]")
+        for v in cfg.videos
     ]
     imports = job_named("import")
     nodes += [

@@ -160,11 +160,12 @@ UNIT = {
     "curate": "images",
     "recaption": "images",
     "video": "videos",
+    "video-raw": "videos",
     "import": "records",
     "mix": "samples",
     "train": "steps",
 }
-RATE_KINDS = ("curate", "recaption_short", "recaption_detailed", "video", "train")
+RATE_KINDS = ("curate", "recaption_short", "recaption_detailed", "video", "video-raw", "train")
 
 
 def load_gpu_rates(path: str | Path) -> GpuRates:

@@ -117,6 +117,7 @@ RUNNERS = {
     "curate": _data_job,
     "recaption": _data_job,
     "video": _data_job,
+    "video-raw": _data_job,
     "import": _data_job,
     "mix": _mix,
     "train": _train,

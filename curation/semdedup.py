@@ -1,0 +1,136 @@
+"""Semantic deduplication (SemDeDup, Abbas et al. 2023) inside the k-means clusters.
+
+Near-duplicates in CLIP space (the same photo cropped, recoloured, watermarked, re-shot) land in
+the same k-means cluster, so comparing rows only within their cluster finds them without an
+all-pairs pass over the pool: the cost is the sum of squared cluster sizes, computed in row
+blocks so no similarity matrix is larger than ``block_floats``.
+
+Inside a cluster rows are taken in pool order; a row goes when its cosine similarity to an
+earlier row of the cluster that was kept exceeds the threshold, and names that row (the first
+such) as the copy it duplicates. The embeddings stay in their own dtype (float16 as stored);
+each cluster is converted to float32 and normalised on its own.
+
+In the curate job the step runs after the balanced selection, on the clusters that selection
+used (``_work/clusters.parquet``) and the CLIP embeddings computed once in the first pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from curation.passes import Drops, iter_live
+from curation.stages.clip_embed import embedding_matrix
+from engine.partitions import Partition
+from engine.workdir import WorkDir
+from manifests.schema import EMBEDDING
+
+log = logging.getLogger(__name__)
+
+#: the largest similarity block computed at once (floats): 32M floats = 128 MB
+BLOCK_FLOATS = 1 << 25
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def cluster_duplicates(x: np.ndarray, threshold: float, block_floats: int = BLOCK_FLOATS):
+    """For the rows of one cluster in pool order: the row each duplicates (-1: kept)."""
+    m = len(x)
+    dup_of = np.full(m, -1, np.int64)
+    if m < 2:
+        return dup_of
+    u = _unit(x)
+    step = max(1, block_floats // m)
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    for a in range(0, m, step):
+        b = min(m, a + step)
+        sim = u[a:b] @ u[:b].T  # each row against itself and every earlier row
+        sim[np.arange(b - a)[:, None] <= np.arange(b)[None, :] - a] = -np.inf  # j >= i
+        i, j = np.nonzero(sim > threshold)
+        if i.size:
+            pairs.append((i + a, j))
+    if not pairs:
+        return dup_of
+    rows = np.concatenate([p[0] for p in pairs])
+    cols = np.concatenate([p[1] for p in pairs])
+    order = np.lexsort((cols, rows))  # by row, then the earliest partner first
+    rows, cols = rows[order], cols[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    ends = np.r_[starts[1:], len(rows)]
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        partners = cols[s:e]
+        kept = partners[dup_of[partners] < 0]
+        if kept.size:
+            dup_of[rows[s]] = kept[0]
+    return dup_of
+
+
+def semantic_duplicates(
+    x: np.ndarray, labels: np.ndarray, threshold: float, block_floats: int = BLOCK_FLOATS
+) -> np.ndarray:
+    """For rows in pool order with their cluster ``labels``: the row each duplicates, or -1.
+
+    Only rows of one cluster are compared; ``x`` is read a cluster at a time (any float dtype)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    dup_of = np.full(n, -1, np.int64)
+    order = np.argsort(labels, kind="stable")  # by cluster, pool order inside each
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]]) if n else []
+    ends = np.r_[starts[1:], n] if n else []
+    from threadpoolctl import threadpool_limits
+
+    # clusters are small matrices (~100 rows): one BLAS thread each is many times faster than
+    # threads that wait for each other, above all on a busy machine
+    with threadpool_limits(1, user_api="blas"):
+        for s, e in zip(np.asarray(starts).tolist(), np.asarray(ends).tolist(), strict=True):
+            if e - s < 2 or sorted_labels[s] < 0:  # a single row, or rows with no cluster
+                continue
+            members = order[s:e]
+            local = cluster_duplicates(x[members], threshold, block_floats)
+            hit = local >= 0
+            dup_of[members[hit]] = members[local[hit]]
+    return dup_of
+
+
+def semantic_step(
+    last: WorkDir,
+    base: WorkDir,
+    drops: Drops,
+    parts: Sequence[Partition],
+    clusters: Path,
+    threshold: float,
+) -> dict:
+    """SemDeDup of the live rows inside the clusters of ``clusters`` (the balanced selection's
+    table: id, cluster); a drop list ``dedup_semantic``. Returns counts for stats.json."""
+    table = pq.read_table(clusters, columns=["id", "cluster"])
+    label_of = dict(zip(table["id"].to_pylist(), table["cluster"].to_pylist(), strict=True))
+    ids: list[str] = []
+    blocks: list[np.ndarray] = []
+    for rows in iter_live(last, base, drops, parts, [EMBEDDING]):
+        ids += rows["id"].to_pylist()
+        blocks.append(embedding_matrix(rows).astype(np.float16))  # as stored: half the memory
+    if not ids:
+        drops.write("dedup_semantic", [], "dedup_semantic", [], duplicate_of=[])
+        return {"semantic": 0}
+    x = np.concatenate(blocks)
+    labels = np.array([label_of.get(i, -1) for i in ids], np.int64)
+    found = semantic_duplicates(x, labels, threshold)
+    dup = np.flatnonzero(found >= 0)
+    drops.write(
+        "dedup_semantic",
+        [ids[i] for i in dup.tolist()],
+        "dedup_semantic",
+        [f"duplicate:cos>{threshold:g}"] * len(dup),
+        duplicate_of=[ids[i] for i in found[dup].tolist()],
+    )
+    log.info("semantic dedup: %d of %d rows dropped (cosine > %g)", len(dup), len(ids), threshold)
+    return {"semantic": len(dup)}

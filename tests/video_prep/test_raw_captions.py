@@ -1,0 +1,173 @@
+"""Clip captions through recaption's engines: a clip's frames reach the model in order, each
+after its ``Time t s:`` label; the same gates and retries as image captions; and the whole
+raw-video job on the tiny InternVL (slow)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from manifests.configs import load_config
+from recaption.engines.base import EngineConfig, Request, SamplingConfig, user_content
+from recaption.engines.openai_engine import OpenAIEngine
+from tests.recaption.fault_proxy import CANNED_CAPTION, FaultProxy
+from video_prep.clip_captions import model_frames
+from video_prep.raw_config import RawVideoConfig
+
+
+def jpeg(colour: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), colour).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_a_clip_is_its_frames_after_their_time_labels_then_the_prompt():
+    req = Request("k", b"", "Describe the clip.", [(0.0, b"a"), (1.5, b"b")])
+    parts = user_content(req, lambda j: {"type": "image", "j": j})
+    assert parts == [
+        {"type": "text", "text": "Time 0.0s:"},
+        {"type": "image", "j": 0},
+        {"type": "text", "text": "Time 1.5s:"},
+        {"type": "image", "j": 1},
+        {"type": "text", "text": "Describe the clip."},
+    ]
+    single = user_content(Request("k", b"x", "Describe."), lambda j: {"type": "image"})
+    assert single == [{"type": "image"}, {"type": "text", "text": "Describe."}]
+
+
+def test_model_frames_are_uniform_and_timed_from_the_clip_start():
+    frames = [bytes([i]) for i in range(10)]
+    stamps = [float(t) for t in range(20, 30)]
+    picked = model_frames(frames, stamps, 19.5, 4)
+    assert picked == [(0.5, b"\x00"), (3.5, b"\x03"), (6.5, b"\x06"), (9.5, b"\t")]
+    assert len(model_frames(frames, stamps, 19.5, 16)) == 10
+
+
+def test_the_openai_engine_sends_a_clip_as_labelled_frames():
+    """A real HTTP server on loopback answers only the request whose text parts are the labels
+    in order and then the prompt; any other shape would reach the missing upstream and fail."""
+    prompt = "Describe what happens in this video clip in one sentence."
+    frames = [(0.0, jpeg("red")), (1.0, jpeg("green")), (2.0, jpeg("blue"))]
+    wanted = f"Time 0.0s: Time 1.0s: Time 2.0s: {prompt}"
+    with FaultProxy("http://127.0.0.1:9", plans={wanted: ["canned"]}) as proxy:
+        proxy.models = ["tiny"]
+        engine = OpenAIEngine(
+            EngineConfig(kind="openai", model="tiny", base_url=proxy.base_url, max_retries=0)
+        )
+        engine.setup()
+        try:
+            (res,) = engine.generate([Request("v/c0", b"", prompt, frames)], SamplingConfig())
+        finally:
+            engine.close()
+    assert (res.text, res.error) == (CANNED_CAPTION, None)
+    assert proxy.hits[wanted] == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_internvl(tmp_path_factory) -> Path:
+    from vl3data.tiny_models import write_tiny_internvl
+
+    return write_tiny_internvl(tmp_path_factory.mktemp("models") / "internvl")
+
+
+def raw_config(model: Path, *sets: str) -> RawVideoConfig:
+    return load_config(
+        RawVideoConfig,
+        "configs/video_raw_demo.yaml",
+        [f"captions.short.engine.model={model}", *sets],
+    )
+
+
+@pytest.mark.slow
+def test_clip_caption_stage_gates_and_retries_on_the_tiny_model(tiny_internvl):
+    from video_prep.clip_captions import ClipCaptionStage
+
+    cfg = raw_config(
+        tiny_internvl,
+        "captions.short.gates.min_chars=100000",  # nothing passes: every clip is retried once
+        "captions.short.accept=[]",
+        "captions.detailed.enabled=true",
+        f"captions.detailed.engine.model={tiny_internvl}",
+        "captions.detailed.engine.max_image_side=112",
+        "captions.detailed.accept=[garbled,too_short,wrong_language,repetition,truncated]",
+        "captions.detailed.sampling.max_new_tokens=8",
+    )
+    stage = ClipCaptionStage(cfg.captions)
+    stage.setup()
+    frames = [jpeg(c) for c in ("red", "green", "blue", "white")]
+    batch = pa.table(
+        {
+            "id": ["v", "v", "w"],
+            "clip_index": [0, 1, 0],
+            "status": ["kept", "kept", "error"],
+            "stage": [None, None, "probe"],
+            "reason": [None, None, "no_video_stream"],
+            "frames": [frames, frames[:2], []],
+            "timestamps": [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0], []],
+            "clip_start": [0.0, 4.0, None],
+        }
+    )
+    out = stage(batch).to_pylist()
+    for r in out[:2]:
+        assert r["status"] == "dropped" and r["stage"] == "clip_captions"
+        assert r["reason"] == f"caption_{r['short_reason']}"  # garbled, too_short, ...
+        assert r["short_attempts"] == 2  # the config's one retry
+        assert r["short_prompt_tokens"] > 0 and r["short_caption"] is None
+        assert r["detailed_caption"] and r["detailed_reason"] is None
+    # more frames, a longer prompt: the frames were all sent
+    assert out[0]["short_prompt_tokens"] > out[1]["short_prompt_tokens"]
+    assert out[2]["status"] == "error" and out[2]["short_attempts"] is None
+
+
+@pytest.mark.slow
+def test_the_raw_video_job_end_to_end_on_the_tiny_model(tiny_internvl, tmp_path, ray_local):
+    from manifests.dataset import shard_paths
+    from manifests.ledger import read_ledger
+    from manifests.readers import hf_dataset, ray_dataset
+    from manifests.shards import iter_samples
+    from video_prep.raw_job import run_raw_video_job
+    from video_prep.sample_videos import broken_videos, cuts_video, pattern_video
+
+    videos = tmp_path / "videos"
+    expected = broken_videos(videos)
+    cuts = cuts_video(videos / "shots.mp4", [3.0, 2.48, 4.0])
+    pattern_video(videos / "long.mp4", 12)
+    out = tmp_path / "out"
+    cfg = raw_config(
+        tiny_internvl,
+        f"input.videos={videos}",
+        f"output={out}",
+        "clips.max_len_s=5",
+        "frames.max_side=64",
+        "captions.short.accept=[garbled,too_short,wrong_language,repetition,truncated]",
+    )
+    docs = run_raw_video_job(cfg, progress=False)
+    assert set(docs) == {"caption", "streaming", "grounding"}
+    ledger = read_ledger(out / "caption").to_pylist()
+    assert len(ledger) == len(expected) + 2  # every file a row
+    rows = {r["source_key"]: r for r in ledger}
+    for name, reason in expected.items():
+        assert (rows[name]["status"], rows[name]["reason"]) == ("error", reason)
+    assert json.loads(rows["shots.mp4"]["cuts"]) == cuts
+    shots = json.loads(rows["shots.mp4"]["clips"])
+    assert [c["start"] for c in shots] == [0.0, *cuts]
+    assert [(c["start"], c["end"]) for c in json.loads(rows["long.mp4"]["clips"])] == [
+        (0.0, 4.0),
+        (4.0, 8.0),
+        (8.0, 12.0),
+    ]
+    for task in docs:
+        samples = list(iter_samples(shard_paths(out / task)))
+        assert samples and len(samples) == docs[task]["samples"]
+        assert ray_dataset(out / task).count() == len(samples)
+        assert len(hf_dataset(out / task)) == len(samples)
+        assert (out / task / "report.html").is_file()
+    html = (out / "caption" / "report.html").read_text()
+    assert "Scene cuts and clips" in html and "cut at 3.00 s" in html
+    # a rerun finds the output complete and returns the same documents
+    assert run_raw_video_job(cfg, progress=False) == docs
