@@ -149,6 +149,15 @@ def test_prefilter(tmp_path):
     assert positive(res["ours_rss_ratio"], res["baseline_rss_ratio"], res["speed_ratio"])
 
 
+def test_semdedup(tmp_path):
+    argv = ["--n", "3000", "--d", "32", "--clusters", "30", "--dir", str(tmp_path)]
+    res = run_main("bench_semdedup", argv, tmp_path)
+    assert res["planted"] == 150
+    assert 0 < res["ours"]["dropped"] <= res["reference"]["dropped"]
+    assert positive(res["ours"]["s"], res["reference"]["s"], res["ours"]["peak_rss_mb"])
+    assert res["ours"]["memory_x"] >= 0 and positive(res["speed_ratio"])
+
+
 def test_every_bench_is_tested():
     """A new bench/bench_*.py needs a tiny run here."""
     names = {p.stem.removeprefix("bench_") for p in BENCH.glob("bench_*.py")}
