@@ -3,6 +3,7 @@ edge from the paths, as for every other job."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from manifests.configs import ConfigError, load_config
@@ -67,3 +68,33 @@ def test_a_bad_import_name_fails_the_build_config(tmp_path):
         assert e.field == "imports[0].name"
     else:
         raise AssertionError("a name with a space was accepted")
+
+
+@pytest.mark.slow  # a real build: the import node runs as a Ray task, then a second build skips it
+def test_a_build_runs_an_import_node_and_then_finds_it_fresh(ray_local, photos, tmp_path):
+    from tests.ingest.inputs import text_inputs
+    from vl3data.builder.execute import run_build
+
+    chat = text_inputs(tmp_path)
+    doc = {
+        "name": "imports",
+        "paths": {"out": str(tmp_path / "out")},
+        "imports": [
+            {
+                "name": "chat",
+                "config": ["configs/import_text.yaml"],
+                "set": [f"input.annotations={chat}"],
+                "output": "${out}/chat",
+            }
+        ],
+    }
+    path = tmp_path / "build.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    cfg = load_config(BuildConfig, str(path))
+    lines: list[str] = []
+    result = run_build(cfg, ["import"], echo=lines.append)
+    assert result.ran == ["import.chat"], lines
+    assert result.results["import.chat"]["outputs"] == 7
+    assert (tmp_path / "out" / "chat" / "text" / "dataset.json").is_file()
+    again = run_build(load_config(BuildConfig, str(path)), ["import"], echo=lines.append)
+    assert again.ran == [] and "everything is up to date" in lines[-1]
