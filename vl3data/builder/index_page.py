@@ -33,7 +33,7 @@ _STATE_LINE = {RAN: "#2e7d32", SKIPPED: "#7cb342", FAILED: "#c62828", NOT_STARTE
 EXTRA_CSS = """
 .graph{background:#fff;border:1px solid #e0e0e0;border-radius:6px;padding:8px;overflow-x:auto}
 .graph svg{max-width:100%;height:auto;display:block}
-.links li{margin:3px 0} code{font-size:12px} a{color:#1565c0}
+.links li{margin:3px 0} code{font-size:12px} a{color:#1565c0} td.num{white-space:nowrap}
 """
 
 
@@ -272,7 +272,7 @@ def render_index(
     )
     header = (
         f"<h1>{esc(cfg.name)} — build</h1>"
-        f'<div class="sub">{esc(outcome)} · {len(nodes)} node(s) · folder '
+        f'<div class="sub">{esc(outcome)} · {len(nodes)} node(s) in the graph · folder '
         f"<code>{esc(base)}</code> · state <code>{esc(cfg.state)}</code></div>"
         f'<div class="cards" id="counts">{cards}</div>'
     )
