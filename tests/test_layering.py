@@ -20,6 +20,7 @@ LAYERS = {
     "engine": 1,  # partitions, work dir, Ray session, runner, job skeleton
     "reports": 1,  # the HTML page kit: a presentation layer over the data contract
     "curation": 2,  # the jobs and the mixtures, peers
+    "export": 2,  # vl3data export: shard sets to trainers' layouts, through manifests only
     "recaption": 2,
     "video_prep": 2,
     "mixtures": 2,

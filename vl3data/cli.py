@@ -5,6 +5,7 @@ vl3data curate configs/curate_local.yaml --ray-address auto
 vl3data video configs/video_activitynet.yaml --set input.videos=/data/v --set output=/data/vout
 vl3data recaption configs/recaption_internvl2.yaml --input /data/out --output /data/syn7m
 vl3data report /data/out
+vl3data export /data/syn7m/short --output /data/vl3_train --format videollama3,llava
 vl3data build configs/build_demo.yaml [--plan] [--target syn7m]
 """
 
@@ -177,6 +178,25 @@ def _cmd_mix(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """A shard set or materialised mixture in VideoLLaMA3's and/or LLaVA's layout."""
+    from export.run import export_shard_set
+
+    _setup_logging(args.log_level or "INFO")
+    layouts = [f for spec in args.format or ["videollama3"] for f in spec.split(",") if f]
+    doc = export_shard_set(args.input, args.output, layouts, overwrite=args.overwrite)
+    out = Path(args.output)
+    for lay, r in doc["layouts"].items():
+        skipped = sum(r["skipped"].values())
+        why = "".join(f", {k} {v}" for k, v in r["skipped"].items())
+        print(f"{out / r['file']}: {r['records']} records ({lay}); {skipped} skipped{why}")
+    print(
+        f"{out / doc['media_folder']}: {doc['images']} images, {doc['videos']} videos "
+        f"({doc['frames']} frames); skipped samples listed in {out / doc['skipped_file']}"
+    )
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from model.config import TrainConfig
     from model.loop import run
@@ -334,6 +354,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=_cmd_mix)
+
+    p = sub.add_parser(
+        "export", help="a shard set or mixture as VideoLLaMA3's annotations.jsonl or LLaVA's JSON"
+    )
+    p.add_argument("input", help="a shard set or materialised mixture (a folder with dataset.json)")
+    p.add_argument("--output", required=True, help="the folder to write (annotations + media/)")
+    p.add_argument(
+        "--format",
+        action="append",
+        metavar="LAYOUT",
+        help="videollama3 (default) or llava; both: --format videollama3,llava (docs/EXPORT.md)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty output folder when done"
+    )
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("train", help="train a compact VideoLLaMA3 through the four stages")
     p.add_argument("config", nargs="+", help="YAML config(s), e.g. configs/train_compact.yaml")
