@@ -36,9 +36,10 @@ BLOCK_FLOATS = 1 << 25
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    x = np.array(x, np.float32)  # a copy: the caller's rows stay as they are
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    x /= np.maximum(norms, 1e-12)
+    return x
 
 
 def cluster_duplicates(x: np.ndarray, threshold: float, block_floats: int = BLOCK_FLOATS):
@@ -49,27 +50,27 @@ def cluster_duplicates(x: np.ndarray, threshold: float, block_floats: int = BLOC
         return dup_of
     u = _unit(x)
     step = max(1, block_floats // m)
-    pairs: list[tuple[np.ndarray, np.ndarray]] = []
-    for a in range(0, m, step):
+    rows, cols = [], []
+    for a in range(0, m, step):  # one block for a cluster of ~100 rows
         b = min(m, a + step)
-        sim = u[a:b] @ u[:b].T  # each row against itself and every earlier row
-        sim[np.arange(b - a)[:, None] <= np.arange(b)[None, :] - a] = -np.inf  # j >= i
-        i, j = np.nonzero(sim > threshold)
-        if i.size:
-            pairs.append((i + a, j))
-    if not pairs:
+        sim = np.tril(u[a:b] @ u[:b].T, a - 1)  # each row against the earlier rows only
+        i, j = np.nonzero(sim > threshold)  # row-major: by row, earliest partner first
+        rows.append(i + a)
+        cols.append(j)
+    i, j = np.concatenate(rows), np.concatenate(cols)
+    if i.size == 0:
         return dup_of
-    rows = np.concatenate([p[0] for p in pairs])
-    cols = np.concatenate([p[1] for p in pairs])
-    order = np.lexsort((cols, rows))  # by row, then the earliest partner first
-    rows, cols = rows[order], cols[order]
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    ends = np.r_[starts[1:], len(rows)]
+    first = np.r_[True, i[1:] != i[:-1]]
+    if not np.isin(j, i).any():  # no partner is itself a duplicate: every partner stays
+        dup_of[i[first]] = j[first]
+        return dup_of
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(i)]
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        partners = cols[s:e]
+        partners = j[s:e]
         kept = partners[dup_of[partners] < 0]
         if kept.size:
-            dup_of[rows[s]] = kept[0]
+            dup_of[i[s]] = kept[0]
     return dup_of
 
 

@@ -151,3 +151,47 @@ def test_bad_dedup_config_names_the_field(override, field):
     with pytest.raises(ConfigError) as err:
         load_config(CurateConfig, "configs/curate_local.yaml", [override])
     assert err.value.field == field
+
+
+@pytest.mark.slow  # CLIP actors and k-means: ~20 s
+def test_semantic_copies_go_inside_the_selection_clusters(tmp_path, photos, tiny_models, ray_local):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    names = ["astronaut", "chelsea", "coffee", "rocket", "china", "flower"]
+    for name in names:
+        (pool / f"a_{name}.jpg").write_bytes(jpeg_bytes(photos[name]))
+        im = Image.open(pool / f"a_{name}.jpg").convert("RGB")
+        small = im.resize((im.width * 9 // 10, im.height * 9 // 10))
+        (pool / f"z_{name}_small.jpg").write_bytes(_encode(small, "JPEG", quality=70))
+    out = tmp_path / "out"
+    cfg = load_config(
+        CurateConfig,
+        ["configs/syn7m_filters.yaml", "configs/models/tiny.yaml"],
+        [
+            f"input.path={pool}",
+            f"output={out}",
+            f"clip.model=local-dir:{tiny_models / 'open_clip'}",
+            "aesthetic.enabled=false",
+            "caption.enabled=false",
+            "similarity.enabled=false",
+            "cluster.k=2",
+            "cluster.per_cluster=100",  # the selection keeps every row: only dedup drops
+            "input.partition_size=4",
+            "dedup.semantic=true",
+            # the tiny random CLIP puts distinct photos up to ~0.98 apart, copies above 0.999
+            "dedup.semantic_threshold=0.995",
+        ],
+    )
+    curate(cfg, progress=False)
+    ledger = {r["source_key"]: r for r in read_ledger(out).to_pylist()}
+    for name in names:
+        original, copy = ledger[f"a_{name}.jpg"], ledger[f"z_{name}_small.jpg"]
+        assert original["status"] == "kept", name
+        assert (copy["status"], copy["stage"]) == ("dropped", "dedup_semantic"), name
+        assert copy["reason"] == "duplicate:cos>0.995"
+        assert copy["duplicate_of"] == original["id"] and copy["cluster"] == original["cluster"]
+    assert any(ledger[f"z_{n}_small.jpg"]["partition"] != ledger[f"a_{n}.jpg"]["partition"]
+               for n in names)  # fmt: skip
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["dedup"] == {"semantic": len(names)}
+    assert stats["stages"][-1] == "dedup_semantic"
