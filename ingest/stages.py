@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.stages.decode import Decode, Probe
 from ingest.config import ImageChecks, ImportConfig
@@ -147,44 +148,51 @@ class DecodeImages:
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        live = alive(batch)
-        lists = batch["_images"].to_pylist()
-        owners = [i for i in np.flatnonzero(live) for _ in lists[i] or []]
-        flat = [b for i in np.flatnonzero(live) for b in lists[i] or []]
-        exts: list = [None] * batch.num_rows
-        widths: list = [None] * batch.num_rows
-        heights: list = [None] * batch.num_rows
-        if not flat:
-            return self._set(batch, lists, exts, widths, heights)
-        keys = [str(j) for j in range(len(flat))]
-        t = new_rows("images", 0, keys, image=flat)
-        t = self.decode(self.probe(t))
-        status, reason = t["status"].to_pylist(), t["reason"].to_pylist()
-        data, ext = t["image"].to_pylist(), t["ext"].to_pylist()
-        w, h = t["width"].to_pylist(), t["height"].to_pylist()
+        # the bytes stay in Arrow: flattened into one row per image, decoded, and put back
+        # into each record's list by the same offsets (no Python copy of any image)
+        lists = batch["_images"].combine_chunks()
+        lists = pc.if_else(pa.array(alive(batch)), lists, pa.scalar(None, lists.type))
+        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        n = int(offsets[-1])
+        if n == 0:
+            return self._set(batch, lists, pa.nulls(len(lists), IMAGE_FIELDS["_exts"]), [], [])
+        t = new_rows("images", 0, [str(j) for j in range(n)])
+        t = self.decode(self.probe(set_column(t, "image", pc.list_flatten(lists))))
+        off, mask = pa.array(offsets, pa.int32()), pc.is_null(lists)
+        images = pa.ListArray.from_arrays(off, t["image"].combine_chunks(), mask=mask)
+        exts = pc.fill_null(t["ext"], "jpg").combine_chunks()
+        exts = pa.ListArray.from_arrays(off, exts, mask=mask)
+        has = lengths > 0
+        first = pa.array(np.where(has, offsets[:-1], 0))
+        widths = pc.if_else(pa.array(has), pc.take(t["width"], first), None)
+        heights = pc.if_else(pa.array(has), pc.take(t["height"], first), None)
+        batch = self._set(batch, images, exts, widths, heights)
         errors: list[str | None] = [None] * batch.num_rows
         drops: list[str | None] = [None] * batch.num_rows
-        out: dict[int, list] = {}
-        for j, i in enumerate(owners):
-            if status[j] != KEPT:
+        not_kept = np.flatnonzero(pc.not_equal(t["status"], KEPT).to_numpy(zero_copy_only=False))
+        if len(not_kept):
+            owner = np.repeat(np.arange(batch.num_rows), lengths)
+            status, reason = t["status"].to_pylist(), t["reason"].to_pylist()
+            for j in not_kept:
                 target = errors if status[j] == "error" else drops
-                target[i] = target[i] or reason[j]
-                continue
-            out.setdefault(i, []).append(data[j])
-            exts[i] = [*(exts[i] or []), ext[j] or "jpg"]
-            if widths[i] is None:
-                widths[i], heights[i] = w[j], h[j]
-        new = [out.get(i) if lists[i] is not None else None for i in range(batch.num_rows)]
-        batch = self._set(batch, new, exts, widths, heights)
+                target[owner[j]] = target[owner[j]] or reason[j]
         batch = errors_to(batch, errors, self.name)
         return mark(batch, drops, self.name)
 
     @staticmethod
     def _set(batch, images, exts, widths, heights) -> pa.Table:
-        batch = set_column(batch, "_images", pa.array(images, IMAGE_FIELDS["_images"]))
-        batch = set_column(batch, "_exts", pa.array(exts, IMAGE_FIELDS["_exts"]))
-        batch = set_column(batch, "width", pa.array(widths, pa.int32()))
-        return set_column(batch, "height", pa.array(heights, pa.int32()))
+        n = batch.num_rows
+        batch = set_column(batch, "_images", images)
+        batch = set_column(batch, "_exts", exts)
+        for name, values in (("width", widths), ("height", heights)):
+            arr = values if len(values) else pa.nulls(n, pa.int32())
+            batch = set_column(
+                batch,
+                name,
+                pa.array(arr, pa.int32()) if isinstance(arr, list) else arr.cast(pa.int32()),
+            )
+        return batch
 
 
 VIDEO_FIELDS = {
