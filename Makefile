@@ -64,6 +64,7 @@ demo: $(BUILD_INPUTS)  ## the whole build on CPU: curate, recaption, videos, mix
 	@echo "open $(DEMO_OUT)/report.html to look at what was kept and dropped"
 	@echo "open out/demo_syn7m_captions/{short,detailed}/report.html for the InternVL captions"
 	@echo "open out/demo_videos/{caption,streaming,grounding}/report.html for the video sets"
+	@echo "open out/demo_raw_videos/{caption,streaming,grounding}/report.html for the same footage cut at scene cuts, captioned by the model"
 	@echo "open out/train_compact/report.html for the loss of the four training stages"
 
 syn7m: $(BUILD_INPUTS)  ## curate -> recaption: the Syn7M short and detailed shard sets

@@ -36,6 +36,7 @@ from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_
 from engine.partitions import Partition, count_files
 from engine.runner import run_partitions
 from engine.workdir import WorkDir
+from manifests import ledger
 from manifests.atomic import write_json
 from manifests.configs import RUN_FIELDS, config_hash
 from manifests.dataset import write_dataset_json
@@ -412,10 +413,31 @@ def raw_hash(cfg: RawVideoConfig, blank: tuple[str, ...] = ()) -> str:
     return config_hash(cfg, RUN_FIELDS, blank=blank)
 
 
+def scene_totals(tdir: Path) -> dict:
+    """What the scenes and captions passes did, over every video (from a task's ledger: the
+    per-video columns are the same in every task's)."""
+    try:
+        rows = ledger.read_ledger(tdir, ["grid_frames", "decode_s", "cuts", "clips"]).to_pylist()
+    except FileNotFoundError:  # no partition at all (an empty folder)
+        rows = []
+    clips = [c for r in rows for c in json.loads(r.get("clips") or "[]")]
+    return {
+        "videos_decoded": sum(1 for r in rows if r.get("grid_frames")),
+        "grid_frames": sum(r.get("grid_frames") or 0 for r in rows),
+        "decode_s": round(sum(r.get("decode_s") or 0.0 for r in rows), 3),
+        "cuts": sum(len(json.loads(r.get("cuts") or "[]")) for r in rows),
+        "clips": len(clips),
+        "clips_kept": sum(1 for c in clips if c["status"] == KEPT),
+        "short_captions": sum(1 for c in clips if c.get("short_caption")),
+        "detailed_captions": sum(1 for c in clips if c.get("detailed_caption")),
+    }
+
+
 def finalize(cfg: RawVideoConfig, run: JobRun, metas: dict[int, dict], passes: list[dict]) -> dict:
     """Each task's stats.json, dataset.json and report, from the partitions' metadata."""
     out, docs = Path(cfg.output), {}
     wall_s = time.time() - run.started
+    scenes = scene_totals(out / cfg.tasks[0])
     for task in cfg.tasks:
         tdir = out / task
         per_part = {p: m["sets"][task] for p, m in metas.items() if "sets" in m}
@@ -437,6 +459,7 @@ def finalize(cfg: RawVideoConfig, run: JobRun, metas: dict[int, dict], passes: l
             "reasons": dict(reasons),
             "clip_reasons": dict(clip_reasons),
             "caption_model": cfg.captions.short.engine.model,
+            "scenes": scenes,
             "timings_s": sum_timings(*passes, metas),
             "wall_s": round(wall_s, 3),
             "ray_start_s": round(run.ray_start_s, 3),

@@ -169,5 +169,70 @@ def test_the_raw_video_job_end_to_end_on_the_tiny_model(tiny_internvl, tmp_path,
         assert (out / task / "report.html").is_file()
     html = (out / "caption" / "report.html").read_text()
     assert "Scene cuts and clips" in html and "cut at 3.00 s" in html
+    stats = json.loads((out / "caption" / "stats.json").read_text())
+    assert stats["inputs"] == len(expected) + 2 and stats["error"] == len(expected)
+    assert stats["scenes"]["cuts"] == len(cuts) and stats["scenes"]["clips"] == 6
+    assert stats["scenes"]["grid_frames"] == 9 + 12
     # a rerun finds the output complete and returns the same documents
     assert run_raw_video_job(cfg, progress=False) == docs
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_captions_pass_then_rerun_equals_uninterrupted(
+    tiny_internvl, tmp_path, ray_local
+):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from manifests.dataset import read_dataset_json
+    from manifests.ledger import read_ledger
+    from tests.cli import curate_cmd
+    from video_prep.raw_job import run_raw_video_job
+    from video_prep.sample_videos import broken_videos, cuts_video, pattern_video
+
+    videos = tmp_path / "videos"
+    broken_videos(videos)
+    cuts_video(videos / "shots.mp4", [3.0, 2.48, 4.0])
+    pattern_video(videos / "long.mp4", 12)
+    sets = [
+        f"input.videos={videos}",
+        f"captions.short.engine.model={tiny_internvl}",
+        "input.partition_size=1",
+        "clips.max_len_s=5",
+        "frames.max_side=64",
+        "ray.num_cpus=2",
+    ]
+    out = tmp_path / "killed"
+    cmd = curate_cmd("configs/video_raw_demo.yaml", sets=[*sets, f"output={out}"])
+    cmd[3] = "video-raw"
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    done = out / "_work" / "captions" / "done"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if done.is_dir() and len(list(done.iterdir())) >= 1:
+            break
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / "caption" / "dataset.json").exists()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    ref = tmp_path / "reference"
+    run_raw_video_job(
+        raw_config(tiny_internvl, *sets[1:], f"input.videos={videos}", f"output={ref}"),
+        progress=False,
+    )
+    for task in ("caption", "streaming", "grounding"):
+        a, b = read_dataset_json(out / task), read_dataset_json(ref / task)
+        assert a["samples"] == b["samples"] > 0
+        assert [(out / task / s["path"]).read_bytes() for s in a["shards"]] == [
+            (ref / task / s["path"]).read_bytes() for s in b["shards"]
+        ]
+        keys = [r["id"] for r in read_ledger(out / task).to_pylist()]
+        assert len(keys) == len(set(keys)) == len(read_ledger(ref / task)) == 5
