@@ -12,6 +12,7 @@ from curation.config_models import (
     ClusterConfig,
     SimilarityConfig,
 )
+from curation.decontam_config import DecontamConfig
 from curation.dedup_config import DedupConfig
 from curation.prefilter_config import PrefilterConfig
 from engine.config import RayConfig
@@ -168,6 +169,7 @@ class CurateConfig:
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)  # pool-wide, after decoding
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)  # copies of eval images
     shards: ShardConfig = field(default_factory=ShardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     log_level: str = "INFO"
@@ -188,6 +190,12 @@ class CurateConfig:
                 "needs the CLIP embedding",
                 "set clip.enabled: true",
             )
+        require(
+            not (self.decontam.enabled and self.decontam.semantic) or self.clip.enabled,
+            "decontam.semantic",
+            "compares CLIP embeddings",
+            "set clip.enabled: true",
+        )
         require(
             not self.dedup.semantic or self.cluster.enabled,
             "dedup.semantic",
@@ -213,6 +221,7 @@ class CurateConfig:
         require(bool(self.input.path), "input.path", "is empty", "--set input.path=/path/to/pool")
         if self.prefilter.enabled:
             self._check_prefilter_columns()
+        self.decontam.check_paths()
         if self.aesthetic.enabled:
             self._fetch_aesthetic_weights()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from curation.config import CurateConfig
 from curation.passes import FIRST_PASS_ONLY, Drops, LoadPrevious, top_fraction
-from curation.pipeline import build_passes, stage_names, thresholds
+from curation.pipeline import build_passes, clip_embed_kw, stage_names, thresholds
 from curation.sources import count_inputs, list_partitions, load_partition
 from curation.write import CuratedShards
 from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
@@ -58,6 +58,7 @@ def has_global_step(cfg: CurateConfig) -> bool:
         or (cfg.similarity.enabled and cfg.similarity.keep_top_fraction)
         or cfg.cluster.enabled
         or cfg.dedup.hashes
+        or cfg.decontam.enabled
     )
 
 
@@ -181,6 +182,18 @@ class CurateJob:
                 "dedup",
                 lambda: {"dedup": dedup_step(last, base, drops, parts, cfg.dedup)},
             )
+        if cfg.decontam.enabled:  # copies of evaluation images, named in eval_match
+            from curation.decontam import decontam_step
+
+            clip_kw = clip_embed_kw(cfg)
+            state = _global_step(
+                state_path,
+                state,
+                "decontam",
+                lambda: {
+                    "decontam": decontam_step(last, base, drops, parts, cfg.decontam, clip_kw)
+                },
+            )
         if cfg.aesthetic.enabled and cfg.aesthetic.keep_top_fraction:
             state = _global_step(
                 state_path,
@@ -275,6 +288,8 @@ def finalize(
         stats["clusters"] = global_stats["clusters"]
     if "dedup" in global_stats:  # duplicates dropped, per kind
         stats["dedup"] = global_stats["dedup"]
+    if "decontam" in global_stats:  # copies of evaluation images dropped, per reason
+        stats["decontam"] = global_stats["decontam"]
     write_json(run.out / "stats.json", stats)
     doc = write_dataset_json(
         run.out,

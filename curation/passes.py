@@ -31,25 +31,26 @@ class Drops:
 
     def __init__(self, root: Path):
         self.root = root
-        self._loaded: dict[str, tuple[str, dict[str, str], dict[str, str]]] = {}
+        self._loaded: dict[str, tuple[str, dict[str, str], dict[str, dict[str, str]]]] = {}
 
     def __getstate__(self) -> dict:  # ship the path to Ray tasks, not the loaded lists
         return {"root": self.root, "_loaded": {}}
 
-    def _load(self, f: Path) -> tuple[str, dict[str, str], dict[str, str]]:
-        """(stage, id -> reason, id -> the kept copy's id for a duplicate) of one drop list.
-        Lists never change once written (temp + rename; only --restart removes them), so each
-        is read once, not once per partition."""
+    def _load(self, f: Path) -> tuple[str, dict[str, str], dict[str, dict[str, str]]]:
+        """(stage, id -> reason, note column -> id -> value) of one drop list; a note is what
+        the ledger keeps beside the reason (``duplicate_of``: the kept copy's id,
+        ``eval_match``: the evaluation image). Lists never change once written (temp +
+        rename; only --restart removes them), so each is read once, not once per partition."""
         if f.name not in self._loaded:
             t = pq.read_table(f)
             stage = t["stage"][0].as_py() if t.num_rows else ""
             ids, reasons = t["id"].to_pylist(), t["reason"].to_pylist()
-            dups = t["duplicate_of"].to_pylist() if "duplicate_of" in t.column_names else []
-            self._loaded[f.name] = (
-                stage,
-                dict(zip(ids, reasons, strict=True)),
-                dict(zip(ids, dups, strict=False)),
-            )
+            notes = {
+                c: dict(zip(ids, t[c].to_pylist(), strict=True))
+                for c in t.column_names
+                if c not in ("id", "stage", "reason")
+            }
+            self._loaded[f.name] = (stage, dict(zip(ids, reasons, strict=True)), notes)
         return self._loaded[f.name]
 
     def files(self) -> list[Path]:
@@ -65,9 +66,10 @@ class Drops:
         stage: str,
         reasons: Sequence[str],
         duplicate_of: Sequence[str] | None = None,
+        notes: dict[str, Sequence[str | None]] | None = None,
     ) -> None:
-        """``duplicate_of``: for a deduplication step, the id of the copy each row duplicates
-        (the ledger's ``duplicate_of``)."""
+        """``duplicate_of``: for a deduplication step, the id of the copy each row duplicates;
+        ``notes``: other string columns the ledger keeps for the rows this list drops."""
         order = len(self.files())
         columns = {
             "id": pa.array(ids, pa.string()),
@@ -76,28 +78,30 @@ class Drops:
         }
         if duplicate_of is not None:
             columns["duplicate_of"] = pa.array(duplicate_of, pa.string())
+        for name, values in (notes or {}).items():
+            columns[name] = pa.array(values, pa.string())
         table = pa.table(columns)
         write_parquet(self.root / f"{order:02d}-{step}.parquet", table)
 
     def apply(self, rows: pa.Table) -> pa.Table:
         ids = rows["id"].to_pylist()
         for f in self.files():
-            stage, found, dups = self._load(f)
+            stage, found, notes = self._load(f)
             if found:
                 before = alive(rows)
                 rows = mark(rows, [found.get(i) for i in ids], stage)
-                if dups:
-                    rows = _duplicate_of(rows, ids, before & ~alive(rows), dups)
+                for column, values in notes.items():
+                    rows = _note(rows, column, ids, before & ~alive(rows), values)
         return rows
 
 
-def _duplicate_of(rows: pa.Table, ids: list[str], marked, dups: dict[str, str]) -> pa.Table:
-    """The ``duplicate_of`` column, set on the rows a deduplication drop list just marked."""
-    have = "duplicate_of" in rows.column_names
-    values = rows["duplicate_of"].to_pylist() if have else [None] * rows.num_rows
+def _note(rows: pa.Table, column: str, ids: list[str], marked, values: dict[str, str]):
+    """A drop list's note column (``duplicate_of``...), set on the rows it just marked."""
+    have = column in rows.column_names
+    out = rows[column].to_pylist() if have else [None] * rows.num_rows
     for i in np.flatnonzero(marked).tolist():
-        values[i] = dups.get(ids[i], values[i])
-    return set_column(rows, "duplicate_of", pa.array(values, pa.string()))
+        out[i] = values.get(ids[i], out[i])
+    return set_column(rows, column, pa.array(out, pa.string()))
 
 
 #: Heavy columns the first pass writes once; later passes leave them in its pieces.

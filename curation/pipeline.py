@@ -62,6 +62,11 @@ def _clip_kw(cfg: CurateConfig) -> dict:
     return _fields(cfg.clip, ("enabled", "draft", "batch_size", "embeddings_dtype"))
 
 
+def clip_embed_kw(cfg: CurateConfig) -> dict:
+    """The CLIP embedding stage's arguments (also what embeds the evaluation images)."""
+    return _fields(cfg.clip, ("enabled", "embeddings_dtype"))
+
+
 def _min_score(cfg: CurateConfig, column: str, value: float) -> MinScore:
     """A value threshold on a score; the stage has the score's name, as the ledger reports."""
     return MinScore(
@@ -71,14 +76,14 @@ def _min_score(cfg: CurateConfig, column: str, value: float) -> MinScore:
 
 def build_passes(cfg: CurateConfig) -> list[Pass]:
     score = first_stage(cfg)
-    if cfg.dedup.hashes:  # for the pool-wide dedup step after this pass
+    if cfg.dedup.hashes or cfg.decontam.hashes:  # for the pool-wide steps after this pass
         from curation.stages.dedup_hashes import ImageHashes
 
         score.append(ImageHashes())
     if cfg.clip.enabled:
         from curation.stages.clip_embed import ClipEmbed
 
-        score.append(ClipEmbed(**_fields(cfg.clip, ("enabled", "embeddings_dtype"))))
+        score.append(ClipEmbed(**clip_embed_kw(cfg)))
     if cfg.aesthetic.enabled:
         from curation.stages.aesthetic import AestheticScore
 
@@ -119,6 +124,7 @@ def stage_names(cfg: CurateConfig) -> list[str]:
         names += [getattr(s, "name", "?") for s in p.stages]
         if p.name == "score":
             names += [f"dedup_{k}" for k in ("exact", "phash") if getattr(cfg.dedup, k)]
+            names += ["decontam"] if cfg.decontam.enabled else []
         if p.name == "score" and cfg.aesthetic.keep_top_fraction:
             names.append("aesthetic")
     if cfg.similarity.keep_top_fraction:
