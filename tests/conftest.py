@@ -46,6 +46,15 @@ def demo_pool(tmp_path: Path) -> tuple[Path, dict]:
     return root, expected
 
 
+@pytest.fixture(scope="session")
+def job_sets(tmp_path_factory, photos, ray_local) -> dict[str, Path]:
+    """One shard set of each kind the real jobs write (image, video, streaming, grounding, text,
+    mixed), made once: tests/manifests/test_readers.py and tests/export read them."""
+    from tests.manifests.test_readers import build_sets
+
+    return build_sets(tmp_path_factory.mktemp("job_sets"), photos)
+
+
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "aesthetic"
 
 

@@ -1,8 +1,8 @@
-"""Shard sets of every kind, made once per session by the real jobs (the same builders the
-readers' tests use: ``curate`` on real photos, ``video`` on ffmpeg-made clips with caption,
+"""Shard sets of every kind, made once per session by the real jobs and shared with the readers'
+tests (``job_sets``: ``curate`` on real photos, ``video`` on ffmpeg-made clips with caption,
 streaming and grounding tasks, ``mix`` for a text-only and a mixed mixture), plus one small
 hand-written set of the odd records an import can bring (several images, PNG, no tag, a tag
-too many, system and user/assistant turns, a missing member, broken JSON)."""
+too many, system and user/assistant turns, a missing member, broken JSON, an unsafe key)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from PIL import Image
 
 from manifests.dataset import write_dataset_json
 from manifests.shards import ShardSetWriter
-from tests.manifests.test_readers import TEXTS, _image_set, _mixture, _video_set
 
 
 def _jpeg(array, fmt: str = "JPEG") -> bytes:
@@ -70,30 +69,14 @@ def write_odd_set(out: Path, photos: dict) -> Path:
 
 
 @pytest.fixture(scope="session")
-def export_sets(tmp_path_factory, photos, ray_local) -> dict[str, Path]:
-    """image (curated: one captioned JPEG, PNGs without a caption), caption / streaming /
-    grounding (the video job), text and mixed (mixtures), odd (hand-written)."""
-    root = tmp_path_factory.mktemp("export_sets")
-    text = root / "text.jsonl"
-    text.write_text("".join(json.dumps({"conversations": _turns(t, "Yes.")}) + "\n" for t in TEXTS))
-    image, caption = _image_set(root, photos), _video_set(root)
-    text_src = {"name": "chat", "path": str(text), "modality": "text", "strategy": "all"}
-    mixed = [
-        {"name": "img", "path": str(image), "modality": "image", "strategy": "all"},
-        {"name": "vid", "path": str(caption), "modality": "video", "strategy": "all"},
-        {"name": "stream", "path": str(caption.parent / "streaming"), "modality": "video",
-         "strategy": "all"},
-        text_src,
-    ]  # fmt: skip
-    return {
-        "image": image,
-        "caption": caption,
-        "streaming": caption.parent / "streaming",
-        "grounding": caption.parent / "grounding",
-        "text": _mixture(root, "text", [text_src], max_count=2),
-        "mixed": _mixture(root, "mixed", mixed, max_count=4),
-        "odd": write_odd_set(root / "odd", photos),
-    }
+def export_sets(job_sets, tmp_path_factory, photos) -> dict[str, Path]:
+    """The session's sets made by the real jobs (tests/conftest.py ``job_sets``: image, caption
+    and streaming videos, text and mixed mixtures; grounding records are caption-shaped) and
+    the hand-written odd set."""
+    sets = {k: v for k, v in job_sets.items() if k not in ("video", "grounding")}  # as caption
+    sets["caption"] = job_sets["video"]
+    sets["odd"] = write_odd_set(tmp_path_factory.mktemp("odd"), photos)
+    return sets
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from manifests.shards import iter_samples
 from tests.export.conftest import odd_samples
 from tests.export.trainers import ffmpeg_rgb, load_video, packets
 
-KINDS = ("image", "caption", "streaming", "grounding", "text", "mixed", "odd")
+KINDS = ("image", "caption", "streaming", "text", "mixed", "odd")
 
 
 def source(src: Path) -> dict[str, dict]:

@@ -90,9 +90,11 @@ def _mixture(root: Path, name: str, sources: list[dict], max_count: int) -> Path
     return out
 
 
-@pytest.fixture(scope="module")
-def sets(tmp_path_factory, photos, ray_local) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("readers")
+def build_sets(root: Path, photos: dict) -> dict[str, Path]:
+    """One set of each kind the real jobs write, under ``root``: image (curate), video (the
+    video job's caption set; its ``streaming`` and ``grounding`` sets as well), text and mixed
+    (mix: images, caption and streaming videos, text). Made once per session (the
+    ``job_sets`` fixture of tests/conftest.py), for these tests and tests/export."""
     text = root / "text.jsonl"
     text.write_text(
         "".join(
@@ -105,9 +107,12 @@ def sets(tmp_path_factory, photos, ray_local) -> dict[str, Path]:
     )
     image, video = _image_set(root, photos), _video_set(root)
     text_src = {"name": "chat", "path": str(text), "modality": "text", "strategy": "all"}
+    stream = video.parent / "streaming"
     return {
         "image": image,
         "video": video,
+        "streaming": stream,
+        "grounding": video.parent / "grounding",
         "text": _mixture(root, "text", [text_src], max_count=2),
         "mixed": _mixture(
             root,
@@ -115,11 +120,17 @@ def sets(tmp_path_factory, photos, ray_local) -> dict[str, Path]:
             [
                 {"name": "img", "path": str(image), "modality": "image", "strategy": "all"},
                 {"name": "vid", "path": str(video), "modality": "video", "strategy": "all"},
+                {"name": "stream", "path": str(stream), "modality": "video", "strategy": "all"},
                 text_src,
             ],
             max_count=4,
         ),
     }
+
+
+@pytest.fixture(scope="module")
+def sets(job_sets) -> dict[str, Path]:
+    return {kind: job_sets[kind] for kind in KINDS}
 
 
 def ours(out: Path) -> dict[str, dict]:
