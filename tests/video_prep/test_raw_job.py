@@ -167,3 +167,27 @@ def test_listing_walks_subfolders_in_order(tmp_path):
     parts = list_raw_partitions(cfg)
     assert [p.spec["files"] for p in parts] == [["a.MKV", "b/z.mp4"], ["c.webm"]]
     assert isinstance(parts[0], Partition)
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("clips.min_len_s=0.5", "clips.min_len_s"),  # no 1-fps grid frame guaranteed
+        ("clips.max_len_s=3", "clips.max_len_s"),  # under twice min_len_s
+        ("scenes.threshold=1.5", "scenes.threshold"),
+        ("captions.short.enabled=false", "captions.short.enabled"),
+        ("captions.max_frames=0", "captions.max_frames"),
+        ("captions.short.accept=[nope]", "captions.short.accept"),
+        ("grounding.min_clips=1", "grounding.min_clips"),
+        ("caption.short_instructions=[]", "caption.short_instructions"),
+        ("tasks=[captions]", "tasks"),
+    ],
+)
+def test_bad_config_fails_before_any_work_naming_the_field(tmp_path, override, field):
+    from manifests.configs import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        config(tmp_path, override)
+    assert err.value.field == field
+    with pytest.raises(ConfigError, match=r"input\.videos"):
+        config(tmp_path / "missing").check_runnable()
