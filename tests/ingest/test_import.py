@@ -64,6 +64,8 @@ def test_llava_import_accounts_for_every_record(ray_local, photos, tmp_path, cap
             assert (row["status"], row["reason"]) == (status, reason), row["source_key"]
         assert read_dataset_json(out / modality)["modality"] == modality
         assert (out / modality / "report.html").is_file()
+    report = (out / "image" / "report.html").read_text()
+    assert "media_tag_added" in report and "outside_root" in report  # repairs and reasons
     dup = next(r for r in read_ledger(out / "image").to_pylist() if r["reason"] == "duplicate")
     assert dup["duplicate_of"] == "llava.jsonl:1"
 
