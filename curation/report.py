@@ -109,6 +109,10 @@ def _render_html(out: Path, max_thumbs: int) -> str:
         for reason, rows in dropped_pictures(picks).items():
             have = thumbs.setdefault(reason, [])
             have += rows[: max(0, max_thumbs - len(have))]
+    from curation.dedup_report import duplicates_html  # issue 17: dedup and decontam
+
+    if dups := duplicates_html(out, dataset, stats, notes):
+        sections.append(("duplicates", "Duplicates and copies of evaluation images", dups))
     sections += [
         ("kept", "Kept samples", kept_html(samples, summary["by_status"].get(KEPT, 0))),
     ]

@@ -42,8 +42,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def cluster_duplicates(x: np.ndarray, threshold: float, block_floats: int = BLOCK_FLOATS):
-    """For the rows of one cluster in pool order: the row each duplicates (-1: kept)."""
+def cluster_duplicates(
+    x: np.ndarray,
+    threshold: float,
+    block_floats: int = BLOCK_FLOATS,
+    best: np.ndarray | None = None,
+):
+    """For the rows of one cluster in pool order: the row each duplicates (-1: kept).
+    ``best``, when given, receives each row's highest similarity to an earlier row (NaN for the
+    first): what the report's histogram shows against the threshold."""
     m = len(x)
     dup_of = np.full(m, -1, np.int64)
     if m < 2:
@@ -53,7 +60,10 @@ def cluster_duplicates(x: np.ndarray, threshold: float, block_floats: int = BLOC
     rows, cols = [], []
     for a in range(0, m, step):  # one block for a cluster of ~100 rows
         b = min(m, a + step)
-        sim = np.tril(u[a:b] @ u[:b].T, a - 1)  # each row against the earlier rows only
+        sim = u[a:b] @ u[:b].T
+        sim[np.arange(b - a)[:, None] + a <= np.arange(b)[None, :]] = -np.inf  # earlier only
+        if best is not None:
+            best[a:b] = sim.max(axis=1)
         i, j = np.nonzero(sim > threshold)  # row-major: by row, earliest partner first
         rows.append(i + a)
         cols.append(j)
@@ -75,11 +85,17 @@ def cluster_duplicates(x: np.ndarray, threshold: float, block_floats: int = BLOC
 
 
 def semantic_duplicates(
-    x: np.ndarray, labels: np.ndarray, threshold: float, block_floats: int = BLOCK_FLOATS
+    x: np.ndarray,
+    labels: np.ndarray,
+    threshold: float,
+    block_floats: int = BLOCK_FLOATS,
+    best: np.ndarray | None = None,
 ) -> np.ndarray:
     """For rows in pool order with their cluster ``labels``: the row each duplicates, or -1.
 
-    Only rows of one cluster are compared; ``x`` is read a cluster at a time (any float dtype)."""
+    Only rows of one cluster are compared; ``x`` is read a cluster at a time (any float dtype).
+    ``best`` (length n, float) receives each row's highest similarity to an earlier row of its
+    cluster (NaN where there is none)."""
     labels = np.asarray(labels)
     n = len(labels)
     dup_of = np.full(n, -1, np.int64)
@@ -96,7 +112,10 @@ def semantic_duplicates(
             if e - s < 2 or sorted_labels[s] < 0:  # a single row, or rows with no cluster
                 continue
             members = order[s:e]
-            local = cluster_duplicates(x[members], threshold, block_floats)
+            mine = None if best is None else np.full(e - s, np.nan, np.float32)
+            local = cluster_duplicates(x[members], threshold, block_floats, mine)
+            if best is not None:
+                best[members] = mine
             hit = local >= 0
             dup_of[members[hit]] = members[local[hit]]
     return dup_of
@@ -124,7 +143,8 @@ def semantic_step(
         return {"semantic": 0}
     x = np.concatenate(blocks)
     labels = np.array([label_of.get(i, -1) for i in ids], np.int64)
-    found = semantic_duplicates(x, labels, threshold)
+    best = np.full(len(ids), np.nan, np.float32)
+    found = semantic_duplicates(x, labels, threshold, best=best)
     dup = np.flatnonzero(found >= 0)
     drops.write(
         "dedup_semantic",
@@ -134,4 +154,24 @@ def semantic_step(
         duplicate_of=[ids[i] for i in found[dup].tolist()],
     )
     log.info("semantic dedup: %d of %d rows dropped (cosine > %g)", len(dup), len(ids), threshold)
-    return {"semantic": len(dup)}
+    return {"semantic": len(dup), "semantic_hist": similarity_hist(best, found >= 0, threshold)}
+
+
+def similarity_hist(best: np.ndarray, dropped: np.ndarray, threshold: float, bins: int = 40):
+    """Rows by their highest similarity to an earlier row of their cluster, kept and dropped
+    (for the report's histogram, with the threshold drawn); rows alone in theirs are left out."""
+    ok = np.isfinite(best)
+    if not ok.any():
+        return None
+    lo = float(min(best[ok].min(), threshold - 0.05))
+    edges = np.linspace(lo, 1.0, bins + 1)
+    kept, _ = np.histogram(best[ok & ~dropped], edges)
+    other, _ = np.histogram(best[ok & dropped], edges)
+    return {
+        "edges": edges.round(6).tolist(),
+        "kept": kept.tolist(),
+        "other": other.tolist(),
+        "n": int(ok.sum()),
+        "log": False,
+        "threshold": threshold,
+    }

@@ -79,6 +79,9 @@ def test_copies_of_evaluation_images_go_naming_them(tmp_path, photos, ray_local)
         else:
             assert row["status"] == "kept" and row["eval_match"] is None, key
     assert doc["samples"] == 2
+    page = (out / "report.html").read_text()
+    section = page.split('<section id="duplicates">', 1)[1].split("</section>", 1)[0]
+    assert "mmbench_images:sub/q3.jpg" in section and section.count('class="thumb"') == 3
     stats = json.loads((out / "stats.json").read_text())
     assert stats["decontam"]["eval_images"] == 4
     assert stats["decontam"]["dropped"] == {

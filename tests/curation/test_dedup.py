@@ -83,6 +83,12 @@ def test_planted_copies_go_and_name_their_original(tmp_path, photos, ray_local):
     stats = json.loads((out / "stats.json").read_text())
     assert stats["dedup"] == {"exact": 2, "phash": 3}
     assert {"dedup_exact", "dedup_phash"} <= set(stats["stages"])
+    # the report pictures every pair: the dropped copy beside the original that was kept
+    page = (out / "report.html").read_text()
+    section = page.split('<section id="duplicates">', 1)[1].split("</section>", 1)[0]
+    assert section.count('class="thumb"') == 2 * len(planted)
+    for file in planted:
+        assert file in section
 
 
 def test_exact_groups_keep_the_first_and_skip_nulls():
@@ -193,5 +199,8 @@ def test_semantic_copies_go_inside_the_selection_clusters(tmp_path, photos, tiny
     assert any(ledger[f"z_{n}_small.jpg"]["partition"] != ledger[f"a_{n}.jpg"]["partition"]
                for n in names)  # fmt: skip
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["dedup"] == {"semantic": len(names)}
+    assert stats["dedup"]["semantic"] == len(names)
     assert stats["stages"][-1] == "dedup_semantic"
+    hist = stats["dedup"]["semantic_hist"]
+    assert sum(hist["other"]) == len(names) and hist["threshold"] == 0.995
+    assert 'alt="semantic similarity histogram"' in (out / "report.html").read_text()

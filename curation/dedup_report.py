@@ -1,0 +1,106 @@
+"""The report's section on duplicates and contamination (issue 17): how many rows went per kind,
+example pairs side by side (the dropped copy beside the copy that was kept, or beside the name
+of the evaluation image it matched) and the semantic step's similarity histogram with its
+threshold drawn.
+
+Reads the ledger (``duplicate_of``, ``eval_match``) and ``stats.json``; pictures come from
+wherever they still are (:func:`curation.report_pictures.find_pictures`), a few per kind.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from curation.report_pictures import PICTURE_COLUMNS, find_pictures
+from reports.html import esc, img, mime, table
+
+#: pairs pictured per kind of duplicate
+PAIRS = 4
+NOTES = ("duplicate_of", "eval_match")
+
+
+def duplicates_html(
+    out: Path, dataset: ds.Dataset | None, stats: dict[str, Any], notes: list[str]
+) -> str | None:
+    """The section's HTML, or None when the job removed no duplicate and checked no evaluation
+    set (nothing to say)."""
+    if dataset is None or not any(n in dataset.schema.names for n in NOTES):
+        return None
+    names = dataset.schema.names
+    columns = [c for c in (*PICTURE_COLUMNS, "stage", "reason", *NOTES) if c in names]
+    noted = None
+    for n in NOTES:
+        if n in names:
+            valid = pc.is_valid(ds.field(n))
+            noted = valid if noted is None else noted | valid
+    rows = dataset.to_table(columns=columns, filter=noted).to_pylist()
+    if not rows:
+        return '<p class="muted">No duplicate and no copy of an evaluation image was found.</p>'
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        counts[(r["stage"], r["reason"])] = counts.get((r["stage"], r["reason"]), 0) + 1
+    parts = [
+        table(
+            [("stage", False), ("reason", False), ("rows", True)],
+            [[esc(s), esc(why), f"{n:,}"] for (s, why), n in sorted(counts.items())],
+        )
+    ]
+    parts.append(_pairs_html(out, dataset, rows, notes))
+    hist = (stats.get("dedup") or {}).get("semantic_hist")
+    if hist:
+        from reports.plots import hist_png
+
+        png = hist_png(
+            "highest cosine to an earlier image of its cluster", hist, [hist["threshold"]]
+        )
+        parts.append(img(png, "image/png", "plot", "semantic similarity histogram"))
+    return "".join(parts)
+
+
+def _pairs_html(out: Path, dataset: ds.Dataset, rows: list[dict], notes: list[str]) -> str:
+    """A few (dropped, kept) pairs per stage, side by side."""
+    picked: list[dict] = []
+    seen: dict[str, int] = {}
+    for r in rows:
+        if seen.get(r["stage"], 0) < PAIRS:
+            seen[r["stage"]] = seen.get(r["stage"], 0) + 1
+            picked.append(r)
+    kept_ids = [r["duplicate_of"] for r in picked if r.get("duplicate_of")]
+    names = dataset.schema.names
+    columns = [c for c in PICTURE_COLUMNS if c in names]
+    originals = {
+        o["id"]: o
+        for o in dataset.to_table(
+            columns=columns, filter=ds.field("id").isin(kept_ids)
+        ).to_pylist()
+    } if kept_ids else {}  # fmt: skip
+    find_pictures(out, [*picked, *originals.values()], notes)
+    body = []
+    for r in picked:
+        other = originals.get(r.get("duplicate_of") or "")
+        right = (
+            _picture(other, "kept copy")
+            if other is not None
+            else f'<div class="nopic">evaluation image<br>{esc(r.get("eval_match"))}</div>'
+        )
+        body.append(
+            f"<tr><td>{esc(r['stage'])}<br>{esc(r['reason'])}</td>"
+            f"<td>{_picture(r, 'dropped')}</td><td>{right}</td></tr>"
+        )
+    head = "<thead><tr><th>why</th><th>dropped</th><th>kept copy / matched</th></tr></thead>"
+    return f"<table>{head}<tbody>{''.join(body)}</tbody></table>"
+
+
+def _picture(row: dict[str, Any], label: str) -> str:
+    key = row.get("source_key") or row.get("id") or ""
+    if row.get("jpeg"):
+        b64 = base64.b64encode(row["jpeg"]).decode("ascii")
+        pic = img(b64, mime(row["jpeg"]), "thumb", f"{label}: {key}")
+    else:
+        pic = f'<div class="nopic">{esc(row.get("why", "no picture"))}</div>'
+    return f'{pic}<div class="k">{esc(key)}</div>'
