@@ -307,28 +307,23 @@ class ClipsByVideo:
         self.scenes, self.captions = scenes, captions
 
     def __call__(self, part: Partition) -> pa.Table:
-        rows = self.captions.read_partition(part.index)
+        rows = self.captions.read_partition(part.index)  # in row order: a video's clips together
         if rows is None:
             return pa.table({})
         frames = self.scenes.read_partition(part.index, ["frames"])
-        assert frames["row"].to_pylist() == rows["row"].to_pylist()  # the same clips
-        rows = rows.append_column("frames", frames["frames"])
-        videos: dict[int, dict] = {}
-        for r in rows.to_pylist():
-            v = videos.setdefault(r["video_row"], {k: r[k] for k in LEDGER_KEEP})
-            v["row"] = r["video_row"]
-            v.setdefault("clip_rows", []).append(json.dumps({k: r[k] for k in r if k != "frames"}))
-            v.setdefault("clip_frames", []).append(r["frames"])
-        fields = [(c, rows.schema.field(c).type) for c in LEDGER_KEEP]
-        schema = pa.schema(
-            [
-                *fields,
-                ("row", pa.int32()),
-                ("clip_rows", pa.list_(pa.string())),
-                ("clip_frames", pa.list_(pa.list_(pa.binary()))),
-            ]
+        assert frames["row"].equals(rows["row"])  # the same clips
+        videos = rows["video_row"].to_pylist()
+        starts = [i for i, v in enumerate(videos) if i == 0 or v != videos[i - 1]]
+        offsets = pa.array([*starts, len(videos)], pa.int32())
+        # the frames stay Arrow buffers: one list of clips' frame lists per video, no copy
+        clip_frames = pa.ListArray.from_arrays(offsets, frames["frames"].combine_chunks())
+        clip_json = pa.array([json.dumps(r) for r in rows.to_pylist()], pa.string())
+        first = rows.take(pa.array(starts, pa.int64())).select(list(LEDGER_KEEP))
+        return (
+            first.append_column("row", pa.array([videos[i] for i in starts], pa.int32()))
+            .append_column("clip_rows", pa.ListArray.from_arrays(offsets, clip_json))
+            .append_column("clip_frames", clip_frames)
         )
-        return pa.Table.from_pylist(list(videos.values()), schema).sort_by("row")
 
 
 class RawSamples:
