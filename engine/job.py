@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine.partitions import Partition, prepare_plan
+from engine.progress import status as show_status
 from manifests.configs import ConfigError
 from manifests.dataset import DATASET_JSON, read_dataset_json
 
@@ -236,6 +237,7 @@ def _run_locked(job: Job, cfg: Any, out: Path, restart: bool, progress: bool) ->
         parts[-1].to_json() if parts else None,
     )
     t0 = time.perf_counter()
+    show_status(f"{job.name}: starting Ray", say=False)
     ours = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb, cfg.log_level)
     run = JobRun(cfg, out, work_root, parts, progress, started, time.perf_counter() - t0)
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from engine.progress import status as show_status
 from manifests import ledger
 from manifests.dataset import write_dataset_json
 from manifests.shards import ShardSetWriter
@@ -90,6 +91,7 @@ def _materialise(
         ):
             rows[col].append(val)
         flush()
+        show_status(f"mix {recipe.stage}: {n + 1} samples written", say=False, force=False)
 
     buffer: list[dict] = []
     for sample in ds:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 import mixtures
+from engine.progress import status as show_status
 from manifests.atomic import write_json
 from manifests.configs import to_dict
 from model.build import load_checkpoint, save_checkpoint
@@ -121,6 +122,7 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
     amp = autocast_dtype(cfg.train.precision, d.device)
     stop = cfg.train.stop_after  # steps of this run, counted from where it started or resumed
     first_step = step
+    t_first = time.perf_counter()
     stopped = False
     with open(metrics_path, "a") if d.main else nullcontext() as sink:
         while step < sc.steps:
@@ -145,6 +147,13 @@ def run_stage(cfg: TrainConfig, n: int, d: Dist, resume: bool) -> dict:
             if d.main:
                 sink.write(json.dumps(row) + "\n")
                 sink.flush()
+                rate = (step - first_step) / (time.perf_counter() - t_first)
+                show_status(
+                    f"stage {n}: step {step}/{sc.steps}, {rate:.2f} steps/s, "
+                    f"ETA {(sc.steps - step) / rate:.0f} s",
+                    say=False,
+                    force=step == sc.steps,
+                )
                 if step % cfg.train.log_every == 0 or step == sc.steps:
                     lr = " ".join(f"{g} {v:.2e}" for g, v in row["lr"].items())
                     print0(

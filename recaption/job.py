@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
 from engine.partitions import Partition
+from engine.progress import status as show_status
 from engine.runner import run_partitions
 from engine.workdir import WorkDir
 from manifests import ledger
@@ -216,6 +217,7 @@ def finalize_subset(
 ) -> dict:
     """stats.json, dataset.json and the report of one subset, from its partitions' metadata."""
     out = Path(cfg.output) / kind
+    show_status(f"recaption {kind}: writing stats.json, dataset.json and the report")
     counts: Counter = Counter(dict.fromkeys(STATUSES, 0))
     reasons: Counter = Counter()
     attempts: Counter = Counter()

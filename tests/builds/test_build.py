@@ -7,6 +7,7 @@ config changed, the failed node (and not its finished predecessors) after a fail
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -32,11 +33,23 @@ def records(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("dataset.json"))}
 
 
-def test_build_reruns_exactly_what_is_downstream_of_a_change(small_build, ray_local, tmp_path):
+def test_build_reruns_exactly_what_is_downstream_of_a_change(
+    small_build, ray_local, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("VL3DATA_PROGRESS_EVERY_S", "0")  # every change of a node's line
     path = small_build()
     out = tmp_path / "out"
     first, lines = build(path)
     assert sorted(first.ran) == ALL
+    # while a node ran, its progress showed (from its status file); checked for the nodes
+    # that ran long enough for the build to look (it looks every second)
+    took = {m[1]: float(m[2]) for x in lines if (m := re.search(r"\] done  (\S+) \(([\d.]+)s", x))}
+    assert set(took) == set(ALL)
+    for node in [n for n, s in took.items() if s > 5]:
+        shown = [x.split(f"… {node}: ", 1)[1] for x in lines if f"… {node}: " in x]
+        assert shown, f"{node} ran {took[node]} s and no progress line of it was shown"
+        assert all(re.search(r"partitions|starting|step \d+/\d+|writ", x) for x in shown)
+    assert not list((out / ".build").glob("*.status"))  # each node removed its status file
     assert all(first.status[n].why == "not built yet" for n in ["curate", "video.patterns"])
     # the image and the video branch ran side by side: both started before either finished
     head = lines[: next(i for i, line in enumerate(lines) if "] done" in line)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 
+from engine import progress
 from engine.partitions import Partition
 from engine.progress import Progress
 
@@ -59,3 +60,38 @@ def test_plain_lines_come_at_most_every_period(caplog):
         for _ in range(50):
             p.partition_done(1)
     assert [r for r in caplog.records if "partitions," in r.getMessage()] == []
+
+
+def test_a_status_file_holds_the_latest_line_and_phase(tmp_path, monkeypatch):
+    """What a build shows for a running node: the pass's line as partitions finish (at most
+    once a second), the phase the job is in, nothing once the node stops keeping it."""
+    status = tmp_path / "node.status"
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    progress.status_to(status)
+    try:
+        with Progress("write", 4, unit="images", total_inputs=40, stream=io.StringIO()) as p:
+            assert progress.read_status(status).startswith("write: 0/4 partitions, 0/40 images")
+            p.partition_done(10)  # within the second after the first write: not rewritten
+            assert progress.read_status(status).startswith("write: 0/4 partitions")
+            clock[0] += 1.5
+            p.partition_done(10)
+            assert progress.read_status(status).startswith("write: 2/4 partitions, 20/40 images")
+            assert "images/s, ETA " in progress.read_status(status)
+            p.partition_done(10)  # throttled again...
+        # ...but the pass's last line always lands
+        assert progress.read_status(status).startswith("write: 3/4 partitions, 30/40 images")
+        progress.status("curate: writing the report", say=False)  # a phase: written at once
+        assert progress.read_status(status) == "curate: writing the report"
+    finally:
+        progress.status_to(None)
+    progress.status("after the node", say=False)
+    assert progress.read_status(status) == "curate: writing the report"  # no longer kept
+    assert progress.read_status(tmp_path / "missing.status") is None
+
+
+def test_the_plain_period_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(progress.EVERY_ENV, "2.5")
+    assert Progress("write", 1, stream=io.StringIO()).every_s == 2.5
+    monkeypatch.setenv(progress.EVERY_ENV, "soon")
+    assert Progress("write", 1, stream=io.StringIO()).every_s == 30.0

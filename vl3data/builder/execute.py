@@ -15,11 +15,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.progress import read_status
 from manifests.configs import ConfigError
+from vl3data.builder.board import REFRESH_S, NodeBoard
 from vl3data.builder.config import BuildConfig
 from vl3data.builder.freshness import Status, statuses
 from vl3data.builder.graph import Node, make_graph, producer, select
-from vl3data.builder.run_node import run_node
+from vl3data.builder.run_node import run_node, status_path
 
 log = logging.getLogger("vl3data.builder")
 
@@ -75,9 +77,11 @@ def run_build(
     targets: list[str] | None = None,
     *,
     echo=print,
+    board: NodeBoard | None = None,
 ) -> BuildResult:
     """Build what is stale among ``targets`` (and what they need); raises :class:`BuildFailed`
-    at the first failed node."""
+    at the first failed node. ``board`` shows the running nodes' progress (default: on
+    stdout, redrawn on a terminal, periodic lines elsewhere)."""
     nodes = load_graph(cfg, targets)
     st = statuses(nodes)
     result = BuildResult(nodes, st)
@@ -91,7 +95,17 @@ def run_build(
 
     import ray
 
+    board = board if board is not None else NodeBoard(echo)
+    say = echo
+
+    def echo(text: str) -> None:  # a message clears the board's lines first
+        board.clear()
+        say(text)
+
+    t_ray = time.perf_counter()
+    echo("starting Ray")
     _init_ray(cfg)
+    echo(f"Ray up in {time.perf_counter() - t_ray:.1f} s")
     res = ray.cluster_resources()
     machine = {"cpus": int(res.get("CPU", 0)), "gpus": int(res.get("GPU", 0))}
     here = ray.get_runtime_context().get_node_id()
@@ -127,7 +141,13 @@ def run_build(
                 echo(f"[{time.perf_counter() - t_all:7.1f}s] start {name}")
         if not running:
             break  # a failure stopped the rest
-        done, _ = ray.wait(list(running), num_returns=1)
+        done, _ = ray.wait(list(running), num_returns=1, timeout=REFRESH_S)
+        if not done:
+            if board.due():
+                names = [name for name, _ in running.values()]
+                lines = {n: read_status(status_path(cfg.state, n)) for n in names}
+                board.show({n: v for n, v in lines.items() if v}, time.perf_counter() - t_all)
+            continue
         for ref in done:
             name, t0 = running.pop(ref)
             try:

@@ -20,6 +20,8 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+from engine.progress import status as show_status
+from engine.progress import status_to
 from vl3data.builder.freshness import fingerprint, write_record
 from vl3data.builder.graph import Node
 
@@ -32,6 +34,12 @@ def _now() -> str:
 
 def marker_path(state: str, node: str) -> Path:
     return Path(state) / f"{node}.json"
+
+
+def status_path(state: str, node: str) -> Path:
+    """The running node's latest progress line (``engine.progress.status_to``), which the
+    build shows while the node's own output goes to its log; removed when the node ends."""
+    return Path(state) / f"{node}.status"
 
 
 def read_marker(state: str, node: str) -> dict | None:
@@ -160,9 +168,8 @@ def run_node(
         root.setLevel(getattr(logging, log_level.upper(), logging.INFO))
         print(f"--- {started} {node.name} ({'resuming' if resume else 'from the start'})")
         try:
-            from engine.ray_session import quiet_ray_data
-
-            quiet_ray_data(True)
+            status_to(status_path(state, node.name))
+            show_status(f"{node.kind}: starting", say=False)
             measured = RUNNERS[node.kind](node, resume)
         except Exception as exc:  # reported, with the traceback in the log
             traceback.print_exc()
@@ -174,6 +181,8 @@ def run_node(
             )
             return {"node": node.name, "ok": False, "error": error, "log": str(log_path)}
         finally:
+            status_to(None)
+            status_path(state, node.name).unlink(missing_ok=True)
             root.removeHandler(handler)
             root.setLevel(old_level)
     wall = round(time.perf_counter() - t0, 3)
