@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from manifests.atomic import write_json
@@ -24,7 +24,10 @@ class Partition:
     spec: dict
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        # not dataclasses.asdict: it deep-copies the spec (a partition's whole file list)
+        return json.dumps(
+            {"index": self.index, "kind": self.kind, "spec": self.spec}, sort_keys=True
+        )
 
     def inputs(self) -> int | None:
         """How many inputs the partition holds, when its spec says so without reading it: a
