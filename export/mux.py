@@ -41,7 +41,8 @@ def _ms(t: float) -> int:
 
 
 def frame_step_ms(timestamps: list[float]) -> int:
-    """How long the last frame lasts: the set's frame step (the smallest gap), 1 s for one."""
+    """How long the last frame lasts: the set's frame step (the smallest gap); a video of one
+    frame has no step of its own and lasts 1 s, the step of the paper's 1 fps."""
     gaps = [_ms(b) - _ms(a) for a, b in itertools.pairwise(timestamps)]
     return min(gaps) if gaps else 1000
 
