@@ -12,10 +12,10 @@ a third of their time. So each video sample becomes a file:
 - the file starts with the first frame: frame ``k`` at ``timestamps[k] - timestamps[0]``
   (millisecond time base), the last one lasting one frame step. On this grid ffmpeg's ``fps``
   filter at the set's rate gives back every frame, once, in order, whole file or trimmed
-  (checked for 1 to 7 frames, steps of 0.5, 1 and 2 s). A file that does not start at 0 is
+  (``tests/export/test_mux.py``: 1 to 120 frames, steps of 0.5 to 2 s). A file not starting at 0 is
   not read right by that loader: its ``-ss`` counts from the file's start and the MP4 muxer
-  shortens the last frame, so the offset stays in the record, not the file
-  (``export.layouts``);
+  shortens the last frame; a streaming record's times move to the file's clock instead
+  (``export.layouts.stream_in_file``);
 - ``-fflags +bitexact`` and no metadata: the same frames give the same bytes on every run.
 
 Frames must be JPEG and of one size (a video track has one frame size). Frames that are not
