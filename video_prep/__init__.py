@@ -1,5 +1,3 @@
-"""Video preparation: 1-fps frames, caption-bounded clips, streaming and grounding samples.
-
-Not built yet: see the video preparation issue. It will share ``curation``'s runner and
-``manifests``' ledger and shard writer.
+"""Video preparation: 1-fps frames, caption-bounded clips (``job``), scene-cut clips of raw
+footage with model-written captions (``raw_job``), and caption, streaming and grounding samples.
 """
