@@ -286,6 +286,9 @@ def finalize(
     }
     if "clusters" in global_stats:
         stats["clusters"] = global_stats["clusters"]
+    prefiltered_rows = run.work_root / "prefilter" / "result.json"
+    if prefiltered_rows.is_file():  # rows dropped before download, per reason
+        stats["prefilter"] = json.loads(prefiltered_rows.read_text())["counts"]
     if "dedup" in global_stats:  # duplicates dropped, per kind
         stats["dedup"] = global_stats["dedup"]
     if "decontam" in global_stats:  # copies of evaluation images dropped, per reason

@@ -143,7 +143,10 @@ def first_of_groups(values: pa.Array, hashes: np.ndarray) -> np.ndarray:
     # values alike at both ends under one hash: regroup the rows of those hash groups exactly
     bad = np.isin(first, first[dup[~same]])
     rows = np.flatnonzero(bad)  # ascending: pool order
-    codes = pc.dictionary_encode(values.take(pa.array(rows))).indices.to_numpy(zero_copy_only=False)
+    subset = values.take(pa.array(rows))
+    if isinstance(subset, pa.ChunkedArray):
+        subset = subset.combine_chunks()
+    codes = pc.dictionary_encode(subset).indices.to_numpy(zero_copy_only=False)
     firsts = np.flatnonzero(codes > np.concatenate(([-1], np.maximum.accumulate(codes)[:-1])))
     first[rows] = rows[firsts[codes]]
     return first
@@ -231,7 +234,7 @@ def prefilter_pool(
         t = pa.table({"pos": pos, "code": codes, "dup_pos": dups}, schema=DECISIONS)
         decided.add(part // ppf, t)
 
-    key_type = pa.large_binary()
+    key_type = pa.string()  # a batch's keys stay far below 2 GB; buckets stay chunked
     url_spill = _Spill(
         work / "url", n_buckets,
         pa.schema([("pos", pa.int64()), ("h", pa.uint64()), ("key", key_type),
@@ -263,7 +266,7 @@ def prefilter_pool(
             valid = pc.fill_null(pc.not_equal(urls, ""), False).to_numpy(zero_copy_only=False)
             h = value_hash(urls)
             phash = (
-                batch[cfg.phash_column].cast(pa.string()).cast(key_type)
+                batch[cfg.phash_column].cast(key_type)
                 if cfg.phash_column
                 else pa.nulls(batch.num_rows, key_type)
             )
@@ -273,21 +276,21 @@ def prefilter_pool(
                 rest = pa.array(~valid)
                 to_phash_buckets(pos[~valid], phash.filter(rest))
         elif cfg.phash_column:
-            to_phash_buckets(pos, batch[cfg.phash_column].cast(pa.string()).cast(key_type))
+            to_phash_buckets(pos, batch[cfg.phash_column].cast(key_type))
 
     for bucket in url_spill.read():
         pos = bucket["pos"].to_numpy()
-        first = first_of_groups(bucket["key"].combine_chunks(), bucket["h"].to_numpy())
+        first = first_of_groups(bucket["key"], bucket["h"].to_numpy())
         dup = first != np.arange(len(pos))
         decide(pos[dup], url_code, pos[first[dup]])
         counts[url_code] += int(dup.sum())
         if cfg.phash_column:
             keep = pa.array(~dup)
-            to_phash_buckets(pos[~dup], bucket["phash"].filter(keep).combine_chunks())
+            to_phash_buckets(pos[~dup], bucket["phash"].filter(keep))
     for bucket in phash_spill.read():
         bucket = bucket.sort_by("pos")  # filled from every URL bucket: back to pool order
         pos = bucket["pos"].to_numpy()
-        first = first_of_groups(bucket["key"].combine_chunks(), bucket["h"].to_numpy())
+        first = first_of_groups(bucket["key"], bucket["h"].to_numpy())
         dup = first != np.arange(len(pos))
         decide(pos[dup], phash_code, pos[first[dup]])
         counts[phash_code] += int(dup.sum())

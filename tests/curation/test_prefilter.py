@@ -8,6 +8,7 @@ or duplicate row was ever requested.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -128,6 +129,8 @@ def test_values_alike_at_both_ends_are_told_apart():
     h = value_hash(urls)
     assert h[0] == h[1] == h[2]
     assert first_of_groups(urls, h).tolist() == [0, 1, 0]
+    chunked = pa.chunked_array([urls[:2], urls[2:]])  # a bucket read back from its spill file
+    assert first_of_groups(chunked, value_hash(chunked)).tolist() == [0, 1, 0]
     assert value_hash(pa.array(["a", "b"]))[0] != value_hash(pa.array(["a", "b"]))[1]
 
 
@@ -205,6 +208,13 @@ def test_filtered_and_duplicate_rows_are_never_requested(tmp_path, photos, image
     for never in ("chelsea", "coffee", "china", "rocket2"):
         assert server.hits.get(f"/img/{never}.jpg", 0) == 0, never
     assert doc["samples"] == 3
+    assert json.loads((out / "stats.json").read_text())["prefilter"] == {
+        "aesthetic_score_laion_v2<4.5": 1,
+        "watermark_score>0.5": 1,
+        "nsfw_score_opennsfw2>0.3": 1,
+        "duplicate:url": 2,
+        "duplicate:image_phash": 1,
+    }
     first = ledger["a"]
     assert first["id"] == stable_id(first["source"], "coyo.parquet#0:0")
 
