@@ -395,9 +395,7 @@ def _scan(
 ) -> Iterator[tuple[np.ndarray, pa.Table]]:
     """(positions, the declared columns) of every planned row, in pool order, a batch at a
     time, reading only those columns and only the planned row ranges."""
-    columns = list(dict.fromkeys([url_column, *cfg.columns()]))
-    if not cfg.dedup_url:
-        columns = columns[1:] or columns
+    columns = list(dict.fromkeys([*([url_column] if cfg.dedup_url else []), *cfg.columns()]))
     handles: dict[int, pq.ParquetFile] = {}
     for seg in segs:
         pf = handles.get(seg.file)
