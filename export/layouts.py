@@ -1,21 +1,31 @@
 """The two trainers' record formats, from a checked :class:`~export.records.Sample`.
 
-**videollama3** (``annotations.jsonl``, one object a line, what ``videollama3/train.py``'s
-``LazySupervisedDataset`` reads through ``datasets.load_dataset("json")``):
+**videollama3** (``annotations_{kind}.jsonl``, one object a line, what ``videollama3/train.py``'s
+``LazySupervisedDataset`` reads through ``datasets.load_dataset("json")``, one file per kind,
+every line with the same keys, ``null`` where a record has none of it):
 
 - image: ``{"id", "image": ["images/ab/k.jpg", ...], "conversations": [{from, value}]}``, one
   ``<image>`` per image;
 - video: ``{"id", "video": ["videos/ab/k.mp4"], "conversations"}``, one ``<video>``;
-- streaming: ``{"id", "video": [...], "stream": true, "start_time", "end_time",
+- stream: ``{"id", "video": [...], "stream": true, "start_time", "end_time",
   "conversation": [{role, content, time}]}``, times in seconds of the exported file
   (:func:`stream_in_file`);
-- text: ``{"id", "conversations"}``, no media key.
+- text: ``{"id", "conversations"}``, ``image`` and ``video`` null.
+
+Why one file per kind with every key: ``datasets``' JSON loader takes a file's columns and
+their types from its first block (about 10 MB) and fails on a later block that differs
+(``column names don't match``, ``Couldn't cast array of type list<string> to null``), and
+VideoLLaMA3 then falls back to parsing every line into Python objects on every rank (after
+printing the traceback). A file of one kind has one schema; ``concatenate_datasets`` over the
+files (what ``train.py`` does with several ``--data_path``) aligns a ``null`` column with a
+typed one; the loader takes ``null`` as absent (``data_dict['image'] is not None``).
 
 **llava** (``llava.json``, one JSON list, what LLaVA's and LLaVA-NeXT's ``train.py`` read with
-``json.load``): ``{"id", "image": "images/ab/k.jpg", "conversations"}`` with one ``<image>``;
-several images as a list (LLaVA-NeXT only); a video as LLaVA-Video does in LLaVA-NeXT's
-``train.py``: ``"video": "videos/ab/k.mp4"`` with ``<image>`` standing for the whole video in the
-first question; turns strictly human, gpt, human, ... (LLaVA's ``preprocess`` asserts it).
+``json.load``; keys absent where a record has none, as LLaVA tests ``'image' in sample``):
+``{"id", "image": "images/ab/k.jpg", "conversations"}`` with one ``<image>``; several images as
+a list (LLaVA-NeXT only); a video as LLaVA-Video does in LLaVA-NeXT's ``train.py``:
+``"video": "videos/ab/k.mp4"`` with ``<image>`` standing for the whole video in the first
+question; turns strictly human, gpt, human, ... (LLaVA's ``preprocess`` asserts it).
 Streaming records and system turns have no LLaVA form: skipped with their reason.
 """
 
@@ -26,12 +36,22 @@ from export.records import IMAGE_TAG, VIDEO_TAG, Sample, Skip, with_tags
 VIDEOLLAMA3 = "videollama3"
 LLAVA = "llava"
 LAYOUTS = (VIDEOLLAMA3, LLAVA)
-#: the annotation file each layout writes beside the media folder
-ANNOTATION_FILES = {VIDEOLLAMA3: "annotations.jsonl", LLAVA: "llava.json"}
+#: the annotation file LLaVA's layout writes beside the media folder
+LLAVA_FILE = "llava.json"
+#: every line of a VideoLLaMA3 annotation file has these keys (null where absent)
+VIDEOLLAMA3_KEYS = (
+    "id", "image", "video", "conversations", "stream", "start_time", "end_time", "conversation",
+)  # fmt: skip
+
+
+def videollama3_file(kind: str) -> str:
+    """``annotations_{image,video,stream,text}.jsonl``: one file per kind of record."""
+    return f"annotations_{kind}.jsonl"
 
 
 def videollama3_record(key: str, s: Sample, media: list[str]) -> dict:
-    rec: dict = {"id": key}
+    rec: dict = dict.fromkeys(VIDEOLLAMA3_KEYS)
+    rec.update({"id": key, "stream": False})
     if s.kind == "stream":
         rec.update({"video": media, "stream": True, **stream_in_file(s)})
     elif s.kind == "image":

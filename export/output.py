@@ -57,6 +57,7 @@ class JsonList:
     """A JSON list written one element at a time (LLaVA's file), valid only once closed."""
 
     def __init__(self, path: Path):
+        self.path = path
         self.f = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self.f.write("[")
         self.n = 0
@@ -71,9 +72,10 @@ class JsonList:
 
 
 class JsonLines:
-    """One JSON object a line (VideoLLaMA3's ``annotations.jsonl``, ``skipped.jsonl``)."""
+    """One JSON object a line (VideoLLaMA3's ``annotations_*.jsonl``, ``skipped.jsonl``)."""
 
     def __init__(self, path: Path):
+        self.path = path
         self.f = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self.n = 0
 

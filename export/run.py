@@ -1,8 +1,8 @@
 """``export_shard_set``: one pass over a shard set (or a materialised mixture) writing every
 layout asked for beside one shared media folder.
 
-    OUT/annotations.jsonl   VideoLLaMA3 (--data_path), paths relative to OUT/media
-    OUT/llava.json          LLaVA / LLaVA-NeXT (--data_path), paths relative to OUT/media
+    OUT/annotations_{image,video,stream,text}.jsonl   VideoLLaMA3 (--data_path), one per kind
+    OUT/llava.json          LLaVA / LLaVA-NeXT (--data_path); paths relative to OUT/media
     OUT/media/images/ab/{key}.jpg           the original image bytes
     OUT/media/videos/ab/{key}.mp4           a video sample's frames (export.mux)
     OUT/skipped.jsonl       every sample a layout left out, with the reason
@@ -17,7 +17,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from export.layouts import ANNOTATION_FILES, LAYOUTS, LLAVA, RECORD_OF
+from export.layouts import LAYOUTS, LLAVA, LLAVA_FILE, RECORD_OF, videollama3_file
 from export.mux import frames_to_mp4
 from export.names import MEDIA_DIR, image_path, video_path
 from export.output import AtomicFolder, JsonLines, JsonList
@@ -66,10 +66,8 @@ class _Export:
         self.tmp, self.layouts = tmp, layouts
         self.media = tmp / MEDIA_DIR
         self.media.mkdir()
-        self.files = {
-            lay: (JsonList if lay == LLAVA else JsonLines)(tmp / ANNOTATION_FILES[lay])
-            for lay in layouts
-        }
+        #: (layout, kind) -> its annotation file, opened at its first record
+        self.files: dict[tuple[str, str], JsonList | JsonLines] = {}
         self.skipped_file = JsonLines(tmp / SKIPPED)
         self.skipped = {lay: Counter() for lay in layouts}
         self.counts: Counter = Counter()
@@ -101,22 +99,35 @@ class _Export:
                 reasons.update(dict.fromkeys(records, exc.reason))
                 records = {}
         for lay, rec in records.items():
-            self.files[lay].write(rec)
+            self._file(lay, s.kind).write(rec)
         if reasons:
             self.skip(staged, reasons)
         return None
 
+    def _file(self, layout: str, kind: str) -> JsonList | JsonLines:
+        """LLaVA's one list, or VideoLLaMA3's file of this kind of record."""
+        slot = (layout, "all" if layout == LLAVA else kind)
+        if slot not in self.files:
+            if layout == LLAVA:
+                self.files[slot] = JsonList(self.tmp / LLAVA_FILE)
+            else:
+                self.files[slot] = JsonLines(self.tmp / videollama3_file(kind))
+        return self.files[slot]
+
     def close(self) -> dict:
+        if LLAVA in self.layouts:
+            self._file(LLAVA, "all")  # the list is written even when empty: []
         for f in (*self.files.values(), self.skipped_file):
             f.close()
-        return {
-            lay: {
-                "file": ANNOTATION_FILES[lay],
-                "records": self.files[lay].n,
+        out = {}
+        for lay in self.layouts:
+            files = {f.path.name: f.n for (ly, _), f in sorted(self.files.items()) if ly == lay}
+            out[lay] = {
+                "files": files,
+                "records": sum(files.values()),
                 "skipped": dict(sorted(self.skipped[lay].items())),
             }
-            for lay in self.layouts
-        }
+        return out
 
 
 def export_shard_set(

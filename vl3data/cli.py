@@ -189,7 +189,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for lay, r in doc["layouts"].items():
         skipped = sum(r["skipped"].values())
         why = "".join(f", {k} {v}" for k, v in r["skipped"].items())
-        print(f"{out / r['file']}: {r['records']} records ({lay}); {skipped} skipped{why}")
+        files = ", ".join(f"{out / name} {n}" for name, n in r["files"].items())
+        print(f"{lay}: {r['records']} records ({files or 'none'}); {skipped} skipped{why}")
     print(
         f"{out / doc['media_folder']}: {doc['images']} images, {doc['videos']} videos "
         f"({doc['frames']} frames); skipped samples listed in {out / doc['skipped_file']}"
@@ -356,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_mix)
 
     p = sub.add_parser(
-        "export", help="a shard set or mixture as VideoLLaMA3's annotations.jsonl or LLaVA's JSON"
+        "export", help="a shard set or mixture as VideoLLaMA3's annotation files or LLaVA's JSON"
     )
     p.add_argument("input", help="a shard set or materialised mixture (a folder with dataset.json)")
     p.add_argument("--output", required=True, help="the folder to write (annotations + media/)")

@@ -35,6 +35,10 @@ def member(sample: dict, name: str) -> bytes:
     return sample[name.rsplit("/", 1)[-1].split(".", 1)[1]]
 
 
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def skipped(out: Path) -> dict[str, dict]:
     lines = (out / "skipped.jsonl").read_text().splitlines()
     return {r["key"]: r["reasons"] for r in map(json.loads, lines)}
@@ -52,17 +56,30 @@ def check_video(path: Path, rec: dict, sample: dict, span: tuple = (None, None))
     assert packets(path) == b"".join(jpegs)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_videollama3_reads_every_record(export_sets, exported, kind, tmp_path):
+def videollama3_rows(out: Path, cache: Path):
+    """What ``train.py`` makes of ``--data_path OUT/annotations_*.jsonl``: each file through
+    ``datasets.load_dataset("json")``, then ``concatenate_datasets``."""
     import datasets
 
+    files = sorted(out.glob("annotations_*.jsonl"))
+    for f in files:  # one schema per file: every line has the same keys
+        keys = {tuple(json.loads(line)) for line in f.read_text().splitlines()}
+        assert len(keys) == 1, f
+    objs = [
+        datasets.load_dataset("json", data_files=str(f), cache_dir=str(cache))["train"]
+        for f in files
+    ]
+    return datasets.concatenate_datasets(objs) if objs else []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_videollama3_reads_every_record(export_sets, exported, kind, tmp_path):
     out, src = exported[kind], source(export_sets[kind])
-    lines = (out / "annotations.jsonl").read_text().splitlines()
-    rows = datasets.load_dataset(  # train.py's own call
-        "json", data_files=str(out / "annotations.jsonl"), cache_dir=str(tmp_path)
-    )["train"]
-    assert len(rows) == len(lines) == json.loads((out / "export.json").read_text())[
-        "layouts"]["videollama3"]["records"]  # fmt: skip
+    rows = videollama3_rows(out, tmp_path)
+    assert (
+        len(rows)
+        == json.loads((out / "export.json").read_text())["layouts"]["videollama3"]["records"]
+    )
     media = out / "media"
     for row in rows:
         sample = src[row["id"]]
@@ -86,7 +103,7 @@ def test_videollama3_reads_every_record(export_sets, exported, kind, tmp_path):
             assert text.count("<video>") == 1 and len(row["video"]) == 1
             check_video(media / row["video"][0], rec, sample)
         else:
-            assert not rec.get("image") and not rec.get("video")
+            assert not rec.get("image") and not rec.get("video") and row["video"] is None
             assert [t["value"] for t in turns] == [t["value"] for t in rec["conversations"]]
     # every sample is in the file or in skipped.jsonl, never both
     ids, skips = [r["id"] for r in rows], skipped(out)
@@ -130,10 +147,7 @@ def test_odd_records_are_fixed_or_skipped_with_their_reason(exported, photos):
     skips = skipped(out)
     for key, _rec, _members, reasons in odd_samples(photos):
         assert skips.get(key, {}) == reasons, key
-    vl3 = {
-        r["id"]: r
-        for r in map(json.loads, (out / "annotations.jsonl").read_text().split("\n")[:-1])
-    }
+    vl3 = {r["id"]: r for f in out.glob("annotations_*.jsonl") for r in lines(f)}
     assert vl3["no_tag"]["conversations"][0]["value"] == "<image>\nWhat is it?"  # as the trainer
     assert vl3["user_roles"]["conversations"][0]["from"] == "human"  # VL3 takes "user" as gpt
     two = vl3["two_images"]["image"]

@@ -39,12 +39,12 @@ def test_a_rerun_after_a_crash_gives_the_same_files(export_sets, tmp_path, capsy
     src = export_sets["caption"]
     assert main(["export", str(src), "--output", str(tmp_path / "a"), *BOTH]) == 0
     printed = capsys.readouterr().out
-    assert f"{tmp_path / 'a' / 'annotations.jsonl'}: 2 records (videollama3)" in printed
+    assert f"videollama3: 2 records ({tmp_path / 'a' / 'annotations_video.jsonl'} 2)" in printed
     assert "2 videos (10 frames)" in printed
     # what a run killed half-way leaves: its hidden folder, a partial file, a staged frame
     left = tmp_path / ".b.export-tmp"
     (left / ".staging").mkdir(parents=True)
-    (left / "annotations.jsonl").write_text('{"id": "half')
+    (left / "annotations_video.jsonl").write_text('{"id": "half')
     (left / ".staging" / "00000.jpg").write_bytes(b"\xff\xd8")
     assert main(["export", str(src), "--output", str(tmp_path / "b"), *BOTH]) == 0
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
@@ -61,7 +61,7 @@ def test_a_non_empty_output_is_kept_unless_overwrite(export_sets, tmp_path, caps
     assert "not empty" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
     assert tree(out) == {"notes.txt": hashlib.sha1(b"mine").hexdigest()}
     assert main(["export", str(export_sets["text"]), "--output", str(out), "--overwrite"]) == 0
-    assert "notes.txt" not in tree(out) and (out / "annotations.jsonl").is_file()
+    assert "notes.txt" not in tree(out) and (out / "annotations_text.jsonl").is_file()
     assert not (out / "llava.json").exists()  # videollama3 unless --format says otherwise
     empty = tmp_path / "empty"
     empty.mkdir()  # an empty folder is fine without --overwrite
@@ -110,7 +110,7 @@ def test_memory_is_flat_in_the_number_of_samples(tmp_path, photos):
         export_shard_set(src, tmp_path / f"o{n}", ["videollama3", "llava"])
         peaks[n] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        assert len((tmp_path / f"o{n}" / "annotations.jsonl").read_text().splitlines()) == n
+        assert len((tmp_path / f"o{n}" / "annotations_image.jsonl").read_text().splitlines()) == n
     assert peaks[300] < peaks[30] * 1.5 + 256_000, peaks
 
 

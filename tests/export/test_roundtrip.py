@@ -20,6 +20,8 @@ from manifests.shards import iter_samples
 from tests.export.test_export import member, source
 from vl3data.cli import main
 
+KINDS = ("image", "stream", "text", "video")
+
 
 def imported(out: Path, modality: str) -> dict[str, dict]:
     """The imported samples of one modality by the exported record's id (kept in meta)."""
@@ -44,10 +46,14 @@ def pixels(jpeg: bytes) -> np.ndarray:
 
 def test_videollama3_round_trip(export_sets, exported, ray_local, tmp_path):
     out = exported["mixed"]
-    run_import("videollama3", out / "annotations.jsonl", out / "media", tmp_path / "back")
+    files = sorted(out.glob("annotations_*.jsonl"))
+    assert [f.name for f in files] == [f"annotations_{k}.jsonl" for k in KINDS]
+    one = tmp_path / "all.jsonl"  # the import reads one file: the four, one after another
+    one.write_text("".join(f.read_text() for f in files))
+    run_import("videollama3", one, out / "media", tmp_path / "back")
     back = {m: imported(tmp_path / "back", m) for m in ("image", "video", "text")}
     ours = source(export_sets["mixed"])
-    lines = [json.loads(x) for x in (out / "annotations.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in one.read_text().splitlines()]
     assert sum(len(b) for b in back.values()) == len(lines)  # every record came back
     kinds = set()
     for line in lines:
