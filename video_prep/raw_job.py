@@ -20,6 +20,7 @@ pass it was in.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import json
@@ -236,12 +237,10 @@ class CutScenes:
             return [self._failed(base, DROPPED, "clips", reason, vinfo)]
         rows = []
         ks = sorted(grid.frames)
-        for cl in clips:
-            mine = (
-                [k for k in ks if cl.start <= grid.timestamp(k) < cl.end]
-                if cl.status == KEPT
-                else []
-            )
+        times = [grid.timestamp(k) for k in ks]
+        for cl in clips:  # a clip's grid frames: those stamped in [start, end)
+            lo, hi = bisect.bisect_left(times, cl.start), bisect.bisect_left(times, cl.end)
+            mine = ks[lo:hi] if cl.status == KEPT else []
             if cl.status == KEPT and not mine:
                 cl.status, cl.reason = DROPPED, "no_frames_in_clip"
             rows.append(
@@ -269,7 +268,8 @@ class CutScenes:
 
     @staticmethod
     def _failed(base, status, stage, reason, vinfo, detail: str = "") -> dict:
-        issues = [{"segment": None, "reason": reason, "detail": detail}] if detail else []
+        issues = json.loads(vinfo.get("issues") or "[]")  # a truncated video's, say
+        issues += [{"segment": None, "reason": reason, "detail": detail}] if detail else []
         row = {**base, **dict.fromkeys(VIDEO_COLUMNS), **dict.fromkeys(CLIP_COLUMNS), **vinfo}
         row.update(
             video_status=status,
