@@ -55,9 +55,11 @@ class StagedSample:
 def shard_entries(root: Path) -> list[dict]:
     """``dataset.json``'s shard list, each tar checked present and of its declared size."""
     if not (root / DATASET_JSON).is_file():
+        inside = sorted(p.parent.name for p in root.glob(f"*/{DATASET_JSON}"))
+        hint = f"; the shard sets in it: {', '.join(inside)}" if inside else ""
         raise FileNotFoundError(
             f"{root / DATASET_JSON} not found: give a finished shard set or materialised "
-            "mixture (a folder with dataset.json)"
+            f"mixture (a folder with dataset.json){hint}"
         )
     doc = read_dataset_json(root)
     entries = doc.get("shards")

@@ -79,9 +79,12 @@ def test_a_damaged_shard_is_named_in_one_line(tmp_path, capsys, how):
     assert sorted(os.listdir(tmp_path)) == ["src"]  # no output, no leftover
 
 
-def test_not_a_shard_set(tmp_path, capsys):
+def test_not_a_shard_set(export_sets, tmp_path, capsys):
     assert main(["export", str(tmp_path), "--output", str(tmp_path / "out")]) == 1
     assert "dataset.json" in capsys.readouterr().err
+    videos = export_sets["caption"].parent  # the video job's output: a set per task inside
+    assert main(["export", str(videos), "--output", str(tmp_path / "out")]) == 1
+    assert "the shard sets in it: caption, grounding, streaming" in capsys.readouterr().err
     assert main(["export", str(tmp_path), "--output", str(tmp_path / "o"), "--format", "x"]) == 1
 
 
