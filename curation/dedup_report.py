@@ -13,6 +13,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
@@ -38,19 +39,31 @@ def duplicates_html(
         if n in names:
             valid = pc.is_valid(ds.field(n))
             noted = valid if noted is None else noted | valid
-    rows = dataset.to_table(columns=columns, filter=noted).to_pylist()
-    if not rows:
-        return '<p class="muted">No duplicate and no copy of an evaluation image was found.</p>'
     counts: dict[tuple[str, str], int] = {}
-    for r in rows:
-        counts[(r["stage"], r["reason"])] = counts.get((r["stage"], r["reason"]), 0) + 1
+    picked: list[dict] = []  # a few rows per stage to picture
+    per_stage: dict[str, int] = {}
+    # batch by batch: a pool with millions of duplicates is counted, never held
+    for batch in dataset.scanner(columns=columns, filter=noted).to_batches():
+        t = pa.Table.from_batches([batch])
+        grouped = t.group_by(["stage", "reason"]).aggregate([("id", "count")]).to_pylist()
+        for g in grouped:
+            key = (g["stage"], g["reason"])
+            counts[key] = counts.get(key, 0) + g["id_count"]
+        for stage in sorted({g["stage"] for g in grouped}):
+            want = PAIRS - per_stage.get(stage, 0)
+            if want > 0:
+                mine = t.filter(pc.equal(t["stage"], stage)).slice(0, want).to_pylist()
+                picked += mine
+                per_stage[stage] = per_stage.get(stage, 0) + len(mine)
+    if not counts:
+        return '<p class="muted">No duplicate and no copy of an evaluation image was found.</p>'
     parts = [
         table(
             [("stage", False), ("reason", False), ("rows", True)],
             [[esc(s), esc(why), f"{n:,}"] for (s, why), n in sorted(counts.items())],
         )
     ]
-    parts.append(_pairs_html(out, dataset, rows, notes))
+    parts.append(_pairs_html(out, dataset, picked, notes))
     hist = (stats.get("dedup") or {}).get("semantic_hist")
     if hist:
         from reports.plots import hist_png
@@ -62,14 +75,8 @@ def duplicates_html(
     return "".join(parts)
 
 
-def _pairs_html(out: Path, dataset: ds.Dataset, rows: list[dict], notes: list[str]) -> str:
-    """A few (dropped, kept) pairs per stage, side by side."""
-    picked: list[dict] = []
-    seen: dict[str, int] = {}
-    for r in rows:
-        if seen.get(r["stage"], 0) < PAIRS:
-            seen[r["stage"]] = seen.get(r["stage"], 0) + 1
-            picked.append(r)
+def _pairs_html(out: Path, dataset: ds.Dataset, picked: list[dict], notes: list[str]) -> str:
+    """The picked (dropped, kept) pairs, side by side."""
     kept_ids = [r["duplicate_of"] for r in picked if r.get("duplicate_of")]
     names = dataset.schema.names
     columns = [c for c in PICTURE_COLUMNS if c in names]

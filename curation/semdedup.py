@@ -71,7 +71,9 @@ def cluster_duplicates(
     if i.size == 0:
         return dup_of
     first = np.r_[True, i[1:] != i[:-1]]
-    if not np.isin(j, i).any():  # no partner is itself a duplicate: every partner stays
+    candidate = np.zeros(m, bool)
+    candidate[i] = True
+    if not candidate[j].any():  # no partner is itself a duplicate: every partner stays
         dup_of[i[first]] = j[first]
         return dup_of
     starts = np.flatnonzero(first)
