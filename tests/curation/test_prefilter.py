@@ -261,3 +261,24 @@ def test_bad_prefilter_config_names_the_field(override, field):
     with pytest.raises(ConfigError) as err:
         load_config(CurateConfig, "configs/curate_coyo_cluster.yaml", [override])
     assert err.value.field == field
+
+
+def test_an_interrupted_scan_is_redone_whole(tmp_path):
+    random_pool(tmp_path, n_files=1, rows=200)
+    parts = list_parquet_partitions(
+        InputConfig(kind="url_parquet", path=str(tmp_path), partition_size=30)
+    )
+    cfg = PrefilterConfig(
+        rules=[dict(r) for r in RULES], dedup_url=True, phash_column="image_phash", bucket_rows=40
+    )
+    clean = prefilter_pool(parts, "url", cfg, tmp_path / "clean")
+    work = tmp_path / "killed"  # what a kill -9 mid-scan leaves: spill files, a stray range
+    (work / "url").mkdir(parents=True)
+    (work / "url" / "b00000.arrow").write_bytes(b"half a stream")
+    (work / "ranges").mkdir()
+    (work / "ranges" / "r000000.arrow").write_bytes(b"\x00" * 10)
+    assert prefilter_pool(parts, "url", cfg, work) == clean
+    for p in parts:
+        got = PrefilterMarks(lambda q: None, work, clean).decisions(p.index)
+        want = PrefilterMarks(lambda q: None, tmp_path / "clean", clean).decisions(p.index)
+        assert got.to_pylist() == want.to_pylist()
