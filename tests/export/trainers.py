@@ -7,7 +7,8 @@ repositories; nothing here is imported from them, which need CUDA-era pins):
   for a streaming record's span, ffmpeg's ``fps`` filter (``round=down``) to raw RGB,
   timestamps ``start + k / fps``, at most ``max_frames`` kept by ``linspace``.
 - LLaVA (``llava/train/train.py``): ``json.load`` of the list, ``image`` joined to
-  ``--image_folder``; LLaVA-NeXT reads ``video`` under ``--video_folder``.
+  ``--image_folder``; LLaVA-NeXT reads ``video`` under ``--video_folder`` with decord
+  (``llava/utils.py`` ``process_video_with_decord``).
 """
 
 from __future__ import annotations
@@ -73,3 +74,14 @@ def packets(path: Path) -> bytes:
         check=True,
     )
     return proc.stdout
+
+
+def llava_next_video(path: Path, video_fps: int = 1) -> tuple[np.ndarray, list[float]]:
+    """LLaVA-NeXT's ``process_video_with_decord`` (``frames_upbound`` 0): every
+    ``round(avg_fps / video_fps)``-th frame and its time; decord as that code opens it."""
+    from decord import VideoReader, cpu
+
+    vr = VideoReader(str(path), ctx=cpu(0), num_threads=1)
+    step = round(vr.get_avg_fps() / video_fps)
+    idx = list(range(0, len(vr), step))
+    return vr.get_batch(idx).asnumpy(), [i / step for i in idx]
