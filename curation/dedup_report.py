@@ -71,7 +71,8 @@ def duplicates_html(
         png = hist_png(
             "highest cosine to an earlier image of its cluster", hist, [hist["threshold"]]
         )
-        parts.append(img(png, "image/png", "plot", "semantic similarity histogram"))
+        plot = img(png, "image/png", "plot", "semantic similarity histogram")
+        parts.append(f'<div class="plots">{plot}</div>')
     return "".join(parts)
 
 
@@ -93,7 +94,8 @@ def _pairs_html(out: Path, dataset: ds.Dataset, picked: list[dict], notes: list[
         right = (
             _picture(other, "kept copy")
             if other is not None
-            else f'<div class="nopic">evaluation image<br>{esc(r.get("eval_match"))}</div>'
+            else f'<figure><div class="nopic">evaluation image</div><figcaption><span class="k">'
+            f"{esc(r.get('eval_match'))}</span></figcaption></figure>"
         )
         body.append(
             f"<tr><td>{esc(r['stage'])}<br>{esc(r['reason'])}</td>"
@@ -104,10 +106,12 @@ def _pairs_html(out: Path, dataset: ds.Dataset, picked: list[dict], notes: list[
 
 
 def _picture(row: dict[str, Any], label: str) -> str:
+    """A figure as the report's contact sheets draw them: the thumbnail, the key below."""
     key = row.get("source_key") or row.get("id") or ""
     if row.get("jpeg"):
         b64 = base64.b64encode(row["jpeg"]).decode("ascii")
         pic = img(b64, mime(row["jpeg"]), "thumb", f"{label}: {key}")
     else:
         pic = f'<div class="nopic">{esc(row.get("why", "no picture"))}</div>'
-    return f'{pic}<div class="k">{esc(key)}</div>'
+    caption = f'<span class="k" title="{esc(key)}">{esc(key)}</span>'
+    return f"<figure>{pic}<figcaption>{caption}</figcaption></figure>"
