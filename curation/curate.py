@@ -24,6 +24,7 @@ from curation.sources import count_inputs, list_partitions, load_partition
 from curation.write import CuratedShards
 from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
 from engine.partitions import Partition
+from engine.progress import status as show_status
 from engine.runner import is_model_stage, run_partitions
 from engine.workdir import WorkDir
 from manifests.atomic import write_json
@@ -269,6 +270,8 @@ def finalize(
 ) -> dict:
     """stats.json, dataset.json and the report, from the partitions' metadata alone."""
     import time
+
+    show_status("curate: writing stats.json, dataset.json and the report")
 
     counts = dict.fromkeys(STATUSES, 0)
     for meta in metas.values():

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from engine.job import JobRun, read_stats, run_job, shard_list, sum_timings
 from engine.partitions import Partition
+from engine.progress import status as show_status
 from engine.runner import run_partitions
 from engine.workdir import WorkDir
 from ingest.config import ImportConfig
@@ -41,6 +42,7 @@ def finalize(cfg: ImportConfig, run: JobRun, metas: dict[int, dict]) -> dict:
     out, docs = Path(cfg.output), {}
     wall_s = time.time() - run.started
     for m in cfg.modalities:
+        show_status(f"import {m}: writing stats.json, dataset.json and the report")
         per_part = {p: meta["sets"][m] for p, meta in metas.items() if "sets" in meta}
         counts: Counter = Counter(dict.fromkeys(STATUSES, 0))
         reasons: Counter = Counter()

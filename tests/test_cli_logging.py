@@ -28,3 +28,7 @@ def test_debug_is_ours_only(tmp_path, demo_pool):
     assert {"engine.job", "engine.runner"} <= set(debug)  # the plan, and how each pass runs
     outside = {n for n in debug if n.split(".")[0] not in OUR_PACKAGES}
     assert not outside, f"third-party DEBUG lines from {sorted(outside)}"
+    # every phase of a run says so as it starts: Ray's start, the pass, the final write
+    said = [m.string for m in map(LINE.match, done.stderr.splitlines()) if m]
+    for phase in ("starting an embedded Ray", "Ray up in", "curate: writing stats.json"):
+        assert any(phase in line for line in said), f"no line says {phase!r}"

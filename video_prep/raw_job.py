@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
 from engine.partitions import Partition, count_files
+from engine.progress import status as show_status
 from engine.runner import run_partitions
 from engine.workdir import WorkDir
 from manifests import ledger
@@ -435,6 +436,7 @@ def finalize(cfg: RawVideoConfig, run: JobRun, metas: dict[int, dict], passes: l
     scenes = scene_totals(out / cfg.tasks[0])
     for task in cfg.tasks:
         tdir = out / task
+        show_status(f"video-raw {task}: writing stats.json, dataset.json and the report")
         per_part = {p: m["sets"][task] for p, m in metas.items() if "sets" in m}
         counts: Counter = Counter(dict.fromkeys(STATUSES, 0))
         reasons: Counter = Counter()
