@@ -147,7 +147,7 @@ def _match(rows, cfg, index, binary, eval_of_code, flat) -> dict[int, tuple[str,
             if h is not None and h in index.content:
                 found[i] = ("contaminated:content_hash", index.keys[index.content[h]])
     if binary is not None:
-        codes, valid = phash_codes(rows["phash"].to_pylist())
+        codes, valid = phash_codes(rows["phash"].combine_chunks())
         todo = np.flatnonzero(valid)
         if todo.size:
             lims, dist, hit = binary.range_search(codes[todo], cfg.phash_max_distance + 1)

@@ -47,17 +47,32 @@ def first_copies(values: pa.Array) -> np.ndarray:
     return out
 
 
-def phash_codes(hexes: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 8) uint8 codes of 16-hex-digit pHashes and a mask of the valid ones."""
-    codes = np.zeros((len(hexes), PHASH_BITS // 8), np.uint8)
-    valid = np.zeros(len(hexes), bool)
-    for i, h in enumerate(hexes):
-        if h is not None and len(h) == PHASH_BITS // 4:
-            try:
-                codes[i] = np.frombuffer(bytes.fromhex(h), np.uint8)
-                valid[i] = True
-            except ValueError:
-                pass
+#: ASCII -> hex digit value, 255 for anything else
+_HEX = np.full(256, 255, np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX[_c] = _i
+    _HEX[ord(chr(_c).upper())] = _i
+
+
+def phash_codes(hexes: Sequence[str | None] | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 8) uint8 codes of 16-hex-digit pHashes and a mask of the valid ones; decoded with
+    Arrow and numpy, no Python object per row."""
+    arr = hexes if isinstance(hexes, pa.Array) else pa.array(list(hexes), pa.string())
+    width = PHASH_BITS // 4
+    n = len(arr)
+    codes = np.zeros((n, PHASH_BITS // 8), np.uint8)
+    ok = pc.fill_null(pc.equal(pc.binary_length(arr.cast(pa.binary())), width), False)
+    valid = ok.to_numpy(zero_copy_only=False).copy()
+    rows = np.flatnonzero(valid)
+    if rows.size:
+        fixed = arr.cast(pa.binary()).filter(ok).cast(pa.binary(width))
+        raw = np.frombuffer(fixed.buffers()[1], np.uint8)
+        raw = raw[fixed.offset * width : (fixed.offset + len(fixed)) * width].reshape(-1, width)
+        nibbles = _HEX[raw]
+        bad = (nibbles == 255).any(axis=1)
+        codes[rows] = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+        valid[rows[bad]] = False
+        codes[rows[bad]] = 0
     return codes, valid
 
 
@@ -88,13 +103,14 @@ def dedup_step(
     last: WorkDir, base: WorkDir, drops: Drops, parts: Sequence[Partition], cfg: DedupConfig
 ) -> dict:
     """Exact, then perceptual deduplication of the live rows; returns counts for stats.json."""
-    ids: list[str] = []
+    id_parts: list[pa.Array] = []
     content: list[pa.Array] = []
-    phashes: list[str | None] = []
+    phashes: list[pa.Array] = []
     for rows in iter_live(last, base, drops, parts, ["content_hash", "phash"]):
-        ids += rows["id"].to_pylist()
+        id_parts.append(rows["id"].combine_chunks())
         content.append(rows["content_hash"].combine_chunks())
-        phashes += rows["phash"].to_pylist()
+        phashes.append(rows["phash"].combine_chunks())
+    ids = pa.concat_arrays(id_parts) if id_parts else pa.array([], pa.string())
     stats = {"exact": 0, "phash": 0}
     gone = np.zeros(len(ids), bool)
     if cfg.exact:
@@ -105,7 +121,9 @@ def dedup_step(
         gone[dup] = True
         stats["exact"] = len(dup)
     if cfg.phash:
-        codes, valid = phash_codes(phashes)
+        codes, valid = phash_codes(
+            pa.concat_arrays(phashes) if phashes else pa.array([], pa.string())
+        )
         rows = np.flatnonzero(valid & ~gone)  # ascending: pool order
         found = near_duplicates(codes[rows], cfg.phash_max_distance)
         dup = np.flatnonzero(found >= 0)
@@ -117,12 +135,12 @@ def dedup_step(
 
 
 def _write(
-    drops: Drops, stage: str, ids: list[str], dup: np.ndarray, kept: np.ndarray, reason: str
+    drops: Drops, stage: str, ids: pa.Array, dup: np.ndarray, kept: np.ndarray, reason: str
 ) -> None:
     drops.write(
         stage,
-        [ids[i] for i in dup.tolist()],
+        ids.take(pa.array(dup, pa.int64())).to_pylist(),
         stage,
         [reason] * len(dup),
-        duplicate_of=[ids[i] for i in kept.tolist()],
+        duplicate_of=ids.take(pa.array(kept, pa.int64())).to_pylist(),
     )
