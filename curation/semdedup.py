@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.passes import Drops, iter_live
@@ -134,26 +135,34 @@ def semantic_step(
     """SemDeDup of the live rows inside the clusters of ``clusters`` (the balanced selection's
     table: id, cluster); a drop list ``dedup_semantic``. Returns counts for stats.json."""
     table = pq.read_table(clusters, columns=["id", "cluster"])
-    label_of = dict(zip(table["id"].to_pylist(), table["cluster"].to_pylist(), strict=True))
-    ids: list[str] = []
-    blocks: list[np.ndarray] = []
-    for rows in iter_live(last, base, drops, parts, [EMBEDDING]):
-        ids += rows["id"].to_pylist()
-        blocks.append(embedding_matrix(rows).astype(np.float16))  # as stored: half the memory
-    if not ids:
+    # the live rows' ids first (cheap), so the embeddings go straight into one float16 array
+    id_parts = [r["id"].combine_chunks() for r in iter_live(last, base, drops, parts, [])]
+    ids = pa.concat_arrays(id_parts) if id_parts else pa.array([], pa.string())
+    if len(ids) == 0:
         drops.write("dedup_semantic", [], "dedup_semantic", [], duplicate_of=[])
         return {"semantic": 0}
-    x = np.concatenate(blocks)
-    labels = np.array([label_of.get(i, -1) for i in ids], np.int64)
+    x, at = None, 0
+    for rows in iter_live(last, base, drops, parts, [EMBEDDING]):
+        block = embedding_matrix(rows)
+        if x is None:
+            x = np.empty((len(ids), block.shape[1]), np.float16)  # as stored: half of float32
+        x[at : at + len(block)] = block
+        at += len(block)
+    if at != len(ids):
+        raise RuntimeError(f"semantic dedup read {at} embeddings for {len(ids)} live rows")
+    # each live row's cluster (a join, not a Python dict over the pool); -1 where it has none
+    order = pa.table({"id": ids, "at": np.arange(len(ids))})
+    joined = order.join(table, "id", join_type="left outer").sort_by("at")
+    labels = joined["cluster"].fill_null(-1).to_numpy().astype(np.int64)
     best = np.full(len(ids), np.nan, np.float32)
     found = semantic_duplicates(x, labels, threshold, best=best)
     dup = np.flatnonzero(found >= 0)
     drops.write(
         "dedup_semantic",
-        [ids[i] for i in dup.tolist()],
+        ids.take(pa.array(dup, pa.int64())).to_pylist(),
         "dedup_semantic",
         [f"duplicate:cos>{threshold:g}"] * len(dup),
-        duplicate_of=[ids[i] for i in found[dup].tolist()],
+        duplicate_of=ids.take(pa.array(found[dup], pa.int64())).to_pylist(),
     )
     log.info("semantic dedup: %d of %d rows dropped (cosine > %g)", len(dup), len(ids), threshold)
     return {"semantic": len(dup), "semantic_hist": similarity_hist(best, found >= 0, threshold)}
