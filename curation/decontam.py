@@ -162,8 +162,8 @@ def _match(rows, cfg, index, binary, eval_of_code, flat) -> dict[int, tuple[str,
 
         have = np.flatnonzero(~np.array(rows[EMBEDDING].is_null().to_pylist(), bool))
         if have.size:
-            x = embedding_matrix(rows, have)
-            x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            x = embedding_matrix(rows, have)  # a read-only view of the Arrow column
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
             sim, hit = flat.search(x, 1)
             for q, i in enumerate(have.tolist()):
                 if i not in found and sim[q, 0] > cfg.semantic_threshold:

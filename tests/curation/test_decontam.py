@@ -104,3 +104,47 @@ def test_bad_decontam_config_names_the_field(tmp_path, override, field):
         cfg = load_config(CurateConfig, "configs/curate_local.yaml", [*sets, override])
         cfg.check_runnable()
     assert err.value.field == field
+
+
+@pytest.mark.slow  # CLIP actors: ~20 s
+def test_semantic_copies_of_evaluation_images_go(tmp_path, photos, tiny_models, ray_local):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    names = ["astronaut", "chelsea", "coffee", "rocket"]
+    for name in names:
+        (pool / f"{name}.jpg").write_bytes(jpeg_bytes(photos[name]))
+    evals = tmp_path / "eval"
+    evals.mkdir()
+    rocket = Image.open(pool / "rocket.jpg").convert("RGB")
+    small = rocket.resize((rocket.width * 9 // 10, rocket.height * 9 // 10))
+    (evals / "r.jpg").write_bytes(_jpeg(small, quality=70))
+    out = tmp_path / "out"
+    cfg = load_config(
+        CurateConfig,
+        ["configs/syn7m_filters.yaml", "configs/models/tiny.yaml"],
+        [
+            f"input.path={pool}",
+            f"output={out}",
+            f"clip.model=local-dir:{tiny_models / 'open_clip'}",
+            "aesthetic.enabled=false",
+            "caption.enabled=false",
+            "similarity.enabled=false",
+            "cluster.enabled=false",
+            f"decontam.eval_sets=[{evals}]",
+            "decontam.exact=false",
+            "decontam.phash=false",
+            "decontam.semantic=true",
+            # the tiny random CLIP puts distinct photos up to ~0.98 apart, copies above 0.999
+            "decontam.semantic_threshold=0.995",
+        ],
+    )
+    curate(cfg, progress=False)
+    ledger = {r["source_key"]: r for r in read_ledger(out).to_pylist()}
+    row = ledger["rocket.jpg"]
+    assert (row["status"], row["stage"], row["reason"]) == (
+        "dropped",
+        "decontam",
+        "contaminated:cos>0.995",
+    )
+    assert row["eval_match"] == "eval:r.jpg"
+    assert all(ledger[f"{n}.jpg"]["status"] == "kept" for n in names[:3])
