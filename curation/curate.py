@@ -307,8 +307,7 @@ def finalize(
         config_hash=config_hash(cfg),
         extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
     )
-    _write_report(run.out)
-    return doc
+    return doc  # the report: engine.job.run_job, while Ray stops
 
 
 def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -> dict:

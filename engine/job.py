@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -242,16 +243,35 @@ def _run_locked(job: Job, cfg: Any, out: Path, restart: bool, progress: bool) ->
     run = JobRun(cfg, out, work_root, parts, progress, started, time.perf_counter() - t0)
     try:
         docs = job.run(run)
-    finally:
+    except BaseException:
         if ours:
-            import ray
-
-            ray.shutdown()
+            _stop_ray()
+        raise
+    # Ray stops while the reports are drawn: neither needs the other, and each takes a second
+    # or two (Ray waits for its processes to exit; matplotlib draws). Before _work/ goes: a
+    # report may read pictures of dropped rows from the work pieces.
+    stopping = threading.Thread(target=_stop_ray, name="ray-shutdown") if ours else None
+    if stopping is not None:
+        stopping.start()
+    try:
+        folders = job.outputs(cfg)
+        for name in docs:
+            show_status(f"{job.name}: writing the report of {name}", say=False)
+            job.report(folders[name])
+    finally:
+        if stopping is not None:
+            stopping.join()
     if not getattr(cfg, "keep_work", False):
         shutil.rmtree(work_root, ignore_errors=True)
     for name, doc in docs.items():
         log.info("%s: %d samples in %d shards", name, doc["samples"], len(doc["shards"]))
     return docs
+
+
+def _stop_ray() -> None:
+    import ray
+
+    ray.shutdown()
 
 
 def shard_list(metas: dict[int, dict], key: str = "shards") -> list[dict]:

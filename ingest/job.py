@@ -78,8 +78,7 @@ def finalize(cfg: ImportConfig, run: JobRun, metas: dict[int, dict]) -> dict:
             config_hash=config_hash(cfg),
             extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
         )
-        _report(out / m)
-    return docs
+    return docs  # the reports: engine.job.run_job, while Ray stops
 
 
 def _report(folder: Path) -> None:

@@ -264,8 +264,7 @@ def finalize_subset(
         config_hash=recaption_hash(cfg),
         extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
     )
-    _report(out)
-    return doc
+    return doc  # the report: engine.job.run_job, while Ray stops
 
 
 def _report(out: Path) -> None:

@@ -269,8 +269,7 @@ def finalize(cfg: VideoConfig, run: JobRun, metas: dict[int, dict]) -> dict:
             config_hash=config_hash(cfg),
             extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
         )
-        _report(tdir)
-    return docs
+    return docs  # the reports: engine.job.run_job, while Ray stops
 
 
 def _report(tdir: Path) -> None:

@@ -473,8 +473,7 @@ def finalize(cfg: RawVideoConfig, run: JobRun, metas: dict[int, dict], passes: l
             config_hash=raw_hash(cfg),
             extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
         )
-        _report(tdir)
-    return docs
+    return docs  # the reports: engine.job.run_job, while Ray stops
 
 
 def _report(tdir: Path) -> None:
