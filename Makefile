@@ -116,6 +116,10 @@ bench: setup setup-img2dataset  ## side-by-side benchmarks; results go in docs/B
 	$(PY) bench/bench_recaption.py
 	$(PY) bench/bench_difffp.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_import.py
+	$(PY) bench/bench_prefilter.py
+	$(PY) bench/bench_semdedup.py
+	$(PY) bench/bench_scenes.py
 
 clean:
 	rm -rf out data/demo_pool data/demo_videos .pytest_cache

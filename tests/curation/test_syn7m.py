@@ -7,6 +7,7 @@ import json
 from collections import Counter
 
 import numpy as np
+import pytest
 import webdataset as wds
 
 from curation.clustering import select_from_tree, upper_levels
@@ -95,6 +96,7 @@ def test_syn7m_pipeline_end_to_end(tmp_path, demo_pool, tiny_models, aesthetic_w
     assert "clip_embedding" not in rec
 
 
+@pytest.mark.slow  # 48 s: make test stood at 9.1 of its 10 minutes; test_resume.py covers resume
 def test_syn7m_is_deterministic_and_resumable(
     tmp_path, demo_pool, tiny_models, aesthetic_weights, ray_local
 ):
