@@ -102,10 +102,7 @@ def run_build(
         board.clear()
         say(text)
 
-    t_ray = time.perf_counter()
-    echo("starting Ray")
-    _init_ray(cfg)
-    echo(f"Ray up in {time.perf_counter() - t_ray:.1f} s")
+    _init_ray(cfg)  # it logs "starting an embedded Ray" and "Ray up in ..."
     res = ray.cluster_resources()
     machine = {"cpus": int(res.get("CPU", 0)), "gpus": int(res.get("GPU", 0))}
     here = ray.get_runtime_context().get_node_id()
