@@ -19,8 +19,14 @@ from reports.thumbs import make_thumb
 THUMB_SIDE = 128
 
 
-def add_thumbs(batch: pa.Table, reasons: Sequence[str | None], per_reason: int) -> pa.Table:
-    """Thumbnails for up to ``per_reason`` rows of each drop reason in this batch."""
+def add_thumbs(
+    batch: pa.Table,
+    reasons: Sequence[str | None],
+    per_reason: int,
+    order: Sequence[int] | None = None,
+) -> pa.Table:
+    """Thumbnails for up to ``per_reason`` rows of each drop reason in this batch, taken in
+    ``order`` (row indexes; default: row order)."""
     if per_reason <= 0 or "thumb" not in batch.column_names:
         return batch
     live = alive(batch)
@@ -28,7 +34,8 @@ def add_thumbs(batch: pa.Table, reasons: Sequence[str | None], per_reason: int) 
     thumbs = batch["thumb"].to_pylist()
     seen: Counter[str] = Counter()
     changed = False
-    for i, reason in enumerate(reasons):
+    for i in range(len(reasons)) if order is None else order:
+        reason = reasons[i]
         if reason is None or not live[i] or seen[reason] >= per_reason:
             continue
         data = images[i].as_py()
