@@ -6,13 +6,16 @@
 One pass of partition tasks (the engine's runner): each partition's records are checked, their
 media read, images decoded with curation's caps and videos sampled at 1 fps with the video job's
 sampler, and written straight into the partition's own tars of each modality's set, in the
-worker. A killed run resumes at the first unfinished partition; names come from the partition,
-so the result is the same files.
+worker. A hub table first has its rows hashed for exact duplicates by a pass of its own
+(``ingest.table_dups``), so the driver never reads a row's image bytes. A killed run resumes
+at the first unfinished partition; names come from the partition, so the result is the same
+files.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import Counter
 from functools import partial
@@ -26,11 +29,14 @@ from engine.workdir import WorkDir
 from ingest.config import ImportConfig
 from ingest.sources import count_records, list_import_partitions, load_import_partition
 from ingest.stages import import_stages
+from ingest.table_dups import find_table_duplicates
 from ingest.write import ImportShards
 from manifests.atomic import write_json
 from manifests.configs import config_hash
 from manifests.dataset import write_dataset_json
 from manifests.schema import STATUSES
+
+log = logging.getLogger(__name__)
 
 #: records per chunk inside a partition task when videos are sampled (their frames are held
 #: until the chunk is written)
@@ -127,6 +133,10 @@ class ImportJob:
 
     def run(self, run: JobRun) -> dict[str, dict]:
         cfg = run.cfg
+        if cfg.input.format == "parquet" and cfg.input.dedupe:
+            found = find_table_duplicates(cfg, run.parts, run.work_root, run.progress)
+            if found >= 0:
+                log.info("import: %d exact duplicate rows across the table", found)
         metas = run_partitions(
             WorkDir(run.work_root / "import"),
             run.parts,

@@ -8,10 +8,9 @@
   plan and written as JSONL into the work dir, then cut as above; its keys are ``file#index``. A
   file that does not parse is one ``bad_json_file`` (or ``not_utf8``) row.
 - **Parquet / Arrow** (the hub's tables, ``.parquet`` files or the ``.arrow`` files of
-  ``datasets.save_to_disk``): slices of rows by offset, read with pyarrow. Duplicates need one
-  global look, so the plan reads the rows batch by batch to hash them (image cells included:
-  the one place the driver sees image bytes, a batch at a time and never kept;
-  ``input.dedupe: false`` skips it).
+  ``datasets.save_to_disk``): slices of rows by offset, counted from the files' metadata and
+  read with pyarrow. Exact duplicates need one global look at rows that hold image bytes, so the
+  workers hash them and the driver sees only the digests (``ingest.table_dups``).
 
 Ids are ``stable_id(source, source_key)``: the same record gets the same key on every run.
 """
@@ -30,7 +29,7 @@ from manifests.atomic import write_bytes
 from manifests.schema import ERROR, KEPT, stable_id
 
 TABLE_EXTS = (".parquet", ".arrow")
-#: rows per batch when the plan hashes a table
+#: rows per batch when a table is read
 DIGEST_BATCH = 256
 
 
@@ -145,7 +144,9 @@ def read_slice(path: Path, offset: int, length: int) -> pa.Table:
     return pa.Table.from_batches(rows)
 
 
-def _row_digest(row: dict) -> int:
+def row_digest(row: dict) -> int:
+    """A table row's 64-bit digest (image cells included): computed in the workers
+    (``ingest.table_dups``), never by the driver."""
     h = hashlib.blake2b(digest_size=8)
     for k in sorted(row):
         h.update(k.encode() + b"\x00")
@@ -159,36 +160,36 @@ def _bytes_digest(v):
     return _digest(v) if isinstance(v, bytes) else str(v)
 
 
+def table_rows(path: Path) -> int:
+    """Rows of a table file, from its metadata (Parquet) or batch lengths (Arrow, memory-
+    mapped): the plan never reads a row."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return sum(b.num_rows for b in _batches(path))
+
+
+def table_row_key(spec: dict, i: int) -> str:
+    """The source key of row ``i`` of a table partition."""
+    return f"{spec['name']}#{spec['offset'] + i}"
+
+
+def table_dups_dir(cfg: ImportConfig) -> Path:
+    """Where ``ingest.table_dups`` leaves each table partition's duplicates."""
+    return Path(cfg.output) / "_work" / "dups"
+
+
 def _table_partitions(cfg: ImportConfig) -> list[dict]:
+    """Slices of ``partition_size`` rows of each table file. Exact duplicates are found later,
+    in the workers (``ingest.table_dups``): a row holds its image bytes."""
     size, specs = cfg.input.partition_size, []
-    seen: dict[int, str] = {}
     for path in table_files(Path(cfg.input.annotations)):
-        n = 0
-        file_specs: list[dict] = []
-        for batch in _batches(path):
-            for i, row in enumerate(batch.to_pylist() if cfg.input.dedupe else [None] * len(batch)):
-                at = n + i
-                if at % size == 0:
-                    file_specs.append(
-                        {
-                            "file": str(path),
-                            "name": path.name,
-                            "offset": at,
-                            "length": 0,
-                            "dups": {},
-                        }
-                    )
-                spec = file_specs[-1]
-                if row is not None:
-                    d = _row_digest(row)
-                    key = f"{path.name}#{at}"
-                    if d in seen:
-                        spec["dups"][str(spec["length"])] = seen[d]
-                    else:
-                        seen[d] = key
-                spec["length"] += 1
-            n += batch.num_rows
-        specs += file_specs
+        n = table_rows(path)
+        for at in range(0, n, size):
+            specs.append(
+                {"file": str(path), "name": path.name, "offset": at, "length": min(size, n - at)}
+            )
     return specs
 
 
@@ -320,13 +321,15 @@ def _cell_bytes(value) -> list[bytes] | None:
     raise ValueError(f"an image cell of type {type(value).__name__}")
 
 
-def _load_table(spec: dict, cfg: ImportConfig) -> list[dict]:
-    inp = cfg.input
+def _load_table(part: Partition, cfg: ImportConfig) -> list[dict]:
+    inp, spec = cfg.input, part.spec
     table = read_slice(Path(spec["file"]), spec["offset"], spec["length"])
+    found = table_dups_dir(cfg) / f"p{part.index:06d}.json"
+    dups = json.loads(found.read_text()) if found.is_file() else {}
     items = []
     for i, row in enumerate(table.to_pylist()):
-        key = f"{spec['name']}#{spec['offset'] + i}"
-        item: dict = {"key": key, "dup": spec["dups"].get(str(i))}
+        key = table_row_key(spec, i)
+        item: dict = {"key": key, "dup": dups.get(str(i))}
         try:
             cells = _cell_bytes(row.pop(inp.image_column, None))
         except ValueError:
@@ -349,7 +352,7 @@ def load_import_partition(part: Partition, cfg: ImportConfig) -> pa.Table:
     if part.kind == "file_error":
         items = [{"key": part.spec["name"], "reason": part.spec["reason"]}]
     elif part.kind == "table":
-        items = _load_table(part.spec, cfg)
+        items = _load_table(part, cfg)
     else:
         items = _load_lines(part.spec)
     return _rows(source, part, items)
