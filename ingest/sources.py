@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from engine.partitions import Partition
@@ -48,9 +50,12 @@ def _id64(data: bytes) -> int:
 
 
 def _line_partitions(path: Path, name: str, numbering: str, size: int, dedupe: bool) -> list[dict]:
-    """Specs of ``size`` non-blank lines each, with the duplicates each holds."""
+    """Specs of ``size`` non-blank lines each, with the duplicates each holds.
+
+    Lines hold paths, not media, so the plan hashes them itself, into flat arrays (16 bytes a
+    line, not a dict entry of ~100): duplicates are found once the scan is done."""
     specs: list[dict] = []
-    seen: dict[int, tuple[int, int]] = {}  # digest -> (line, ordinal) of its first record
+    digests, line_nos = array("Q"), array("q")  # per record, in order
     offset, line_no, ordinal = 0, 0, 0
     with open(path, "rb") as f:
         for line in f:
@@ -71,15 +76,18 @@ def _line_partitions(path: Path, name: str, numbering: str, size: int, dedupe: b
                         "dups": {},
                     }
                 )
-            spec = specs[-1]
             if dedupe:
-                d = _id64(body)
-                if d in seen:
-                    spec["dups"][str(spec["take"])] = _key(name, numbering, *seen[d])
-                else:
-                    seen[d] = (line_no, ordinal)
-            spec["take"] += 1
+                digests.append(_id64(body))
+                line_nos.append(line_no)
+            specs[-1]["take"] += 1
             ordinal += 1
+    if dedupe and len(digests):
+        flat = np.frombuffer(digests, dtype=np.uint64)
+        _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+        kept_at = first[inverse]
+        for o in np.flatnonzero(kept_at != np.arange(len(flat))).tolist():
+            k = int(kept_at[o])
+            specs[o // size]["dups"][str(o % size)] = _key(name, numbering, line_nos[k], k)
     return specs
 
 
