@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -250,8 +251,12 @@ def _run_locked(job: Job, cfg: Any, out: Path, restart: bool, progress: bool) ->
     # Ray stops while the reports are drawn: neither needs the other, and each takes a second
     # or two (Ray waits for its processes to exit; matplotlib draws). Before _work/ goes: a
     # report may read pictures of dropped rows from the work pieces.
-    stopping = threading.Thread(target=_stop_ray, name="ray-shutdown") if ours else None
-    if stopping is not None:
+    stopping = None
+    if ours:
+        # a cycle holding an ObjectRef must not be collected while Ray goes down (the core
+        # worker then ends the process): collect the job's garbage while Ray is still up
+        gc.collect()
+        stopping = threading.Thread(target=_stop_ray, name="ray-shutdown")
         stopping.start()
     try:
         folders = job.outputs(cfg)
