@@ -325,6 +325,7 @@ def run_partitions(
             else:
                 task = PartitionTask(work, load, stages, sink, chunk_rows)
                 _run_partition_tasks(task, pending, bar)
+        work.record_pass(bar.done, bar.rows, bar.elapsed)
         missing = [p.index for p in pending if not work.is_done(p.index)]
         if missing:
             raise RuntimeError(f"partitions {missing[:10]} did not complete; rerun to retry them")

@@ -14,6 +14,17 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from manifests.atomic import write_json
+
+PASS_JSON = "pass.json"
+
+
+def pass_timings(work_root: Path) -> dict[str, dict]:
+    """Every pass of a job's work dir that ran in this run: name -> ``pass.json`` (partitions,
+    rows, seconds), in the order they finished."""
+    found = sorted(Path(work_root).glob(f"*/{PASS_JSON}"), key=lambda p: p.stat().st_mtime_ns)
+    return {p.parent.name: json.loads(p.read_text()) for p in found}
+
 
 @dataclass
 class WorkDir:
@@ -37,6 +48,14 @@ class WorkDir:
 
     def timings(self, partition: int) -> dict[str, float]:
         return self.meta(partition).get("timings_s", {})
+
+    def record_pass(self, partitions: int, rows: int, seconds: float) -> None:
+        """How long this run's pass took over the partitions it ran (``pass.json``): the
+        stats' ``passes_s`` says where a job's time went, Ray's start-up and reports apart."""
+        write_json(
+            self.root / PASS_JSON,
+            {"partitions": partitions, "rows": rows, "seconds": round(seconds, 3)},
+        )
 
     def read_partition(self, partition: int, columns: list[str] | None = None) -> pa.Table | None:
         """All scored rows of a finished partition, in input order (None when it had none)."""
