@@ -5,16 +5,20 @@ One folder of ``--inputs`` JPEGs (``pools.write_pool``: crops of the real sample
 ``--set`` overrides on both sides), the same partitions, the same stages
 (``curation.pipeline.first_stage``: probe, shape filter, decode/verify) and the same sink
 (``curation.write.CuratedShards``: each partition's tars and ledger part), so both do the same
-work:
+work. ``--repeat`` rounds, each running both sides one after the other; medians reported.
 
-- plain: in this process, one core, no Ray: for each partition ``load_partition``, then its rows
-  in chunks of ``engine.runner.CHUNK_ROWS`` through the stages into the sink;
-- job: ``vl3data curate`` as a subprocess with an embedded Ray of ``--cpus`` CPUs (partition
-  tasks, done markers, stats.json, dataset.json, report.html), timed as a whole process, and
-  also by its own stats.json as ``wall_s - ray_start_s`` (the job without Ray's start-up).
+- plain: ``--plain OUT`` of this script as a process of its own, one core, no Ray: for each
+  partition ``load_partition``, then its rows in chunks of ``engine.runner.CHUNK_ROWS`` through
+  the stages into the sink. Timed as a whole process, and its loop alone (imports excluded).
+- job: ``vl3data curate`` as a subprocess with an embedded Ray of ``--cpus`` CPUs, timed as a
+  whole process (imports, plan, Ray's start in the background while the driver runs the first
+  partitions itself, Ray's workers, stats.json, dataset.json, report.html, Ray's stop). Its
+  ``pass.json`` (kept with ``keep_work=true``) splits the pass: what the driver did while Ray
+  started, and what Ray's workers did from the moment Ray was up (``ray`` phase: the engine's
+  parallel throughput, Ray's start-up measured apart).
 
-Prints images/s each way and the ratios job / plain (the ideal on 2 CPUs is 2x); both outputs
-are checked to hold every input image (the tars are read).
+Ratios: whole process / whole process, and the job's Ray phase / the plain loop (the ideal on
+2 CPUs is 2x). Both outputs are checked to hold every input image (the tars are read).
 
     .venv/bin/python bench/bench_runner.py [--inputs 12000] [--side 640] [--partition-size 500]
 """
@@ -25,6 +29,8 @@ import argparse
 import datetime
 import json
 import os
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -80,36 +86,65 @@ def plain_loop(cfg: CurateConfig) -> tuple[float, dict[str, float]]:
     return total, dict(timings)
 
 
+def plain_process(config_args: list[str], out: Path) -> dict:
+    """The plain loop as a whole process of its own: wall clock, and its loop alone."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--plain", str(out), *config_args]
+    run = run_timed(cmd)
+    inner = json.loads(run["stdout"].strip().splitlines()[-1])
+    return {"whole_s": run["wall_s"], **inner}
+
+
+def job_process(common: list[str], out: Path) -> dict:
+    run = run_timed(curate_cmd([*common, f"output={out}", "keep_work=true"], CONFIG))
+    stats = json.loads((out / "stats.json").read_text())
+    passed = json.loads((out / "_work" / "write" / "pass.json").read_text())
+    return {"whole_s": run["wall_s"], "stats": stats, "pass": passed}
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--inputs", type=int, default=12000)
     ap.add_argument("--side", type=int, default=640, help="long edge of the pool's JPEGs")
     ap.add_argument("--partition-size", type=int, default=500)
     ap.add_argument("--cpus", type=int, default=2, help="the job's embedded Ray CPUs")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of both sides; medians")
+    ap.add_argument("--plain", metavar="OUT", help=argparse.SUPPRESS)  # the plain side's process
+    ap.add_argument("--pool", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.plain:
+        common = [f"input.path={args.pool}", f"input.partition_size={args.partition_size}"]
+        cfg = load_config(CurateConfig, str(ROOT / CONFIG), [*common, f"output={args.plain}"])
+        loop_s, timings = plain_loop(cfg)
+        print(json.dumps({"loop_s": loop_s, "timings_s": timings}))
+        return {}
 
     with tempfile.TemporaryDirectory(prefix="bench_runner_") as tmp_s:
         tmp = Path(tmp_s)
         t0 = time.perf_counter()
         pool = write_pool(tmp / "pool", args.inputs, side=args.side)
         print(f"wrote {args.inputs} JPEGs ({args.side} px) in {time.perf_counter() - t0:.0f} s")
-        common = [
-            f"input.path={pool}",
-            f"input.partition_size={args.partition_size}",
-            f"ray.num_cpus={args.cpus}",
-        ]
+        common = [f"input.path={pool}", f"input.partition_size={args.partition_size}"]
+        plain_args = ["--pool", str(pool), "--partition-size", str(args.partition_size)]
         load0 = loadavg()
-        cfg = load_config(CurateConfig, str(ROOT / CONFIG), [*common, f"output={tmp}/plain"])
-        plain_s, plain_timings = plain_loop(cfg)
-        plain_images = count_tar_images(tmp / "plain" / "shards")
-
-        job = run_timed(curate_cmd([*common, f"output={tmp}/job"], CONFIG))
+        plains, jobs = [], []
+        for r in range(args.repeat):
+            plains.append(plain_process(plain_args, tmp / f"plain{r}"))
+            plain_images = count_tar_images(tmp / f"plain{r}" / "shards")
+            shutil.rmtree(tmp / f"plain{r}")
+            jobs.append(job_process([*common, f"ray.num_cpus={args.cpus}"], tmp / f"job{r}"))
+            job_images = count_tar_images(tmp / f"job{r}" / "shards")
+            shutil.rmtree(tmp / f"job{r}")
+            if not plain_images == job_images == jobs[-1]["stats"]["kept"] == args.inputs:
+                raise SystemExit(f"incomplete: plain {plain_images}, job {job_images}")
         load1 = loadavg()
-        stats = json.loads((tmp / "job" / "stats.json").read_text())
-        job_images = count_tar_images(tmp / "job" / "shards")
     n = args.inputs
-    whole_s = job["wall_s"]
-    work_s = stats["wall_s"] - stats["ray_start_s"]
+    phases = [j["pass"].get("phases", {}) for j in jobs]
+    ray_rates = [p["ray"]["rows"] / p["ray"]["seconds"] for p in phases if "ray" in p]
+    loop_rate = median([n / p["loop_s"] for p in plains])
     res = {
         "bench": "runner",
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -118,31 +153,34 @@ def main(argv: list[str] | None = None) -> dict:
         "side": args.side,
         "partition_size": args.partition_size,
         "job_cpus": args.cpus,
+        "repeat": args.repeat,
         "loadavg_before": load0,
         "loadavg_after": load1,
-        "plain_s": round(plain_s, 2),
-        "plain_img_per_s": round(n / plain_s, 1),
-        "job_whole_s": round(whole_s, 2),
-        "job_img_per_s": round(n / whole_s, 1),
-        "job_wall_s": stats["wall_s"],
-        "job_ray_start_s": stats["ray_start_s"],
-        "job_work_img_per_s": round(n / work_s, 1),
-        "ratio": round(plain_s / whole_s, 3),
-        "ratio_without_ray_start": round(plain_s / work_s, 3),
-        "plain_timings_s": {k: round(v, 2) for k, v in plain_timings.items()},
-        "job_timings_s": {k: round(v, 2) for k, v in stats["timings_s"].items()},
-        "plain_images": plain_images,
-        "job_images": job_images,
-        "job_kept": stats["kept"],
+        "plain_whole_s": [round(p["whole_s"], 2) for p in plains],
+        "plain_loop_s": [round(p["loop_s"], 2) for p in plains],
+        "plain_img_per_s": round(loop_rate, 1),
+        "plain_whole_img_per_s": round(median([n / p["whole_s"] for p in plains]), 1),
+        "job_whole_s": [round(j["whole_s"], 2) for j in jobs],
+        "job_img_per_s": round(median([n / j["whole_s"] for j in jobs]), 1),
+        "job_ray_start_s": [j["stats"]["ray_start_s"] for j in jobs],
+        "job_phases": phases,
+        "job_ray_img_per_s": round(median(ray_rates), 1) if ray_rates else None,
+        "ratio_whole": round(
+            median([p["whole_s"] for p in plains]) / median([j["whole_s"] for j in jobs]), 3
+        ),
+        "ratio_ray_phase": round(median(ray_rates) / loop_rate, 3) if ray_rates else None,
+        "plain_timings_s": {k: round(v, 2) for k, v in plains[-1]["timings_s"].items()},
+        "job_timings_s": {k: round(v, 2) for k, v in jobs[-1]["stats"]["timings_s"].items()},
+        "images": n,
     }
-    if not plain_images == job_images == stats["kept"] == n:
-        raise SystemExit(f"outputs incomplete: plain {plain_images}, job {job_images} of {n}")
+    driver = [p["driver"]["rows"] for p in phases if "driver" in p]
     print(
-        f"{n} JPEGs ({args.side} px), partitions of {args.partition_size}: plain loop (1 core) "
-        f"{res['plain_img_per_s']} img/s | vl3data curate ({args.cpus} CPUs) "
-        f"{res['job_img_per_s']} img/s as a whole process ({whole_s:.1f} s) -> {res['ratio']}x; "
-        f"{res['job_work_img_per_s']} img/s without Ray start-up ({stats['ray_start_s']:.1f} s) "
-        f"-> {res['ratio_without_ray_start']}x; load {load0} -> {load1}"
+        f"{n} JPEGs ({args.side} px), partitions of {args.partition_size}, median of "
+        f"{args.repeat}: plain loop (1 core) {res['plain_img_per_s']} img/s, as a whole process "
+        f"{res['plain_whole_img_per_s']} | vl3data curate ({args.cpus} CPUs) whole process "
+        f"{res['job_img_per_s']} img/s -> {res['ratio_whole']}x; Ray phase (Ray's start-up "
+        f"apart) {res['job_ray_img_per_s']} img/s -> {res['ratio_ray_phase']}x; the driver ran "
+        f"{driver} images while Ray started; load {load0} -> {load1}"
     )
     print(json.dumps(res))
     return res

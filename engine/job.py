@@ -24,8 +24,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine import ray_start
 from engine.partitions import Partition, prepare_plan
 from engine.progress import status as show_status
+from engine.ray_start import RayStart
 from manifests.configs import ConfigError
 from manifests.dataset import DATASET_JSON, read_dataset_json
 
@@ -55,7 +57,16 @@ class JobRun:
     parts: list[Partition]
     progress: bool
     started: float  # time.time() when the job started, for wall_s
-    ray_start_s: float  # Ray start-up, measured apart from the work
+    ray_joined_s: float = 0.0  # a Ray this run joined or found up: how long that took
+    ray_start: RayStart | None = None  # an embedded Ray coming up in the background
+
+    @property
+    def ray_start_s(self) -> float:
+        """Ray's start-up as the work saw it (``stats.json: ray_start_s``, so ``wall_s`` minus
+        it is the job without it): all of it for a Ray joined before the work, only what the
+        work waited for when an embedded Ray starts in the background while the driver runs
+        partitions (the start's own length is logged: "Ray up in ... s")."""
+        return self.ray_joined_s if self.ray_start is None else self.ray_start.waited_s
 
 
 class Job(Protocol):
@@ -231,22 +242,26 @@ def _run_locked(job: Job, cfg: Any, out: Path, restart: bool, progress: bool) ->
     parts = prepare_plan(work_root / "plan.json", partial(job.partitions, cfg), chash)
     log.info("%s: %d partitions", job.name, len(parts))
     log.debug(
-        "%s: plan %s (config %s), first partition %s, last %s",
+        "%s: plan %s (config %s), %s inputs in the first partition, %s in the last",
         job.name,
         work_root / "plan.json",
         chash,
-        parts[0].to_json() if parts else None,
-        parts[-1].to_json() if parts else None,
+        parts[0].inputs() if parts else 0,
+        parts[-1].inputs() if parts else 0,
     )
     t0 = time.perf_counter()
     show_status(f"{job.name}: starting Ray", say=False)
-    ours = init_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb, cfg.log_level)
-    run = JobRun(cfg, out, work_root, parts, progress, started, time.perf_counter() - t0)
+    ours = init_ray(
+        cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb, cfg.log_level, background=True
+    )
+    run = JobRun(
+        cfg, out, work_root, parts, progress, started, time.perf_counter() - t0, ray_start.current()
+    )
     try:
         docs = job.run(run)
-    except BaseException:
-        if ours:
-            _stop_ray()
+    except BaseException as exc:
+        if ours:  # a process on its way out (Ctrl-C) does not wait for Ray to finish starting
+            _stop_ray(wait_for_start=not isinstance(exc, (KeyboardInterrupt, SystemExit)))
         raise
     # Ray stops while the reports are drawn: neither needs the other, and each takes a second
     # or two (Ray waits for its processes to exit; matplotlib draws). Before _work/ goes: a
@@ -273,7 +288,11 @@ def _run_locked(job: Job, cfg: Any, out: Path, restart: bool, progress: bool) ->
     return docs
 
 
-def _stop_ray() -> None:
+def _stop_ray(wait_for_start: bool = True) -> None:
+    """Stop the Ray this run started (one started in the background stops in its own thread:
+    ``engine.ray_start``)."""
+    if ray_start.end(wait_for_start) is not None:
+        return
     import ray
 
     ray.shutdown()

@@ -22,9 +22,11 @@ import contextlib
 import importlib.util
 import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from engine.ray_orphans import stop_orphaned_agents
@@ -132,35 +134,53 @@ def init_ray(
     num_cpus: int | None = None,
     object_store_mb: int | None = None,
     log_level: str = "INFO",
+    background: bool = False,
 ) -> bool:
     """Make sure Ray is up. Returns True if we started it (and so should shut it down).
 
     Without an address, a ``RAY_ADDRESS`` in the environment (a ``ray job``) is joined. Ray's
     usage statistics probe a cloud metadata address on every start: they stay off.
+    ``background``: an embedded Ray starts in a thread (``engine.ray_start``) and this returns
+    at once; whatever needs Ray waits for it with ``engine.ray_start.wait_for_ray``.
     """
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:  # read when ray is first imported: an embedded Ray stays on 127.0.0.1
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    from engine import ray_start
+
+    loaded = sys.modules.get("ray")  # imported here only when needed: the start may do it
+    if ray_start.current() is not None or (loaded is not None and loaded.is_initialized()):
+        return False  # up, or coming up, for whoever started it
+    if background and not address:
+        ray_start.begin(partial(_start_logged, num_cpus, object_store_mb, log_level))
+        return True
     import ray
 
     if ray.is_initialized():
         return False
+    if not address:
+        _start_logged(num_cpus, object_store_mb, log_level)
+        return True
     quiet = logging.getLevelName(log_level.upper()) > logging.DEBUG
     t0 = time.perf_counter()
-    if address:
-        log.info("joining the Ray cluster at %s", address)
-        ray.init(
-            address=address,
-            runtime_env=runtime_env_for(address),
-            logging_level=logging.WARNING if quiet else logging.INFO,
-            log_to_driver=not quiet,
-        )
-    else:
-        log.info("starting an embedded Ray (num_cpus=%s)", num_cpus or "all")
-        start_embedded(num_cpus, object_store_mb, quiet)
+    log.info("joining the Ray cluster at %s", address)
+    ray.init(
+        address=address,
+        runtime_env=runtime_env_for(address),
+        logging_level=logging.WARNING if quiet else logging.INFO,
+        log_to_driver=not quiet,
+    )
     log.info("Ray up in %.1f s", time.perf_counter() - t0)
     return True
+
+
+def _start_logged(num_cpus: int | None, object_store_mb: int | None, log_level: str) -> None:
+    quiet = logging.getLevelName(log_level.upper()) > logging.DEBUG
+    t0 = time.perf_counter()
+    log.info("starting an embedded Ray (num_cpus=%s)", num_cpus or "all")
+    start_embedded(num_cpus, object_store_mb, quiet)
+    log.info("Ray up in %.1f s", time.perf_counter() - t0)
 
 
 def quiet_ray_data(quiet: bool) -> None:

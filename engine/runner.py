@@ -26,15 +26,18 @@ import errno
 import json
 import logging
 import shutil
+import threading
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from functools import partial
 from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine import ray_start
 from engine.partitions import Partition
 from engine.progress import Progress
 from engine.workdir import WorkDir
@@ -132,14 +135,41 @@ class PartitionTask:
             for chunk in chunks_of(table, self.chunk_rows):
                 yield _apply(self.cpu_stages, chunk, timings)
             return
-        pending: deque[Future] = deque()
-        with ThreadPoolExecutor(1, thread_name_prefix="io-stages") as pool:
-            for chunk in chunks_of(table, self.chunk_rows):
-                pending.append(pool.submit(_apply, self.io_stages, chunk, timings))
-                if len(pending) > 1:  # one chunk fetching ahead of the one being decoded
-                    yield _apply(self.cpu_stages, pending.popleft().result(), timings)
-            while pending:
-                yield _apply(self.cpu_stages, pending.popleft().result(), timings)
+        ahead: Future | None = None  # one chunk fetching ahead of the one being decoded
+        for chunk in chunks_of(table, self.chunk_rows):
+            fetched = ahead.result() if ahead is not None else None
+            ahead = _in_thread(_apply, self.io_stages, chunk, timings)
+            if fetched is not None:
+                yield _apply(self.cpu_stages, fetched, timings)
+        if ahead is not None:
+            yield _apply(self.cpu_stages, ahead.result(), timings)
+
+
+def _result(fut: Future, poll_s: float = 0.25):
+    """``fut``'s result, waited for in slices: a Ctrl-C that the kernel hands to another of
+    the driver's threads (Ray's own, once it is up) only reaches the main thread when it
+    wakes, and a wait without a timeout would not wake until a stalled download gives up."""
+    while True:
+        try:
+            return fut.result(timeout=poll_s)
+        except TimeoutError:
+            continue
+
+
+def _in_thread(fn: Callable, *args: object) -> Future:
+    """``fn(*args)`` in a daemon thread of its own. Not a thread pool: its threads are joined
+    when the interpreter exits, so a driver interrupted (Ctrl-C) while a download stalls would
+    wait for the download's deadline before it could exit."""
+    fut: Future = Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:
+            fut.set_exception(exc)
+
+    threading.Thread(target=run, name="io-stages", daemon=True).start()
+    return fut
 
 
 def _node_id() -> str | None:
@@ -246,12 +276,14 @@ def check_resources(stages: Sequence[Stage]) -> None:
 
     (Several pools that together reserve every CPU do finish: Ray Data retires a pool once its
     input is exhausted, freeing its CPUs for the stages after it.)"""
+    models = [s for s in stages if is_model_stage(s) and not getattr(s, "num_gpus", 0)]
+    if not models:
+        return
+    ray_start.wait_for_ray()
     import ray
 
     total = ray.cluster_resources().get("CPU", 0)
-    for s in stages:
-        if not is_model_stage(s) or getattr(s, "num_gpus", 0):
-            continue
+    for s in models:
         reserved = getattr(s, "num_cpus", 1) * getattr(s, "concurrency", 1)
         if reserved > total - 1:
             raise ValueError(
@@ -312,7 +344,9 @@ def run_partitions(
             work.root.name, len(pending), unit=unit, enabled=progress, total_inputs=total
         )
         with bar:
+            phases: dict[str, dict] = {}
             if models:
+                ray_start.wait_for_ray()
                 import ray.data  # only here: its import costs the driver about a second
 
                 from engine.ray_session import quiet_ray_data
@@ -324,8 +358,8 @@ def run_partitions(
                 _run_actor_pass(ds, work, pending, load, stages, sink, bar)
             else:
                 task = PartitionTask(work, load, stages, sink, chunk_rows)
-                _run_partition_tasks(task, pending, bar)
-        work.record_pass(bar.done, bar.rows, bar.elapsed)
+                phases = _run_partition_tasks(task, pending, bar)
+        work.record_pass(bar.done, bar.rows, bar.elapsed, phases)
         missing = [p.index for p in pending if not work.is_done(p.index)]
         if missing:
             raise RuntimeError(f"partitions {missing[:10]} did not complete; rerun to retry them")
@@ -349,18 +383,109 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
 
 
-def _run_partition_tasks(task: PartitionTask, pending: Sequence[Partition], bar: Progress) -> None:
+def _run_partition_tasks(
+    task: PartitionTask, pending: Sequence[Partition], bar: Progress
+) -> dict[str, dict]:
     """One Ray task per partition, at most two per CPU in flight (so no worker waits for the
     driver). A partition whose task raised is reported after the others finished; Ray itself
-    retries a task whose worker or node died."""
+    retries a task whose worker or node died. While an embedded Ray is still starting, the
+    driver runs the first partitions itself (``engine.ray_start``). Returns what each phase
+    did: ``{"driver": ..., "ray": ...}``, each ``{partitions, rows, seconds}``."""
+    queue = list(reversed(pending))
+    failed: list[tuple[int, BaseException]] = []
+    phases: dict[str, dict] = {}
+    if not ray_start.is_up():
+        mark = _Mark(bar)
+        _run_here_while_ray_starts(task, queue, bar, failed)
+        phases["driver"] = mark.since()
+    if queue:
+        ray_start.wait_for_ray()
+        mark = _Mark(bar)  # from Ray up: a fresh start's workers still import the stages
+        _run_on_ray(task, queue, bar, failed)
+        phases["ray"] = mark.since()
+    if failed:
+        first = failed[0][1]
+        if isinstance(first, OSError) and first.errno in MACHINE_ERRNOS:
+            raise first  # disk full, read-only...: the machine's problem, said as it is
+        listed = "; ".join(f"{i}: {one_line(c)}" for i, c in failed[:3])
+        raise RuntimeError(f"{len(failed)} partition(s) failed ({listed}); rerun to retry them")
+    return phases
+
+
+class _Mark:
+    """Where a pass's progress stood at a moment, to say what was done since."""
+
+    def __init__(self, bar: Progress):
+        self.bar, self.t, self.done, self.rows = bar, time.perf_counter(), bar.done, bar.rows
+
+    def since(self) -> dict:
+        return {
+            "partitions": self.bar.done - self.done,
+            "rows": self.bar.rows - self.rows,
+            "seconds": round(time.perf_counter() - self.t, 3),
+        }
+
+
+def _run_here_while_ray_starts(
+    task: PartitionTask,
+    queue: list[Partition],
+    bar: Progress,
+    failed: list[tuple[int, BaseException]],
+) -> None:
+    """Partitions in this process, one at a time, until Ray is up: the CPUs would otherwise
+    idle through its start-up. The driver runs a copy of ``task`` made as the workers get
+    theirs (pickled), so whatever state the stages build here never travels to them."""
+    from ray import cloudpickle  # what Ray pickles tasks with (its import may still be under
+    # way in the starting thread: this waits for it, a fraction of a second)
+
+    blob = cloudpickle.dumps(task)
+    start = ray_start.current()
+    if start is not None:
+        start.when_up(partial(_warm_workers, task))
+    here = None
+    while queue and not ray_start.is_up():
+        here = here or cloudpickle.loads(blob)
+        part = queue.pop()
+        try:
+            meta = _result(_in_thread(here.run, part))
+        except Exception as exc:  # the others go on; a rerun retries this one
+            log.debug("partition %d failed", part.index, exc_info=exc)
+            log.error("partition %d failed: %s", part.index, one_line(exc))
+            failed.append((part.index, exc))
+            continue
+        bar.partition_done(meta["rows"])
+    if here is not None:
+        log.debug("%d partitions ran in the driver while Ray started", bar.done + len(failed))
+
+
+def _warm_workers(task: PartitionTask) -> None:
+    """The moment Ray is up (called by the starting thread), one task per CPU that only
+    unpickles ``task``: the fresh workers import the stages' modules (about half a second)
+    while the driver finishes its last partition, not after it. Nothing waits for them."""
+    import ray
+
+    warm = ray.remote(num_cpus=1)(_import_only)
+    shared = ray.put(task)
+    for _ in range(int(ray.cluster_resources().get("CPU", 1))):
+        warm.remote(shared)
+
+
+def _import_only(task: PartitionTask) -> None:
+    """Nothing: receiving ``task`` made this worker import what the pass's stages need."""
+
+
+def _run_on_ray(
+    task: PartitionTask,
+    queue: list[Partition],
+    bar: Progress,
+    failed: list[tuple[int, BaseException]],
+) -> None:
     import ray
 
     run = ray.remote(num_cpus=1)(_run_task)
     shared = ray.put(task)  # pickled once, not once per partition
     window = max(2, int(2 * ray.cluster_resources().get("CPU", 1)))
-    queue = list(reversed(pending))
     running: dict = {}
-    failed: list[tuple[int, BaseException]] = []
     while queue or running:
         while queue and len(running) < window:
             part = queue.pop()
@@ -376,12 +501,6 @@ def _run_partition_tasks(task: PartitionTask, pending: Sequence[Partition], bar:
             failed.append((part.index, cause))
             continue
         bar.partition_done(meta["rows"])
-    if failed:
-        first = failed[0][1]
-        if isinstance(first, OSError) and first.errno in MACHINE_ERRNOS:
-            raise first  # disk full, read-only...: the machine's problem, said as it is
-        listed = "; ".join(f"{i}: {one_line(c)}" for i, c in failed[:3])
-        raise RuntimeError(f"{len(failed)} partition(s) failed ({listed}); rerun to retry them")
 
 
 def _run_task(task: PartitionTask, part_json: str) -> dict:

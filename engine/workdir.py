@@ -49,13 +49,14 @@ class WorkDir:
     def timings(self, partition: int) -> dict[str, float]:
         return self.meta(partition).get("timings_s", {})
 
-    def record_pass(self, partitions: int, rows: int, seconds: float) -> None:
+    def record_pass(
+        self, partitions: int, rows: int, seconds: float, phases: dict[str, dict] | None = None
+    ) -> None:
         """How long this run's pass took over the partitions it ran (``pass.json``): the
-        stats' ``passes_s`` says where a job's time went, Ray's start-up and reports apart."""
-        write_json(
-            self.root / PASS_JSON,
-            {"partitions": partitions, "rows": rows, "seconds": round(seconds, 3)},
-        )
+        stats' ``passes_s`` says where a job's time went. ``phases``: what the driver did
+        while Ray started and what Ray's workers did once it was up (``engine.runner``)."""
+        doc = {"partitions": partitions, "rows": rows, "seconds": round(seconds, 3)}
+        write_json(self.root / PASS_JSON, {**doc, **({"phases": phases} if phases else {})})
 
     def read_partition(self, partition: int, columns: list[str] | None = None) -> pa.Table | None:
         """All scored rows of a finished partition, in input order (None when it had none)."""
