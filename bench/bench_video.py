@@ -19,7 +19,7 @@ b. Frames of 10 clips of one long video. Reference: ``load_video(start_time, end
 
 Videos: the three real sample videos and a long ffmpeg test pattern (10 min, 640x360, 25 fps,
 generated first, not timed). Every measurement runs in a fresh Python process, so its peak RSS
-(``ru_maxrss``) is its own: where the frames are held. ffmpeg runs the same decode in both and
+(``VmHWM``) is its own: where the frames are held. ffmpeg runs the same decode in both and
 is not measured (Linux reports a child's peak as at least its parent's RSS at fork time). Rounds
 rotate which goes first. Prints mean wall and CPU seconds (the process + ffmpeg + ffprobe), the
 ratio (reference / ours), the JPEG encodes made and whether the JPEG bytes are equal, then one
@@ -171,6 +171,16 @@ WORKERS = {
 }
 
 
+def vm_kb(field: str) -> int:
+    """This process's ``/proc/self/status`` figure in kB. Its peak is ``VmHWM``, not
+    ``ru_maxrss``: Linux carries the pre-exec high-water mark (the forking parent's RSS) into
+    the latter, so a small worker forked from a big bench would report the bench's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} is not in /proc/self/status")
+
+
 def worker(spec: dict) -> None:
     """One measurement in this (fresh) process; prints its result as JSON."""
     import ffmpeg  # noqa: F401  (imports are not what is measured)
@@ -179,7 +189,7 @@ def worker(spec: dict) -> None:
     import video_prep.prepare  # noqa: F401
 
     me, kids = resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN
-    rss0 = resource.getrusage(me).ru_maxrss
+    rss0 = vm_kb("VmRSS")
     cpu0 = sum(resource.getrusage(r).ru_utime + resource.getrusage(r).ru_stime for r in (me, kids))
     t0 = time.perf_counter()
     res = WORKERS[spec["kind"]](spec)
@@ -190,7 +200,7 @@ def worker(spec: dict) -> None:
         wall_s=wall,
         cpu_s=cpu - cpu0,
         rss_before_mb=rss0 / 1024,
-        rss_peak_mb=resource.getrusage(me).ru_maxrss / 1024,
+        rss_peak_mb=vm_kb("VmHWM") / 1024,
     )
     print(json.dumps(res))
 
