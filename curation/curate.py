@@ -11,7 +11,6 @@ partitions' metadata.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from functools import partial
@@ -22,15 +21,13 @@ from curation.passes import FIRST_PASS_ONLY, Drops, LoadPrevious, top_fraction
 from curation.pipeline import build_passes, clip_embed_kw, stage_names, thresholds
 from curation.sources import count_inputs, list_partitions, load_partition
 from curation.write import CuratedShards
+from engine.finish import Finish, SetName, Tally
 from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
 from engine.partitions import Partition
-from engine.progress import status as show_status
 from engine.runner import is_model_stage, run_partitions
 from engine.workdir import WorkDir
 from manifests.atomic import write_json
 from manifests.configs import config_hash, merge
-from manifests.dataset import write_dataset_json
-from manifests.schema import STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -268,46 +265,24 @@ def finalize(
     pass_metas: list[dict[int, dict]],
     global_stats: dict,
 ) -> dict:
-    """stats.json, dataset.json and the report, from the partitions' metadata alone."""
-    import time
-
-    show_status("curate: writing stats.json, dataset.json and the report")
-
-    counts = dict.fromkeys(STATUSES, 0)
-    for meta in metas.values():
-        for k, v in meta.get("counts", {}).items():
-            counts[k] += v
-    stats = {
-        "inputs": sum(counts.values()),
-        **counts,
+    """stats.json and dataset.json, from the partitions' metadata alone."""
+    own = {
         "stages": stage_names(cfg),
-        "timings_s": sum_timings(*pass_metas, metas),
         "thresholds": {**thresholds(cfg), **global_stats.get("thresholds", {})},
-        "wall_s": round(time.time() - run.started, 3),
-        "ray_start_s": round(run.ray_start_s, 3),
-        "partitions": len(run.parts),
     }
     if "clusters" in global_stats:
-        stats["clusters"] = global_stats["clusters"]
+        own["clusters"] = global_stats["clusters"]
     prefiltered_rows = run.work_root / "prefilter" / "result.json"
     if prefiltered_rows.is_file():  # rows dropped before download, per reason
-        stats["prefilter"] = json.loads(prefiltered_rows.read_text())["counts"]
-    if "dedup" in global_stats:  # duplicates dropped, per kind
-        stats["dedup"] = global_stats["dedup"]
-    if "decontam" in global_stats:  # copies of evaluation images dropped, per reason
-        stats["decontam"] = global_stats["decontam"]
-    write_json(run.out / "stats.json", stats)
-    doc = write_dataset_json(
-        run.out,
-        name=cfg.name,
-        modality="image",
-        task="curated_images",
-        shards=shard_list(metas),
-        config=dataclasses.asdict(cfg),
-        config_hash=config_hash(cfg),
-        extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
-    )
-    return doc  # the report: engine.job.run_job, while Ray stops
+        own["prefilter"] = json.loads(prefiltered_rows.read_text())["counts"]
+    for step in ("dedup", "decontam"):  # duplicates, copies of evaluation images dropped
+        if step in global_stats:
+            own[step] = global_stats[step]
+    finish = Finish.of(run)
+    # the write pass records no drop reasons (the ledger has them): counts by status only
+    stats = finish.stats(Tally.of(metas, counters=()), sum_timings(*pass_metas, metas), extra=own)
+    name = SetName(cfg.name, "image", "curated_images", config_hash(cfg))
+    return finish.write(run.out, stats, name, shard_list(metas), "curate")
 
 
 def curate(cfg: CurateConfig, *, restart: bool = False, progress: bool = True) -> dict:
