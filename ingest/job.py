@@ -14,16 +14,13 @@ files.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
-from collections import Counter
 from functools import partial
 from pathlib import Path
 
+from engine.finish import Finish, SetName, Tally, set_metas
 from engine.job import JobRun, read_stats, run_job, shard_list, sum_timings
 from engine.partitions import Partition
-from engine.progress import status as show_status
 from engine.runner import run_partitions
 from engine.workdir import WorkDir
 from ingest.config import ImportConfig
@@ -31,10 +28,7 @@ from ingest.sources import count_records, list_import_partitions, load_import_pa
 from ingest.stages import import_stages
 from ingest.table_dups import find_table_duplicates
 from ingest.write import ImportShards
-from manifests.atomic import write_json
 from manifests.configs import config_hash
-from manifests.dataset import write_dataset_json
-from manifests.schema import STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -44,47 +38,17 @@ VIDEO_CHUNK_ROWS = 4
 
 
 def finalize(cfg: ImportConfig, run: JobRun, metas: dict[int, dict]) -> dict:
-    """Each modality's stats.json, dataset.json and report, from the partitions' metadata."""
-    out, docs = Path(cfg.output), {}
-    wall_s = time.time() - run.started
+    """Each modality's stats.json and dataset.json, from the partitions' metadata."""
+    finish, docs = Finish.of(run), {}
     for m in cfg.modalities:
-        show_status(f"import {m}: writing stats.json, dataset.json and the report")
-        per_part = {p: meta["sets"][m] for p, meta in metas.items() if "sets" in meta}
-        counts: Counter = Counter(dict.fromkeys(STATUSES, 0))
-        reasons: Counter = Counter()
-        fixes: Counter = Counter()
-        totals = {"samples": 0, "frames": 0, "images": 0}
-        for pm in per_part.values():
-            counts.update(pm["counts"])
-            reasons.update(pm["reasons"])
-            fixes.update(pm["fixes"])
-            for k in totals:
-                totals[k] += pm[k]
-        stats = {
-            "modality": m,
-            "format": cfg.input.format,
-            "inputs": sum(counts.values()),
-            **counts,
-            **totals,
-            "reasons": dict(reasons),
-            "fixes": dict(fixes),
-            "timings_s": sum_timings(metas),
-            "wall_s": round(wall_s, 3),
-            "ray_start_s": round(run.ray_start_s, 3),
-            "partitions": len(run.parts),
-        }
-        write_json(out / m / "stats.json", stats)
-        docs[m] = write_dataset_json(
-            out / m,
-            name=f"{cfg.name}-{m}",
-            modality=m,
-            task=f"import_{cfg.input.format}",
-            shards=shard_list(per_part),
-            config=dataclasses.asdict(cfg),
-            config_hash=config_hash(cfg),
-            extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
-        )
-    return docs  # the reports: engine.job.run_job, while Ray stops
+        per_part = set_metas(metas, m)
+        tally = Tally.of(per_part, ("reasons", "fixes"), ("samples", "frames", "images"))
+        head = {"modality": m, "format": cfg.input.format}
+        stats = finish.stats(tally, sum_timings(metas), head)
+        name = SetName(f"{cfg.name}-{m}", m, f"import_{cfg.input.format}", config_hash(cfg))
+        folder = Path(cfg.output) / m
+        docs[m] = finish.write(folder, stats, name, shard_list(per_part), f"import {m}")
+    return docs
 
 
 def _report(folder: Path) -> None:

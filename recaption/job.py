@@ -14,7 +14,6 @@ the bytes), and writes its own tars and ledger part in the worker.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import time
@@ -25,15 +24,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from engine.finish import Finish, SetName, Tally
 from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
 from engine.partitions import Partition
-from engine.progress import status as show_status
 from engine.runner import run_partitions
 from engine.workdir import WorkDir
 from manifests import ledger
-from manifests.atomic import write_json
 from manifests.configs import RUN_FIELDS, config_hash
-from manifests.dataset import read_dataset_json, write_dataset_json
+from manifests.dataset import read_dataset_json
 from manifests.schema import ERROR, KEPT, STATUSES
 from manifests.shards import ShardSetWriter, tar_samples
 from recaption.config import RecaptionConfig
@@ -213,58 +211,46 @@ class CaptionShards:
 
 
 def finalize_subset(
-    cfg: RecaptionConfig, kind: str, run: JobRun, metas: dict[int, dict], wall_s: float
+    cfg: RecaptionConfig,
+    kind: str,
+    run: JobRun,
+    metas: tuple[dict[int, dict], dict[int, dict]],
+    started: float,
 ) -> dict:
-    """stats.json, dataset.json and the report of one subset, from its partitions' metadata."""
-    out = Path(cfg.output) / kind
-    show_status(f"recaption {kind}: writing stats.json, dataset.json and the report")
-    counts: Counter = Counter(dict.fromkeys(STATUSES, 0))
-    reasons: Counter = Counter()
-    attempts: Counter = Counter()
-    tokens = {"prompt": 0, "output": 0}
-    gen_s = 0.0
-    for meta in metas.values():
-        counts.update(meta.get("counts", {}))
-        reasons.update(meta.get("reasons", {}))
-        attempts.update(meta.get("attempts", {}))
-        for k in tokens:
-            tokens[k] += meta.get("tokens", {}).get(k, 0)
-        gen_s += meta.get("gen_s", 0.0)
-    model = getattr(cfg, kind).engine.model
-    captioned = sum(attempts.values())
-    stats = {
-        "subset": kind,
-        "model": model,
-        "engine": getattr(cfg, kind).engine.kind,
-        "inputs": sum(counts.values()),
-        **counts,
-        "reasons": dict(reasons),
+    """stats.json and dataset.json of one subset, from the partitions' metadata of its
+    captioning and writing passes (``metas``); ``started``: when the subset's work began."""
+    captioned, written = metas
+    finish = Finish.of(run, passes=(kind, f"write-{kind}"), since=started)
+    tally = Tally.of(written, ("reasons", "attempts", "tokens"))
+    engine = getattr(cfg, kind).engine
+    head = {"subset": kind, "model": engine.model, "engine": engine.kind}
+    gen_s = sum(m.get("gen_s", 0.0) for m in written.values())
+    stats = finish.stats(
+        tally,
+        sum_timings(captioned, written),  # the engine's time beside the write's
+        head,
+        caption_rates(tally.counters["attempts"], tally.counters["tokens"], gen_s),
+    )
+    name = SetName(f"{cfg.name}-{kind}", "image", f"caption_{kind}", recaption_hash(cfg))
+    return finish.write(
+        Path(cfg.output) / kind, stats, name, shard_list(written), f"recaption {kind}"
+    )
+
+
+def caption_rates(attempts: dict[str, int], tokens: dict[str, int], gen_s: float) -> dict:
+    """The captioning's own stats: images by attempts needed, tokens, and the engine's rates
+    (its time summed over workers: the rates are per worker)."""
+    tokens = {"prompt": 0, "output": 0, **tokens}
+    return {
         "attempts": {k: v for k, v in sorted(attempts.items(), key=lambda kv: int(kv[0]))},
         "tokens": tokens,
         "generation_s": round(gen_s, 3),
-        # time inside the engine, summed over workers: the rates are per worker
         "per_worker": {
-            "images_per_s": round(captioned / gen_s, 3) if gen_s else None,
+            "images_per_s": round(sum(attempts.values()) / gen_s, 3) if gen_s else None,
             "prompt_tokens_per_s": round(tokens["prompt"] / gen_s, 1) if gen_s else None,
             "output_tokens_per_s": round(tokens["output"] / gen_s, 1) if gen_s else None,
         },
-        "timings_s": sum_timings(metas),
-        "wall_s": round(wall_s, 3),
-        "ray_start_s": round(run.ray_start_s, 3),
-        "partitions": len(run.parts),
     }
-    write_json(out / "stats.json", stats)
-    doc = write_dataset_json(
-        out,
-        name=f"{cfg.name}-{kind}",
-        modality="image",
-        task=f"caption_{kind}",
-        shards=shard_list(metas),
-        config=dataclasses.asdict(cfg),
-        config_hash=recaption_hash(cfg),
-        extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
-    )
-    return doc  # the report: engine.job.run_job, while Ray stops
 
 
 def _report(out: Path) -> None:
@@ -325,7 +311,7 @@ class RecaptionJob:
             work = WorkDir(run.work_root / kind)
             stage = CaptionStage(kind, getattr(cfg, kind), cfg.prompts)
             load = partial(load_image_partition, root=cfg.input.path)
-            run_partitions(
+            captioned = run_partitions(
                 work,
                 run.parts,
                 load,
@@ -334,7 +320,7 @@ class RecaptionJob:
                 unit="images",
                 drop_columns=("image",),
             )
-            metas = run_partitions(
+            written = run_partitions(
                 WorkDir(run.work_root / f"write-{kind}"),
                 run.parts,
                 CaptionedWithImages(work, cfg.input.path),
@@ -342,10 +328,7 @@ class RecaptionJob:
                 progress=run.progress,
                 unit="images",
             )
-            for p, meta in metas.items():  # the engine's time, beside the write's
-                for k, v in work.timings(p).items():
-                    meta.setdefault("timings_s", {})[k] = v
-            docs[kind] = finalize_subset(cfg, kind, run, metas, time.time() - t0)
+            docs[kind] = finalize_subset(cfg, kind, run, (captioned, written), t0)
         return docs
 
 

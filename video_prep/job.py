@@ -13,11 +13,9 @@ scheduling.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
-import time
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
@@ -25,15 +23,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from engine.finish import Finish, SetName, Tally, set_metas
 from engine.job import JobRun, read_stats, run_job, shard_list, sum_timings
 from engine.partitions import Partition, count_files
-from engine.progress import status as show_status
 from engine.runner import run_partitions
 from engine.workdir import WorkDir
 from manifests import ledger
-from manifests.atomic import write_json
 from manifests.configs import config_hash
-from manifests.dataset import write_dataset_json
 from manifests.schema import ERROR, KEPT, STATUSES, stable_id
 from manifests.shards import ShardSetWriter
 from video_prep.annotations import load_annotations, resolve_video
@@ -227,49 +223,18 @@ class VideoShards:
 
 
 def finalize(cfg: VideoConfig, run: JobRun, metas: dict[int, dict]) -> dict:
-    """Each task's stats.json, dataset.json and report, from the partitions' metadata."""
-    out, docs = Path(cfg.output), {}
-    wall_s = time.time() - run.started
+    """Each task's stats.json and dataset.json, from the partitions' metadata."""
+    finish, docs = Finish.of(run), {}
     for task in cfg.tasks:
-        tdir = out / task
-        show_status(f"video {task}: writing stats.json, dataset.json and the report")
-        per_part = {p: m["sets"][task] for p, m in metas.items() if "sets" in m}
-        counts: Counter = Counter(dict.fromkeys(STATUSES, 0))
-        reasons: Counter = Counter()
-        clip_reasons: Counter = Counter()
-        totals = {"samples": 0, "frames": 0, "second_decodes": 0}
-        for m in per_part.values():
-            counts.update(m["counts"])
-            reasons.update(m["reasons"])
-            clip_reasons.update(m["clip_reasons"])
-            for k in totals:
-                totals[k] += m[k]
-        stats = {
-            "task": task,
-            "inputs": sum(counts.values()),
-            **counts,
-            "samples": totals["samples"],
-            "frames": totals["frames"],
-            "reasons": dict(reasons),
-            "clip_reasons": dict(clip_reasons),
-            "second_decodes": totals["second_decodes"],
-            "timings_s": sum_timings(metas),
-            "wall_s": round(wall_s, 3),
-            "ray_start_s": round(run.ray_start_s, 3),
-            "partitions": len(run.parts),
-        }
-        write_json(tdir / "stats.json", stats)
-        docs[task] = write_dataset_json(
-            tdir,
-            name=f"{cfg.name}-{task}",
-            modality="video",
-            task=task,
-            shards=shard_list(per_part),
-            config=dataclasses.asdict(cfg),
-            config_hash=config_hash(cfg),
-            extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
+        per_part = set_metas(metas, task)
+        tally = Tally.of(
+            per_part, ("reasons", "clip_reasons"), ("samples", "frames", "second_decodes")
         )
-    return docs  # the reports: engine.job.run_job, while Ray stops
+        stats = finish.stats(tally, sum_timings(metas), {"task": task})
+        name = SetName(f"{cfg.name}-{task}", "video", task, config_hash(cfg))
+        folder = Path(cfg.output) / task
+        docs[task] = finish.write(folder, stats, name, shard_list(per_part), f"video {task}")
+    return docs
 
 
 def _report(tdir: Path) -> None:
