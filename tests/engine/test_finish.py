@@ -84,7 +84,7 @@ def test_a_curate_run_with_two_passes_says_where_its_time_went(tmp_path, demo_po
     cfg = load_config(
         CurateConfig,
         "configs/curate_local.yaml",
-        [f"input.path={pool}", f"output={out}", "input.partition_size=6", "dedup.exact=true"],
+        [f"input.path={pool}", f"output={out}", "input.partition_size=12", "dedup.exact=true"],
     )
     curate(cfg, progress=False)
     stats = json.loads((out / "stats.json").read_text())
