@@ -17,8 +17,9 @@ Two ways through a pass, chosen by its stages:
 
 The driver's loop only ever sees per-partition metadata (rows, timings, shard names, counts):
 never a sample's bytes. (While an embedded Ray is still starting, the driver process runs whole
-partitions itself, one at a time, exactly as a worker would: bounded, and never on a cluster.) Finished partitions are never redone; a partition a crash interrupted is redone
-whole (its sink first removes what it had left), so kill -9 and rerun give the same files.
+partitions itself, one at a time, exactly as a worker would: bounded, and never on a cluster.)
+Finished partitions are never redone; a partition a crash interrupted is redone whole (its sink
+first removes what it had left), so kill -9 and rerun give the same files.
 """
 
 from __future__ import annotations
