@@ -13,7 +13,7 @@ work. ``--repeat`` rounds, each running both sides one after the other; medians 
 - job: ``vl3data curate`` as a subprocess with an embedded Ray of ``--cpus`` CPUs, timed as a
   whole process (imports, plan, Ray's start in the background while the driver runs the first
   partitions itself, Ray's workers, stats.json, dataset.json, report.html, Ray's stop). Its
-  ``pass.json`` (kept with ``keep_work=true``) splits the pass: what the driver did while Ray
+  ``stats.json: passes_s`` splits the pass: what the driver did while Ray
   started, and what Ray's workers did from the moment Ray was up (``ray`` phase: the engine's
   parallel throughput, Ray's start-up measured apart).
 
@@ -95,10 +95,9 @@ def plain_process(config_args: list[str], out: Path) -> dict:
 
 
 def job_process(common: list[str], out: Path) -> dict:
-    run = run_timed(curate_cmd([*common, f"output={out}", "keep_work=true"], CONFIG))
+    run = run_timed(curate_cmd([*common, f"output={out}"], CONFIG))
     stats = json.loads((out / "stats.json").read_text())
-    passed = json.loads((out / "_work" / "write" / "pass.json").read_text())
-    return {"whole_s": run["wall_s"], "stats": stats, "pass": passed}
+    return {"whole_s": run["wall_s"], "stats": stats, "pass": stats["passes_s"]["write"]}
 
 
 def median(xs: list[float]) -> float:
