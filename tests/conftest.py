@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,14 +37,24 @@ def photos():
     return real_photos()
 
 
-@pytest.fixture()
-def demo_pool(tmp_path: Path) -> tuple[Path, dict]:
-    """The demo's raw pool in a tmp folder, and what should happen to each file."""
+@pytest.fixture(scope="session")
+def demo_pool_master(tmp_path_factory) -> tuple[Path, dict]:
+    """The demo's raw pool, written once (encoding its photos takes about a second): tests get
+    a copy of it (``demo_pool``), never this folder."""
     from vl3data.sample_media import write_demo_pool
 
+    root = tmp_path_factory.mktemp("demo_pool_master") / "pool"
+    return root, write_demo_pool(root)
+
+
+@pytest.fixture()
+def demo_pool(tmp_path: Path, demo_pool_master) -> tuple[Path, dict]:
+    """The demo's raw pool in a tmp folder (a copy of the session's: a test may change it), and
+    what should happen to each file."""
+    master, expected = demo_pool_master
     root = tmp_path / "pool"
-    expected = write_demo_pool(root)
-    return root, expected
+    shutil.copytree(master, root)
+    return root, dict(expected)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -28,14 +29,13 @@ RESAMPLE = "[{temperature: 1.0, max_new_tokens: 24}, {temperature: 1.0, max_new_
 
 
 @pytest.fixture(scope="module")
-def curated(tmp_path_factory, ray_local) -> Path:
+def curated(tmp_path_factory, demo_pool_master, ray_local) -> Path:
     """A real curated shard set: `vl3data curate` (no models) over the demo pool."""
     from curation.config import CurateConfig
     from curation.curate import curate
-    from vl3data.sample_media import write_demo_pool
 
     root = tmp_path_factory.mktemp("curated")
-    write_demo_pool(root / "pool")
+    shutil.copytree(demo_pool_master[0], root / "pool")
     sets = [f"input.path={root / 'pool'}", f"output={root / 'out'}", "input.partition_size=8"]
     curate(load_config(CurateConfig, "configs/curate_local.yaml", sets), progress=False)
     return root / "out"
@@ -168,19 +168,23 @@ def test_bad_input_fails_before_any_work(tmp_path, tiny_internvl):
         config(tmp_path, tmp_path / "o", tiny_internvl, "short.accept=[blurry]")
 
 
-def test_plan_estimates_worker_hours(curated, tiny_internvl, tmp_path):
-    cmd = recaption_cmd(
-        *CONFIGS,
-        sets=[
-            f"short.engine.model={tiny_internvl}",
-            f"detailed.engine.model={tiny_internvl}",
-            "plan_images=4",
-        ],
-        extra=["--input", str(curated), "--plan"],
-    )
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    lines = res.stdout.strip().splitlines()
+def test_plan_estimates_worker_hours(curated, tiny_internvl, tmp_path, capsys):
+    """The command line in this process (``--plan`` captions here, with no Ray: a process of
+    its own would only add its imports); the kill test runs the command in its own process."""
+    from vl3data import cli
+
+    sets = [
+        f"short.engine.model={tiny_internvl}",
+        f"detailed.engine.model={tiny_internvl}",
+        "plan_images=4",
+    ]
+    cmd = recaption_cmd(*CONFIGS, sets=sets, extra=["--input", str(curated), "--plan"])
+    argv = cmd[cmd.index("recaption") :]  # what follows `python -m vl3data.cli`
+    capsys.readouterr()
+    code = cli.main(argv)
+    res = capsys.readouterr()
+    assert code == 0, res.err[-2000:]
+    lines = res.out.strip().splitlines()
     assert "measured on 4 of" in lines[0]
     rows = {ln.split()[0]: ln.split() for ln in lines[2:]}
     assert set(rows) == {"short", "detailed"}
