@@ -173,11 +173,17 @@ def no_wait(seconds: float) -> None:
     """Backoff without the wait."""
 
 
-def kill_when_answered(server: ServerProcess, count: int) -> threading.Thread:
-    """``kill -9`` the server as soon as it has answered ``count`` chat completions."""
+def kill_when_answered(
+    server: ServerProcess, count: int, called_off: threading.Event
+) -> threading.Thread:
+    """``kill -9`` the server as soon as it has answered ``count`` more chat completions,
+    unless ``called_off`` is set first."""
+    count += server.answered()  # its log counts what it answered before (the module's tests)
 
     def watch() -> None:
         while server.answered() < count:
+            if called_off.is_set():
+                return
             time.sleep(0.01)
         server.kill()
 
@@ -187,28 +193,33 @@ def kill_when_answered(server: ServerProcess, count: int) -> threading.Thread:
 
 
 def test_server_killed_mid_run_resumes_with_nothing_lost_or_doubled(
-    tiny_internvl, requests_, tmp_path
+    served, tiny_internvl, requests_
 ):
+    """The module's server is the one killed, then started again at its address (starting a
+    server of its own would cost this test another ~10 s): it serves on for whatever runs
+    after."""
     prompts = [PROMPT, "What is in this picture?"]
     reqs = [Request(f"{r.key}-{i}", r.image, p) for i, p in enumerate(prompts) for r in requests_]
     batches = [reqs[i : i + 4] for i in range(0, len(reqs), 4)]
     sampling = SamplingConfig(max_new_tokens=48)
-    server = start_server(tiny_internvl, tmp_path)
+    store = Store()
+    cfg = config(tiny_internvl, served.base_url, max_retries=2, backoff_s=0.2)
+    # batch 0 answered, then the server dies in the middle of batch 1
+    called_off = threading.Event()
+    watcher = kill_when_answered(served, len(batches[0]) + 1, called_off)
     try:
-        store = Store()
-        cfg = config(tiny_internvl, server.base_url, max_retries=2, backoff_s=0.2)
-        # batch 0 answered, then the server dies in the middle of batch 1
-        watcher = kill_when_answered(server, len(batches[0]) + 1)
         with pytest.raises(EngineUnavailable):
             run_job(OpenAIEngine(cfg), batches, sampling, store)
         watcher.join(timeout=5)
         assert 1 <= len(store.done) < len(batches)
-        server = start_server(tiny_internvl, tmp_path, port=server.port)  # same address
-        run_job(OpenAIEngine(cfg), batches, sampling, store)  # the rerun: a fresh engine
-        assert store.writes == Counter(r.key for r in reqs)  # every key, each written once
-        again = Store()
-        run_job(OpenAIEngine(cfg), batches, sampling, again)
-        assert store.results() == again.results()  # the same as an uninterrupted run
-        assert all(r.error is None for r in store.results().values())
-    finally:
-        server.stop()
+    finally:  # whatever happened, the server is up again for the rest of the module
+        called_off.set()
+        watcher.join(timeout=5)
+        served.kill()  # (a no-op when the watcher did it) ...
+        served.start(timeout_s=120)  # ... and the same server at the same address
+    run_job(OpenAIEngine(cfg), batches, sampling, store)  # the rerun: a fresh engine
+    assert store.writes == Counter(r.key for r in reqs)  # every key, each written once
+    again = Store()
+    run_job(OpenAIEngine(cfg), batches, sampling, again)
+    assert store.results() == again.results()  # the same as an uninterrupted run
+    assert all(r.error is None for r in store.results().values())
