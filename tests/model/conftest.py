@@ -279,4 +279,33 @@ def train_config_writer():
     return write_train_config
 
 
+#: what the two-rank runs add to the trainer config: 3 samples per rank a step, about one
+#: sample per micro-batch (accumulation under DDP)
+TWO_RANK_ARGS = ["--set", "train.batch_size=3", "--set", "data.tokens_per_batch=64"]
+
+
+@pytest.fixture(scope="session")
+def torchrun_two_ranks(tmp_path_factory, train_recipe, tiny_vl3_checkpoint):
+    """Stages 1-2 (3 steps each, from the tiny checkpoint) trained by two gloo ranks under
+    ``torchrun``, run once: tests/model/test_train.py checks the ranks stayed in sync, and
+    tests/model/test_ray_train.py that Ray Train's run equals it. Returns the output folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path_factory.mktemp("torchrun")
+    out = root / "ddp"
+    config = write_train_config(
+        root / "ddp.yaml", train_recipe, out, init=tiny_vl3_checkpoint, steps=3, lr_scale=300
+    )
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "model.train", config, "--stage", "1-2", *TWO_RANK_ARGS]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
 # ---- end of trainer fixtures ----------------------------------------------------------------

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from tests.model.conftest import TWO_RANK_ARGS
 from tests.ray_head import LOOPBACK_ENV, ray_head
 from vl3data import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["--set", "train.batch_size=3", "--set", "data.tokens_per_batch=64"]
+ARGS = TWO_RANK_ARGS  # as the torchrun reference (tests/model/conftest.py)
 
 
 def _configs(tmp_path, names, train_recipe, init, writer) -> dict[str, str]:
@@ -55,12 +56,20 @@ def _assert_same_run(ours: Path, ref: Path, stages: list[str]) -> None:
 
 
 def test_ray_train_matches_torchrun(
-    tmp_path, train_recipe, tiny_vl3_checkpoint, train_config_writer, ray_local
+    tmp_path, train_recipe, tiny_vl3_checkpoint, train_config_writer, torchrun_two_ranks, ray_local
 ):
-    cfg = _configs(tmp_path, ["ray", "ref"], train_recipe, tiny_vl3_checkpoint, train_config_writer)
-    assert cli.main(["train", cfg["ray"], "--stage", "1-2", *ARGS, "--ray-workers", "2"]) == 0
-    _torchrun(cfg["ref"], "1-2")
-    _assert_same_run(tmp_path / "ray", tmp_path / "ref", ["1", "2"])
+    """Against the session's torchrun run of stages 1-2 (tests/model/conftest.py: 3 steps each,
+    the same arguments), which tests/model/test_train.py checks too."""
+    config = train_config_writer(
+        tmp_path / "ray.yaml",
+        train_recipe,
+        tmp_path / "ray",
+        init=tiny_vl3_checkpoint,
+        steps=3,
+        lr_scale=300,
+    )
+    assert cli.main(["train", config, "--stage", "1-2", *ARGS, "--ray-workers", "2"]) == 0
+    _assert_same_run(tmp_path / "ray", torchrun_two_ranks, ["1", "2"])
 
 
 def test_a_bad_config_fails_before_ray_starts(tmp_path, train_recipe, train_config_writer):
