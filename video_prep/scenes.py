@@ -44,6 +44,19 @@ _PTS = re.compile(r"pts_time:(-?[0-9.]+(?:e-?\d+)?)")
 _SCORE = re.compile(r"lavfi\.scene_score=([0-9.]+)")
 
 
+def _backslashed(text: str, specials: str) -> str:
+    return "".join("\\" + c if c in specials else c for c in text)
+
+
+def filter_arg(value: str | Path) -> str:
+    """``value`` as one option value inside a filter graph, escaped at both of ffmpeg's
+    levels (its "Notes on filtergraph escaping"): first as an option value (``\\``, ``'``
+    and the ``:`` that separates options), then for the graph parser (``\\``, ``'`` and the
+    ``[ ] , ;`` that separate filters and links). A temp dir named ``a:b,c`` would otherwise
+    end the option (or the filter) in the middle of the path."""
+    return _backslashed(_backslashed(str(value), "\\':"), "\\'[],;")
+
+
 def scene_command(
     path: str | Path,
     info: VideoInfo,
@@ -61,7 +74,7 @@ def scene_command(
     graph = (
         f"[0:{info.stream_index}]split=2[d][g];"
         f"[d]select='eq(n\\,0)+gt(scene\\,{threshold})',"
-        f"metadata=mode=print:file={meta_path},nullsink;"
+        f"metadata=mode=print:file={filter_arg(meta_path)},nullsink;"
         f"[g]{grid}[out]"
     )
     return [

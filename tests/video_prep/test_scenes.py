@@ -125,3 +125,21 @@ def test_read_cuts_is_relative_to_the_first_frame():
     )
     assert read_cuts(text) == ([3.0], [0.812345])
     assert read_cuts("") == ([], [])
+
+
+def test_a_temp_dir_with_ffmpeg_separators_in_its_name_still_finds_the_cuts(
+    cut_video, decoded, tmp_path, monkeypatch
+):
+    """The cut times go to a file in the temp dir, named inside the filter graph: a ``:`` or
+    ``,`` (or a quote, a bracket, a ``;``) in it must not end the option or the filter."""
+    import tempfile
+
+    path, _ = cut_video
+    info, ref = decoded
+    odd = tmp_path / "a:b,c'd[e];f\\g"
+    odd.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(odd))
+    dec = decode_with_cuts(path, info, max_side=96)
+    assert dec.cuts == ref.cuts and len(dec.cuts) == 4
+    assert dec.grid.frames == ref.grid.frames
+    assert list(odd.iterdir()) == []  # its own temp dir is gone
