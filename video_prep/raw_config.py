@@ -28,6 +28,7 @@ from video_prep.config import (
 from video_prep.scenes import SCENE_THRESHOLD
 
 KINDS = ("short", "detailed")
+RUN_IN = ("auto", "tasks", "pool")
 SHORT_MODEL_PROMPT = "Describe what happens in this video clip in one sentence."
 DETAILED_MODEL_PROMPT = (
     "Describe this video clip in detail: the scene, the people and objects in it, what they do "
@@ -110,9 +111,14 @@ class ClipCaptionsConfig:
     detailed_model_prompt: str = DETAILED_MODEL_PROMPT
     short: SubsetConfig = field(default_factory=lambda: _subset(77, 10))
     detailed: SubsetConfig = field(default_factory=lambda: _subset(512, 100))
+    # where the captions run: "tasks" (inside the partition tasks that decode: one pass, the
+    # model loaded once per worker process), "pool" (a Ray Data actor pool, its own pass) or
+    # "auto": tasks when every engine is transformers on CPU, else a pool (video_prep.raw_captions)
+    run_in: str = "auto"
 
     def __post_init__(self) -> None:
         require(self.max_frames >= 1, "captions.max_frames", "must be at least 1", "16")
+        require(self.run_in in RUN_IN, "captions.run_in", f"{self.run_in!r} is not one of {RUN_IN}")
         require(self.short.enabled, "captions.short.enabled", "grounding and streaming need it")
         for kind in KINDS:
             text = getattr(self, f"{kind}_model_prompt")

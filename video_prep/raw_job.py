@@ -1,14 +1,25 @@
 """The ``video-raw`` job: a folder of raw videos (no captions) in; caption, streaming and
 grounding shard sets out, from scene-cut clips and model-written clip captions.
 
-    OUT/_work/scenes/     pass 1 (partition tasks): each video probed and decoded ONCE, its
-                          scene cuts and 1-fps grid from the same ffmpeg run, cut into clips;
-                          one row per clip (its frames) in the partition's pieces
+With caption engines on the CPU (transformers, no GPU: the demo, the tests), ONE pass:
+
+    OUT/_work/videos/     partition tasks: each video probed and decoded ONCE (its scene cuts
+                          and 1-fps grid from the same ffmpeg run), cut into clips, the clips
+                          captioned in the task (:mod:`video_prep.raw_captions`: the model
+                          loaded once per worker process, while the first video decodes), and
+                          every task's samples written into the partition's own tars; one
+                          ledger row per video
+
+With engines that want a pool (vLLM, transformers on a GPU, an OpenAI-compatible server), three:
+
+    OUT/_work/scenes/     pass 1 (partition tasks): decode and cut, as above; one row per clip
+                          (its frames) in the partition's pieces
     OUT/_work/captions/   pass 2 (an actor pool): each clip's short (and detailed) caption by
                           the model, through recaption's engines, gates and retries; no frames
     OUT/_work/write/      pass 3 (partition tasks): each partition's clips and captions joined
                           with their frames, grouped by video, every task's samples written
                           into the partition's own tars; one ledger row per video
+
     OUT/{task}/           caption | streaming | grounding: shards/, ledger/, stats.json,
                           report.html and dataset.json (written last: the set is complete)
 
@@ -47,6 +58,12 @@ from video_prep.clip_captions import ClipCaptionStage
 from video_prep.job import VideoShards
 from video_prep.prepare import SAMPLE_TYPE, TRUNCATED_TOLERANCE_S
 from video_prep.probe import VideoError, probe_video
+from video_prep.raw_captions import (
+    InTaskClipCaptions,
+    StartCaptionModel,
+    WaitCaptionModel,
+    in_task,
+)
 from video_prep.raw_config import RawVideoConfig
 from video_prep.raw_samples import CaptionedClip, raw_samples
 from video_prep.samples import ClipFrames
@@ -300,6 +317,25 @@ def clip_rows(scenes: WorkDir, part: Partition) -> pa.Table:
 LEDGER_KEEP = ("id", "source", "source_key", "partition", *VIDEO_COLUMNS)
 
 
+def by_video(rows: pa.Table, frames: pa.ChunkedArray | pa.Array) -> pa.Table:
+    """Clip rows (a video's clips together, in row order) and their frames as one row per
+    video holding its clips: the clips' fields as JSON, their frames as Arrow lists (no copy)."""
+    videos = rows["video_row"].to_pylist()
+    starts = [i for i, v in enumerate(videos) if i == 0 or v != videos[i - 1]]
+    offsets = pa.array([*starts, len(videos)], pa.int32())
+    if isinstance(frames, pa.ChunkedArray):
+        frames = frames.combine_chunks()
+    clip_frames = pa.ListArray.from_arrays(offsets, frames)
+    fields = rows.drop_columns([c for c in ("frames",) if c in rows.column_names])
+    clip_json = pa.array([json.dumps(r) for r in fields.to_pylist()], pa.string())
+    first = rows.take(pa.array(starts, pa.int64())).select(list(LEDGER_KEEP))
+    return (
+        first.append_column("row", pa.array([videos[i] for i in starts], pa.int32()))
+        .append_column("clip_rows", pa.ListArray.from_arrays(offsets, clip_json))
+        .append_column("clip_frames", clip_frames)
+    )
+
+
 class ClipsByVideo:
     """Loader of the writing pass: the partition's captioned clips joined with their frames
     (read back from the scenes pass), one row per video holding its clips."""
@@ -313,18 +349,17 @@ class ClipsByVideo:
             return pa.table({})
         frames = self.scenes.read_partition(part.index, ["frames"])
         assert frames["row"].equals(rows["row"])  # the same clips
-        videos = rows["video_row"].to_pylist()
-        starts = [i for i, v in enumerate(videos) if i == 0 or v != videos[i - 1]]
-        offsets = pa.array([*starts, len(videos)], pa.int32())
-        # the frames stay Arrow buffers: one list of clips' frame lists per video, no copy
-        clip_frames = pa.ListArray.from_arrays(offsets, frames["frames"].combine_chunks())
-        clip_json = pa.array([json.dumps(r) for r in rows.to_pylist()], pa.string())
-        first = rows.take(pa.array(starts, pa.int64())).select(list(LEDGER_KEEP))
-        return (
-            first.append_column("row", pa.array([videos[i] for i in starts], pa.int32()))
-            .append_column("clip_rows", pa.ListArray.from_arrays(offsets, clip_json))
-            .append_column("clip_frames", clip_frames)
-        )
+        return by_video(rows, frames["frames"])
+
+
+class ClipsToVideo:
+    """Stage of the one-pass job: a video's captioned clip rows, frames and all, into the one
+    row per video that :class:`RawSamples` takes."""
+
+    name = "by_video"
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return by_video(batch, batch["frames"])
 
 
 class RawSamples:
@@ -529,6 +564,8 @@ class RawVideoJob:
     def run(self, run: JobRun) -> dict[str, dict]:
         cfg = run.cfg
         load = partial(load_raw_partition, root=cfg.input.videos, source=source_name(cfg))
+        if in_task(cfg.captions):
+            return self.run_in_tasks(run, load)
         scenes = WorkDir(run.work_root / "scenes")
         captions = WorkDir(run.work_root / "captions")
         m1 = run_partitions(
@@ -555,6 +592,31 @@ class RawVideoJob:
             chunk_rows=1,
         )
         return finalize(cfg, run, metas, [m1, m2])
+
+    @staticmethod
+    def run_in_tasks(run: JobRun, load) -> dict[str, dict]:
+        """One pass (engines on CPU): each video decoded, cut, captioned and written in its
+        partition's task, the caption model loading while the first video decodes."""
+        cfg = run.cfg
+        stages = [
+            StartCaptionModel(cfg.captions),
+            CutScenes(cfg),
+            WaitCaptionModel(cfg.captions),
+            InTaskClipCaptions(cfg.captions),
+            ClipsToVideo(),
+            RawSamples(cfg),
+        ]
+        metas = run_partitions(
+            WorkDir(run.work_root / "videos"),
+            run.parts,
+            load,
+            stages,
+            sink=VideoShards(cfg),
+            progress=run.progress,
+            unit="videos",
+            chunk_rows=1,
+        )
+        return finalize(cfg, run, metas, [])
 
 
 def run_raw_video_job(cfg: RawVideoConfig, *, restart: bool = False, progress: bool = True) -> dict:

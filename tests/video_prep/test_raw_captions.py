@@ -125,7 +125,57 @@ def test_clip_caption_stage_gates_and_retries_on_the_tiny_model(tiny_internvl):
 
 
 @pytest.mark.slow
-def test_the_raw_video_job_end_to_end_on_the_tiny_model(tiny_internvl, tmp_path, ray_local):
+def test_in_task_captions_load_the_model_once_per_process_and_retry_a_failed_load(
+    tiny_internvl, tmp_path
+):
+    from engine.partitions import Partition
+    from video_prep.raw_captions import (
+        InTaskClipCaptions,
+        StartCaptionModel,
+        WaitCaptionModel,
+        engines_of,
+    )
+    from video_prep.raw_job import CutScenes, load_raw_partition
+    from video_prep.sample_videos import cuts_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    cuts_video(videos / "shots.mp4", [3.0, 2.48, 4.0])
+    cfg = raw_config(tiny_internvl, f"input.videos={videos}", "frames.max_side=64")
+    stages = [
+        StartCaptionModel(cfg.captions),
+        CutScenes(cfg),
+        WaitCaptionModel(cfg.captions),
+        InTaskClipCaptions(cfg.captions, group=2),  # 3 clips: two engine calls
+    ]
+    part = Partition(0, "videos", {"files": ["shots.mp4"]})
+    rows = load_raw_partition(part, str(videos), "video-raw:test")
+    for stage in stages:
+        rows = stage(rows)
+    out = rows.to_pylist()
+    assert [r["clip_index"] for r in out] == [0, 1, 2]
+    assert all(r["short_attempts"] and r["short_prompt_tokens"] > 0 for r in out)
+    first = engines_of(cfg.captions)
+    assert first.result()["short"] is engines_of(cfg.captions).result()["short"]  # kept
+    # a model that cannot load fails the stage that waits for it; the next call tries again
+    bad = raw_config(tmp_path / "no_model", f"input.videos={videos}")
+    StartCaptionModel(bad.captions)(rows)
+    with pytest.raises(OSError):
+        WaitCaptionModel(bad.captions)(rows)
+    assert engines_of(bad.captions) is not engines_of(cfg.captions)
+    again = engines_of(bad.captions)
+    with pytest.raises(OSError):
+        again.result()
+    assert engines_of(bad.captions) is not again  # not cached: a later task tries again
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "run_in,passes", [("auto", {"videos"}), ("pool", {"scenes", "captions", "write"})]
+)
+def test_the_raw_video_job_end_to_end_on_the_tiny_model(
+    tiny_internvl, tmp_path, ray_local, run_in, passes
+):
     from manifests.dataset import shard_paths
     from manifests.ledger import read_ledger
     from manifests.readers import hf_dataset, ray_dataset
@@ -145,8 +195,15 @@ def test_the_raw_video_job_end_to_end_on_the_tiny_model(tiny_internvl, tmp_path,
         "clips.max_len_s=5",
         "frames.max_side=64",
         "captions.short.accept=[garbled,too_short,wrong_language,repetition,truncated]",
+        f"captions.run_in={run_in}",
+        "keep_work=true",
     )
     docs = run_raw_video_job(cfg, progress=False)
+    # the CPU engine captions in the decoding tasks (one pass); a pool takes three
+    assert {p.name for p in (out / "_work").iterdir() if p.is_dir()} >= passes
+    assert not {"videos", "scenes", "captions", "write"} - passes & {
+        p.name for p in (out / "_work").iterdir()
+    }
     assert set(docs) == {"caption", "streaming", "grounding"}
     ledger = read_ledger(out / "caption").to_pylist()
     assert len(ledger) == len(expected) + 2  # every file a row
@@ -178,7 +235,7 @@ def test_the_raw_video_job_end_to_end_on_the_tiny_model(tiny_internvl, tmp_path,
 
 
 @pytest.mark.slow
-def test_kill_9_in_the_captions_pass_then_rerun_equals_uninterrupted(
+def test_kill_9_after_a_partition_then_rerun_equals_uninterrupted(
     tiny_internvl, tmp_path, ray_local
 ):
     import os
@@ -210,7 +267,7 @@ def test_kill_9_in_the_captions_pass_then_rerun_equals_uninterrupted(
     proc = subprocess.Popen(
         cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    done = out / "_work" / "captions" / "done"
+    done = out / "_work" / "videos" / "done"  # the one pass: CPU captions in the tasks
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if done.is_dir() and len(list(done.iterdir())) >= 1:

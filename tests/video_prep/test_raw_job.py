@@ -177,6 +177,7 @@ def test_listing_walks_subfolders_in_order(tmp_path):
         ("scenes.threshold=1.5", "scenes.threshold"),
         ("captions.short.enabled=false", "captions.short.enabled"),
         ("captions.max_frames=0", "captions.max_frames"),
+        ("captions.run_in=gpu", "captions.run_in"),
         ("captions.short.accept=[nope]", "captions.short.accept"),
         ("grounding.min_clips=1", "grounding.min_clips"),
         ("caption.short_instructions=[]", "caption.short_instructions"),
@@ -191,3 +192,22 @@ def test_bad_config_fails_before_any_work_naming_the_field(tmp_path, override, f
     assert err.value.field == field
     with pytest.raises(ConfigError, match=r"input\.videos"):
         config(tmp_path / "missing").check_runnable()
+
+
+@pytest.mark.parametrize(
+    "sets,in_tasks",
+    [
+        ((), True),  # the demo: transformers on CPU
+        (("captions.short.engine.num_gpus=1",), False),
+        (("captions.short.engine.device=cuda",), False),
+        (("captions.short.engine.kind=vllm",), False),
+        (("captions.short.engine.kind=openai",), False),
+        (("captions.detailed.enabled=true", "captions.detailed.engine.kind=openai"), False),
+        (("captions.short.engine.kind=openai", "captions.run_in=tasks"), True),
+        (("captions.run_in=pool",), False),
+    ],
+)
+def test_captions_run_in_the_tasks_for_cpu_transformers_else_in_a_pool(tmp_path, sets, in_tasks):
+    from video_prep.raw_captions import in_task
+
+    assert in_task(config(tmp_path, *sets).captions) is in_tasks

@@ -1,0 +1,132 @@
+"""Clip captions inside the raw-video job's partition tasks, for engines that run on the CPU.
+
+A Ray Data actor pool (:class:`video_prep.clip_captions.ClipCaptionStage`) suits a model on a
+GPU (vLLM, transformers on CUDA) or a server (OpenAI-compatible): one engine serves every
+partition. For the transformers engine on CPU it was a fixed cost larger than the work: the pool
+started, its actor imported torch and transformers and loaded the model (8-10 s on 2 cores)
+while the 24 captions of the benchmark's 10-minute video took 0.8 s, and every clip's frames
+went to ``_work/`` to be read back by the actor and again by the writing pass.
+
+Here the captions are one more stage of the partition task that decodes the video: the clip
+rows never leave the process. The engine is loaded once per worker process and kept for the
+next task (:func:`engines_of`); its load starts in a thread when the task's first video
+arrives (:class:`StartCaptionModel`), so it overlaps ffmpeg's decode of that video, and the
+captions stage waits only for what is left (:class:`WaitCaptionModel`; the job's
+``timings_s.caption_model`` says how long that was). Gates, retries and reasons are the
+actor's own (the same :class:`ClipCaptionStage` code answers the rows).
+
+Each worker process that runs partitions holds its own copy of the model (N per node for N
+CPUs): right for the small models one captions with on CPU; for a larger one, give the engine
+``num_gpus`` (or use vLLM / a server), which keeps the actor pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+
+import pyarrow as pa
+
+from video_prep.clip_captions import ClipCaptionStage
+from video_prep.raw_config import ClipCaptionsConfig
+
+log = logging.getLogger(__name__)
+
+#: per worker process: the captions config's engines, loaded (or loading) in a thread
+_ENGINES: dict[str, Future] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def in_task(cfg: ClipCaptionsConfig) -> bool:
+    """Whether the captions run inside the partition tasks: ``captions.run_in`` says so, or,
+    when it is ``auto``, every enabled kind's engine is transformers on the CPU (no GPU asked
+    for, no CUDA device named)."""
+    if cfg.run_in != "auto":
+        return cfg.run_in == "tasks"
+    for kind in cfg.kinds():
+        e = getattr(cfg, kind).engine
+        if e.kind != "transformers" or e.num_gpus or e.device.startswith("cuda"):
+            return False
+    return True
+
+
+def _key(cfg: ClipCaptionsConfig) -> str:
+    return repr([(k, getattr(cfg, k).engine) for k in cfg.kinds()])
+
+
+def engines_of(cfg: ClipCaptionsConfig) -> Future:
+    """The engines of ``cfg`` in this process, as a future: the first call starts loading them
+    in a daemon thread, later calls (later videos, later tasks of the same worker) get the same
+    future. A load that failed is tried again by the next call."""
+    key = _key(cfg)
+    with _ENGINES_LOCK:
+        fut = _ENGINES.get(key)
+        if fut is None or (fut.done() and fut.exception() is not None):
+            fut = Future()
+            _ENGINES[key] = fut
+            threading.Thread(
+                target=_load, args=(cfg, fut), name="caption-model", daemon=True
+            ).start()
+    return fut
+
+
+def _load(cfg: ClipCaptionsConfig, fut: Future) -> None:
+    try:
+        t0 = time.perf_counter()
+        stage = ClipCaptionStage(cfg)
+        stage.setup()  # one engine per distinct engine config, as the actor does
+        log.debug("caption model loaded in %.2f s", time.perf_counter() - t0)
+        fut.set_result(stage.engines)
+    except BaseException as exc:  # handed to whoever waits for the engines
+        fut.set_exception(exc)
+
+
+class StartCaptionModel:
+    """First stage of a task: starts loading the caption engines (a no-op once loaded), so the
+    load overlaps the decode of the task's first video. Passes its rows through."""
+
+    name = "caption_model"
+
+    def __init__(self, cfg: ClipCaptionsConfig):
+        self.cfg = cfg
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        engines_of(self.cfg)
+        return batch
+
+
+class WaitCaptionModel:
+    """Waits for the engines before the captions stage: its time is the part of the load the
+    decode did not cover (0 once the process has them). A failed load raises here (the
+    partition fails, as an actor whose setup failed would fail the pass)."""
+
+    name = "caption_model"
+
+    def __init__(self, cfg: ClipCaptionsConfig):
+        self.cfg = cfg
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        engines_of(self.cfg).result()
+        return batch
+
+
+class InTaskClipCaptions:
+    """The clip captions stage of a partition task: the actor's code on this process's engines,
+    ``group`` clips at a time (the engine decodes a call's frames all at once: a long video's
+    clips in one call would hold all their frames decoded)."""
+
+    name = "clip_captions"
+
+    def __init__(self, cfg: ClipCaptionsConfig, group: int | None = None):
+        self.cfg = cfg
+        self.group = group or max(getattr(cfg, k).engine.batch_size for k in cfg.kinds())
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        stage = ClipCaptionStage(self.cfg)
+        stage.engines = engines_of(self.cfg).result()
+        parts = [
+            stage(batch.slice(start, self.group)) for start in range(0, batch.num_rows, self.group)
+        ]
+        return pa.concat_tables(parts) if parts else batch
