@@ -94,11 +94,13 @@ class RayStart:
 
 
 _current: RayStart | None = None
+_begun = False  # a start was begun in this process: its thread stops the Ray it started
 
 
 def begin(start: Callable[[], None]) -> RayStart:
     """Run ``start`` (an embedded ``ray.init``) in a thread; the process's one Ray start."""
-    global _current
+    global _current, _begun
+    _begun = True
     if threading.current_thread() is threading.main_thread():
         _quiet_thread_warning()
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
@@ -107,6 +109,12 @@ def begin(start: Callable[[], None]) -> RayStart:
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _current = RayStart(start)
     return _current
+
+
+def begun() -> bool:
+    """Whether this process started a Ray in the background (that Ray is stopped by its own
+    thread, ``end``; nobody else may call ``ray.shutdown`` while it may still be starting)."""
+    return _begun
 
 
 def current() -> RayStart | None:

@@ -472,11 +472,25 @@ def main(argv: list[str] | None = None) -> int:
     would wait for thread pools whose downloads stall until their deadline."""
     code = _main(argv)
     if argv is None:
+        _stop_leftover_ray()
         sys.stdout.flush()
         sys.stderr.flush()
         logging.shutdown()
         os._exit(code)
     return code
+
+
+def _stop_leftover_ray() -> None:
+    """A Ray this process started and nobody stopped (a build's, a training's) is stopped here,
+    as Ray's own exit hook would have: ``os._exit`` runs no exit hooks. A data job's Ray is
+    already stopped (``engine.job.run_job``), by its own thread when it started in the
+    background, which may still be finishing after a Ctrl-C: that one is left to it."""
+    from engine import ray_start
+
+    ray = sys.modules.get("ray")
+    if ray_start.begun() or ray is None or not ray.is_initialized():
+        return
+    ray.shutdown()
 
 
 def _main(argv: list[str] | None) -> int:
