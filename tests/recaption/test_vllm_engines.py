@@ -251,3 +251,80 @@ def test_recaption_job_runs_vllm_in_ray_actors(photos, tiny_internvl, tmp_path):
         else:
             assert row["reason"] == "empty" and not clean_caption(want[key].text)
     assert docs["short"]["samples"] == sum(r["status"] == "kept" for r in ledger.values()) > 0
+
+
+def test_a_clip_goes_through_vllm_as_several_labelled_images(photos, tiny_internvl):
+    """The raw-video job's clip captions with ``engine.kind: vllm``: the captions stage's
+    ``setup()`` raises vLLM's ``limit_mm_per_prompt`` to ``captions.max_frames`` (its default,
+    one image a prompt, rejects a clip), and a clip's frames reach the model as that many
+    images, each after its ``Time t s:`` label: the same prompt tokens and greedy caption as
+    the transformers engine, and a longer prompt than one frame's."""
+    import json
+
+    import pyarrow as pa
+
+    from manifests.configs import load_config
+    from video_prep.clip_captions import ClipCaptionStage, model_frames
+    from video_prep.raw_config import RawVideoConfig
+
+    engine = {
+        "kind": "vllm",
+        "model": str(tiny_internvl),
+        "max_image_side": 448,
+        "max_model_len": 4096,
+        "batch_size": 2,
+        "num_gpus": 0,
+        "precision": "fp32",  # as transformers on CPU (see the offline engine's test)
+        "extra": {"enforce_eager": True},
+    }
+    cfg = load_config(
+        RawVideoConfig,
+        "configs/video_raw_demo.yaml",
+        [
+            "captions.max_frames=3",
+            f"captions.short.engine={json.dumps(engine)}",
+            "captions.short.sampling={max_new_tokens: 12}",
+            "captions.short.accept=[garbled, truncated, repetition, too_short, wrong_language]",
+            "captions.short.retry=[]",
+        ],
+    ).captions
+    frames = [jpeg_bytes(img) for img in list(photos.values())[:3]]
+    stamps = [10.0, 11.0, 12.0]
+    stage = ClipCaptionStage(cfg)
+    stage.setup()
+    vllm = stage.engines["short"]
+    try:
+        prompt = cfg.model_prompt("short")
+        clip = Request("v/c0/short", b"", prompt, model_frames(frames, stamps, 10.0, 3))
+        one = Request("v/c1/short", b"", prompt, model_frames(frames[:1], stamps[:1], 10.0, 3))
+        got = vllm.generate([clip, one], GREEDY)
+        hf = TransformersEngine(EngineConfig(model=str(tiny_internvl), max_image_side=448))
+        assert got == hf.generate([clip, one], GREEDY)  # tokens, text, finish: all equal
+        assert all(r.error is None and r.output_tokens > 0 for r in got)
+        assert got[0].prompt_tokens > got[1].prompt_tokens  # three images against one
+        # the stage itself: the clip row's frames, uniformly picked, labelled from its start
+        batch = pa.table(
+            {
+                "id": ["v", "v"],
+                "clip_index": [0, 1],
+                "status": ["kept", "kept"],
+                "stage": [None, None],
+                "reason": [None, None],
+                "frames": [frames, frames[:1]],
+                "timestamps": [stamps, stamps[:1]],
+                "clip_start": [10.0, 10.0],
+            }
+        )
+        rows = stage(batch).to_pylist()
+        assert [r["short_prompt_tokens"] for r in rows] == [r.prompt_tokens for r in got]
+        assert [r["short_output_tokens"] for r in rows] == [r.output_tokens for r in got]
+    finally:
+        vllm.close()
+    # vLLM's own default (one image a prompt) refuses the clip: the limit is what lets it in
+    single = VllmEngine(EngineConfig(**{**engine, "extra": {"enforce_eager": True}}))
+    single.setup()
+    try:
+        (refused,) = single.generate([clip], GREEDY)
+        assert refused.error and refused.error.startswith("rejected: ")
+    finally:
+        single.close()
