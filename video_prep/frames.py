@@ -24,7 +24,7 @@ import math
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,11 +170,15 @@ def _decode(
     first_only: bool,
     start=None,
     cmd: list[str] | None = None,
+    frames: MutableMapping[int, bytes] | None = None,
 ) -> Grid:
     """``cmd``: a decode of the same grid with more in its filter graph (scene cuts, in
-    :mod:`video_prep.scenes`), read the same way."""
+    :mod:`video_prep.scenes`), read the same way. ``frames``: where the kept frames go (default
+    a dict; the raw-video job's on-disk :class:`video_prep.raw_frames.FrameStore`)."""
     size = scaled_size(info.width, info.height, max_side)
     grid = Grid(fps=fps, size=size)
+    if frames is not None:
+        grid.frames = frames  # type: ignore[assignment]  # any mapping of index -> JPEG
     frame_bytes = size[0] * size[1] * 3
     if timeout_s is None:
         timeout_s = max(60.0, 2.0 * info.duration)

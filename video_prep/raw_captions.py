@@ -30,7 +30,9 @@ from concurrent.futures import Future
 import pyarrow as pa
 
 from video_prep.clip_captions import ClipCaptionStage
+from video_prep.frames import uniform_indices
 from video_prep.raw_config import ClipCaptionsConfig
+from video_prep.raw_frames import FrameStore
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,50 @@ class InTaskClipCaptions:
         stage = ClipCaptionStage(self.cfg)
         stage.engines = engines_of(self.cfg).result()
         parts = [
-            stage(batch.slice(start, self.group)) for start in range(0, batch.num_rows, self.group)
+            self._caption(stage, batch.slice(start, self.group))
+            for start in range(0, batch.num_rows, self.group)
         ]
         return pa.concat_tables(parts) if parts else batch
+
+    def _caption(self, stage: ClipCaptionStage, rows: pa.Table) -> pa.Table:
+        """``rows`` captioned; clips whose frames are in a FrameStore get just the frames the
+        model sees read for the call (and their timestamps), then the rows are put back as
+        they were, frames left in the store."""
+        if "frames_at" not in rows.column_names or rows["frames_at"].null_count == len(rows):
+            return stage(rows)
+        frames, stamps = self._model_inputs(rows)
+        fi, ti = rows.schema.get_field_index("frames"), rows.schema.get_field_index("timestamps")
+        out = stage(rows.set_column(fi, "frames", frames).set_column(ti, "timestamps", stamps))
+        for name in ("frames", "timestamps"):
+            out = out.set_column(out.schema.get_field_index(name), name, rows[name])
+        return out
+
+    def _model_inputs(self, rows: pa.Table) -> tuple[pa.Array, pa.Array]:
+        """Each stored clip's frames as the model gets them (``captions.max_frames`` of them,
+        uniformly: what ``model_frames`` would pick from all of them) and their times."""
+        frames, stamps = [], []
+        stores: dict[str, FrameStore] = {}
+        try:
+            for at, idx, ts, fr in zip(
+                rows["frames_at"].to_pylist(),
+                rows["indices"].to_pylist(),
+                rows["timestamps"].to_pylist(),
+                rows["frames"].to_pylist(),
+                strict=True,
+            ):
+                if not at:
+                    frames.append(fr)
+                    stamps.append(ts)
+                    continue
+                if at not in stores:
+                    stores[at] = FrameStore.open(at)
+                pick = uniform_indices(len(idx), self.cfg.max_frames)
+                frames.append(stores[at].frames([idx[i] for i in pick]))
+                stamps.append([ts[i] for i in pick])
+        finally:
+            for store in stores.values():
+                store.close()
+        return (
+            pa.array(frames, rows.schema.field("frames").type),
+            pa.array(stamps, rows.schema.field("timestamps").type),
+        )

@@ -36,9 +36,11 @@ import copy
 import dataclasses
 import json
 import os
+import shutil
 import stat
 import time
 from collections import Counter
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -54,8 +56,9 @@ from manifests.atomic import write_json
 from manifests.configs import RUN_FIELDS, config_hash
 from manifests.dataset import write_dataset_json
 from manifests.schema import DROPPED, ERROR, KEPT, STATUSES, stable_id
+from manifests.shards import ShardSetWriter
 from video_prep.clip_captions import ClipCaptionStage
-from video_prep.job import VideoShards
+from video_prep.job import VideoShards, _task_rows
 from video_prep.prepare import SAMPLE_TYPE, TRUNCATED_TOLERANCE_S
 from video_prep.probe import VideoError, probe_video
 from video_prep.raw_captions import (
@@ -65,6 +68,7 @@ from video_prep.raw_captions import (
     in_task,
 )
 from video_prep.raw_config import RawVideoConfig
+from video_prep.raw_frames import FrameStore, remove_store
 from video_prep.raw_samples import CaptionedClip, raw_samples
 from video_prep.samples import ClipFrames
 from video_prep.scenes import decode_with_cuts, plan_clips
@@ -104,6 +108,9 @@ CLIP_COLUMNS: dict[str, pa.DataType] = {
     "indices": pa.list_(pa.int32()),
     "frame_width": pa.int32(),
     "frame_height": pa.int32(),
+    # one pass: ``frames`` is left empty and the clip's frames (its ``indices`` on the grid)
+    # are read from the video's FrameStore at this path (video_prep.raw_frames)
+    "frames_at": pa.string(),
 }
 
 
@@ -177,12 +184,17 @@ def load_raw_partition(part: Partition, root: str, source: str) -> pa.Table:
 
 class CutScenes:
     """Partition task stage: video rows in, one row per clip out (a failed video: one row
-    with its reason). Each video is probed, decoded once (cuts + 1-fps grid), cut into clips."""
+    with its reason). Each video is probed, decoded once (cuts + 1-fps grid), cut into clips.
+
+    With ``spill`` (the one-pass job), the grid's frames go to a FrameStore under
+    ``spill/p{partition}/`` as they are decoded and the clip rows name it (``frames_at``)
+    instead of holding the bytes: the task's memory does not grow with the video."""
 
     name = "scenes"
 
-    def __init__(self, cfg: RawVideoConfig):
+    def __init__(self, cfg: RawVideoConfig, spill: Path | None = None):
         self.cfg = cfg
+        self.spill = spill
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         out: list[dict] = []
@@ -197,6 +209,18 @@ class CutScenes:
         return pa.Table.from_pylist(out, schema)
 
     def video(self, r: dict) -> list[dict]:
+        if self.spill is None or r["status"] != KEPT:
+            return self._video(r, None)
+        store = FrameStore(self.spill / f"p{r['partition']}" / f"v{r['row']:06d}.jpgs")
+        try:
+            rows = self._video(r, store)
+        finally:
+            store.close()
+        if not any(row["frames_at"] for row in rows):  # failed, or no kept clip: nothing to read
+            remove_store(store.path)
+        return rows
+
+    def _video(self, r: dict, store: FrameStore | None) -> list[dict]:
         base = {k: r[k] for k in ("id", "source", "source_key", "partition")}
         base["video_row"] = r["row"]
         if r["status"] != KEPT:
@@ -224,6 +248,7 @@ class CutScenes:
                 quality=f.jpeg_quality,
                 timeout_s=f.decode_timeout_s,
                 threads=f.decode_threads,
+                frames=store,
             )
         except VideoError as e:
             return [self._failed(base, ERROR, "decode", e.reason, vinfo, e.detail)]
@@ -275,7 +300,8 @@ class CutScenes:
                     "status": cl.status,
                     "stage": None if cl.status == KEPT else "clips",
                     "reason": cl.reason,
-                    "frames": [grid.frames[k] for k in mine],
+                    "frames": [grid.frames[k] for k in mine] if store is None else [],
+                    "frames_at": str(store.path) if store is not None and mine else None,
                     "timestamps": [grid.timestamp(k) for k in mine],
                     "indices": mine,
                     "frame_width": grid.size[0],
@@ -362,22 +388,36 @@ class ClipsToVideo:
         return by_video(batch, batch["frames"])
 
 
+#: a sample whose frames are grid indices into its video's FrameStore (the one-pass job)
+STORED_SAMPLE_TYPE = pa.struct(
+    [
+        ("task", pa.string()),
+        ("key", pa.string()),
+        ("record", pa.string()),
+        ("frames", pa.list_(pa.int32())),
+    ]
+)
+
+
 class RawSamples:
     """Partition task stage of the writing pass: a video's clips into its samples of every
-    task, and its ledger fields (status, clips, caption counts)."""
+    task, and its ledger fields (status, clips, caption counts). Clips whose frames are in a
+    FrameStore give samples that name their frames by grid index (``stored``: the sink reads
+    them one sample at a time) and the video's ``frames_at``."""
 
     name = "samples"
 
-    def __init__(self, cfg: RawVideoConfig):
+    def __init__(self, cfg: RawVideoConfig, stored: bool = False):
         self.cfg = cfg
         self.model = cfg.captions.short.engine.model
+        self.stored = stored
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        cols: dict[str, list] = {
-            k: [] for k in ("status", "stage", "reason", "clips", "clips_kept", "samples")
-        }
+        names = ("status", "stage", "reason", "clips", "clips_kept", "samples", "frames_at")
+        cols: dict[str, list] = {k: [] for k in names}
         for v in batch.to_pylist():
             clips = [json.loads(c) for c in v["clip_rows"]]
+            stored = next((c["frames_at"] for c in clips if c.get("frames_at")), None)
             kept: list[CaptionedClip] = []
             summaries = []
             for c, frames in zip(clips, v["clip_frames"], strict=True):
@@ -388,6 +428,7 @@ class RawSamples:
                 summary.update({k: c.get(k) for k in ("short_caption", "detailed_caption")})
                 summaries.append(summary)
                 if c["status"] == KEPT:
+                    frames = c["indices"] if c.get("frames_at") else frames  # names, not bytes
                     cf = ClipFrames(
                         c["indices"], frames, c["timestamps"], (c["frame_width"], c["frame_height"])
                     )
@@ -414,7 +455,7 @@ class RawSamples:
             samples = raw_samples(v["id"], v["source_key"], kept, self.cfg, self.model)
             for k, val in zip(
                 cols,
-                (status, stage, reason, json.dumps(summaries), len(kept), samples),
+                (status, stage, reason, json.dumps(summaries), len(kept), samples, stored),
                 strict=True,
             ):
                 cols[k].append(val)
@@ -425,10 +466,81 @@ class RawSamples:
                 if c in batch.column_names
             ]
         )
-        types = {"clips_kept": pa.int32(), "samples": pa.list_(SAMPLE_TYPE)}
+        sample = STORED_SAMPLE_TYPE if self.stored else SAMPLE_TYPE
+        types = {"clips_kept": pa.int32(), "samples": pa.list_(sample)}
+        if not self.stored:
+            del cols["frames_at"]
         for k, vals in cols.items():
             batch = batch.append_column(k, pa.array(vals, types.get(k, pa.string())))
         return batch
+
+
+class StoredShards(VideoShards):
+    """The caption-bounded job's sink for samples whose frames are in their video's FrameStore
+    (the one-pass job): each sample's frames are read as it is written, so only one sample's
+    frames are in memory; a video's store is removed once every task's samples are written,
+    and a partition's spill folder when the partition starts (again)."""
+
+    def __init__(self, cfg: RawVideoConfig, spill: Path):
+        super().__init__(cfg)  # type: ignore[arg-type]  # reads output, tasks and shards
+        self.spill = spill
+
+    def write(self, part: Partition, chunks: Iterator[pa.Table]) -> dict:
+        folder = self.spill / f"p{part.index}"
+        shutil.rmtree(folder, ignore_errors=True)  # an interrupted attempt's
+        try:
+            return super().write(part, self._removing_stores(chunks))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @staticmethod
+    def _removing_stores(chunks: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        for rows in chunks:
+            yield rows  # resumed once every task's samples of these rows are written
+            for path in rows["frames_at"].to_pylist() if "frames_at" in rows.column_names else []:
+                if path:
+                    remove_store(path)
+
+    @staticmethod
+    def _write_task(rows: pa.Table, task: str, writer: ShardSetWriter, m: dict) -> pa.Table:
+        stores = rows["frames_at"].to_pylist()
+        rows, samples = _task_rows(rows.drop_columns(["frames_at"]), task)
+        shards, keys = [], []
+        for st, rs, ss, clips, at in zip(
+            rows["status"].to_pylist(),
+            rows["reason"].to_pylist(),
+            samples,
+            rows["clips"].to_pylist(),
+            stores,
+            strict=True,
+        ):
+            m["counts"][st] += 1
+            if st != KEPT:
+                m["reasons"][rs] += 1
+            for c in json.loads(clips or "[]"):
+                if c["status"] != KEPT:
+                    m["clip_reasons"][c["reason"]] += 1
+            store = FrameStore.open(at) if at and ss else None
+            sh, ks = [], []
+            try:
+                for s in ss:
+                    sample = {"__key__": s["key"], "json": s["record"].encode()}
+                    assert store is not None  # a sample's frames are in its video's store
+                    for j, fr in enumerate(store.frames(s["frames"])):
+                        sample[f"f{j:04d}.jpg"] = fr
+                    sh.append(writer.write(sample))
+                    ks.append(s["key"])
+                    m["frames"] += len(s["frames"])
+            finally:
+                if store is not None:
+                    store.close()
+            m["samples"] += len(ss)
+            shards.append(sh[0] if sh else None)
+            keys.append(json.dumps(ks) if ks else None)
+        m["second_decodes"] += sum(1 for p in rows["decode_passes"].to_pylist() if (p or 0) >= 2)
+        rows = rows.append_column("shard", pa.array(shards, pa.string()))
+        rows = rows.append_column("keys", pa.array(keys, pa.string()))
+        return ledger.to_ledger(rows)
 
 
 # --- the job --------------------------------------------------------------------------------
@@ -598,20 +710,21 @@ class RawVideoJob:
         """One pass (engines on CPU): each video decoded, cut, captioned and written in its
         partition's task, the caption model loading while the first video decodes."""
         cfg = run.cfg
+        spill = run.work_root / "videos" / "spill"  # each video's frames while it is worked on
         stages = [
             StartCaptionModel(cfg.captions),
-            CutScenes(cfg),
+            CutScenes(cfg, spill),
             WaitCaptionModel(cfg.captions),
             InTaskClipCaptions(cfg.captions),
             ClipsToVideo(),
-            RawSamples(cfg),
+            RawSamples(cfg, stored=True),
         ]
         metas = run_partitions(
             WorkDir(run.work_root / "videos"),
             run.parts,
             load,
             stages,
-            sink=VideoShards(cfg),
+            sink=StoredShards(cfg, spill),
             progress=run.progress,
             unit="videos",
             chunk_rows=1,

@@ -31,6 +31,7 @@ import math
 import re
 import shutil
 import tempfile
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,17 +138,19 @@ def decode_with_cuts(
     quality: int = 90,
     timeout_s: float | None = None,
     threads: int = DECODE_THREADS,
+    frames: MutableMapping[int, bytes] | None = None,
 ) -> Decoded:
     """The grid and the cuts from ONE ffmpeg decode; raises :class:`VideoError` as
     :func:`frames.decode_grid` does (``decode_error``, ``decode_timeout``). A video shorter than
-    one grid step gives an empty grid (no clip can be cut from it)."""
+    one grid step gives an empty grid (no clip can be cut from it). ``frames``: where the grid's
+    frames go as they arrive (a dict by default; the raw-video job passes a store on disk)."""
     size = scaled_size(info.width, info.height, max_side)
     tmp = Path(tempfile.mkdtemp(prefix="vl3-scenes-"))
     try:
         meta = tmp / "scenes.txt"
         cmd = scene_command(path, info, fps, size, threshold, meta, threads)
         args = (path, info, fps, max_side, lambda k, t: True, quality, timeout_s, threads)
-        grid = _decode(*args, first_only=False, cmd=cmd)
+        grid = _decode(*args, first_only=False, cmd=cmd, frames=frames)
         cuts, scores = read_cuts(meta.read_text() if meta.is_file() else "")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

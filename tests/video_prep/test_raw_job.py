@@ -211,3 +211,31 @@ def test_captions_run_in_the_tasks_for_cpu_transformers_else_in_a_pool(tmp_path,
     from video_prep.raw_captions import in_task
 
     assert in_task(config(tmp_path, *sets).captions) is in_tasks
+
+
+def test_spilled_frames_are_the_decoded_frames_and_failed_videos_leave_no_file(
+    folder, scenes, tmp_path
+):
+    """The one-pass job keeps a video's grid on disk (a FrameStore per video) and its clip rows
+    name it: the frames read back are the in-memory decode's, byte for byte."""
+    from video_prep.raw_frames import FrameStore
+
+    videos, _, _ = folder
+    cfg = config(videos, "input.partition_size=10")
+    (part,) = list_raw_partitions(cfg)
+    rows = load_raw_partition(part, str(videos), "video-raw:test")
+    spilled = CutScenes(cfg, tmp_path / "spill")(rows).to_pylist()
+    assert [r["row"] for r in spilled] == [r["row"] for r in scenes]
+    stores = {r["frames_at"] for r in spilled if r["frames_at"]}
+    assert len(stores) == 1  # shots.mp4's; the broken files' are removed
+    assert sorted(p.name for p in (tmp_path / "spill" / "p0").iterdir()) == sorted(
+        n for s in stores for n in (Path(s).name, Path(s).name + ".idx")
+    )
+    for mem, disk in zip(scenes, spilled, strict=True):
+        assert disk["frames"] == [] and disk["indices"] == mem["indices"]
+        if disk["frames_at"]:
+            store = FrameStore.open(disk["frames_at"])
+            assert store.frames(disk["indices"]) == mem["frames"]
+            store.close()
+        else:
+            assert mem["frames"] == []
