@@ -4,6 +4,7 @@ VideoLLaMA3's rules: fps filter rounding down, k/fps timestamps, linspace subsam
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import subprocess
 from pathlib import Path
@@ -17,8 +18,9 @@ from video_prep.probe import VideoError, probe_video
 from video_prep.sample_videos import pattern_video, real_videos, rotated
 
 
-def reference(path: Path, fps: float, max_frames: int, size: tuple[int, int] | None = None):
-    """The ffmpeg CLI, straight to raw RGB, all frames in memory, then VideoLLaMA3's subsample."""
+@functools.lru_cache(maxsize=8)  # decodes reused by the tests below (~200 MB at most)
+def reference_frames(path: Path, fps: float, size: tuple[int, int] | None) -> np.ndarray:
+    """The ffmpeg CLI, straight to raw RGB, all frames in memory (read-only)."""
     info = probe_video(path)
     w, h = size or (info.width, info.height)
     vf = f"fps=fps={fps}:round=down" + (f",scale={w}:{h}" if size else "")
@@ -26,7 +28,12 @@ def reference(path: Path, fps: float, max_frames: int, size: tuple[int, int] | N
     raw = subprocess.run(
         [*cmd, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True, check=True
     ).stdout
-    frames = np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
+
+
+def reference(path: Path, fps: float, max_frames: int, size: tuple[int, int] | None = None):
+    """The ffmpeg CLI's frames (:func:`reference_frames`), then VideoLLaMA3's subsample."""
+    frames = reference_frames(path, fps, size)
     n = len(frames)
     idx = list(range(n)) if n <= max_frames else np.linspace(0, n - 1, max_frames, dtype=int)
     return frames, [int(i) for i in idx], [i / fps for i in idx]
@@ -49,11 +56,16 @@ def assert_same(path: Path, fps=1.0, max_frames=180, max_side=None, info=None):
 REAL = real_videos()
 
 
+#: ffmpeg's fps filter gives floor(duration) frames at 1 fps on these files
+KNOWN_COUNTS = {"bigbuckbunny": 5, "bikes": 10, "vtest": 79}
+
+
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_videos_match_the_reference(name):
     got = assert_same(REAL[name])
     assert got.passes == 1
     assert got.timestamps[0] == 0.0
+    assert got.grid_frames == KNOWN_COUNTS[name]
 
 
 @pytest.mark.parametrize("name", sorted(REAL))
@@ -61,13 +73,6 @@ def test_subsampling_keeps_first_and_last(name):
     got = assert_same(REAL[name], max_frames=4)
     assert len(got.frames) == 4
     assert got.indices[0] == 0 and got.indices[-1] == got.grid_frames - 1
-
-
-def test_known_counts_of_the_real_videos():
-    """ffmpeg's fps filter gives floor(duration) frames at 1 fps on these files."""
-    counts = {"bigbuckbunny": 5, "bikes": 10, "vtest": 79}
-    for name, path in REAL.items():
-        assert sample_video(path, probe_video(path)).grid_frames == counts[name]
 
 
 def test_long_video_is_capped_at_180_uniform_frames(videos):
