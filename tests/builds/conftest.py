@@ -12,13 +12,12 @@ import yaml
 SMALL_BUILD = Path(__file__).parent / "small_build.yaml"
 
 
-def write_small_inputs(root: Path) -> Path:
-    """The demo's photo pool (with its bad files), three short pattern videos, one broken file,
-    and dense captions for them."""
+def write_small_inputs(root: Path, pool: Path) -> Path:
+    """The demo's photo pool (a copy of ``pool``, with its bad files), three short pattern
+    videos, one broken file, and dense captions for them."""
     from video_prep.sample_videos import pattern_video
-    from vl3data.sample_media import write_demo_pool
 
-    write_demo_pool(root / "pool")
+    shutil.copytree(pool, root / "pool")
     videos = root / "videos"
     videos.mkdir(parents=True)
     for name, seconds in (("a", 6), ("b", 8), ("c", 5)):
@@ -41,8 +40,8 @@ def write_small_inputs(root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_inputs(tmp_path_factory) -> Path:
-    return write_small_inputs(tmp_path_factory.mktemp("small_build_inputs"))
+def small_inputs(tmp_path_factory, demo_pool_master) -> Path:
+    return write_small_inputs(tmp_path_factory.mktemp("small_build_inputs"), demo_pool_master[0])
 
 
 @pytest.fixture()
