@@ -128,6 +128,9 @@ def test_syn7m_is_deterministic_and_resumable(
         ).read_bytes()
 
 
+@pytest.mark.slow  # ~20-30 s of CLIP, aesthetic and BLIP-2 actors (make test-slow, CI runs it):
+# MinScore (test_min_score.py), the hierarchical selection (test_clustering.py) and a whole
+# Syn7M run (test_syn7m_pipeline_end_to_end) are in make test
 def test_value_thresholds_and_hierarchical_selection(
     tmp_path, demo_pool, tiny_models, aesthetic_weights, ray_local
 ):

@@ -95,6 +95,8 @@ def test_ray_train_on_a_local_cluster_matches_torchrun(
     _assert_same_run(tmp_path / "ray", tmp_path / "ref", ["1"])
 
 
+@pytest.mark.slow  # Ray Train's start alone is ~18 s on 2 cores (make test-slow, CI runs it);
+# the launch it calls is test_ray_train_matches_torchrun's, in make test
 def test_a_build_train_node_with_workers_runs_ray_train(
     tmp_path, train_recipe, tiny_vl3_checkpoint, train_config_writer, ray_local
 ):
