@@ -15,6 +15,9 @@ captions stage waits only for what is left (:class:`WaitCaptionModel`; the job's
 ``timings_s.caption_model`` says how long that was). Gates, retries and reasons are the
 actor's own (the same :class:`ClipCaptionStage` code answers the rows).
 
+Clips whose frames wait in a FrameStore (:mod:`video_prep.raw_frames`; both paths) get only the
+frames the model sees read for each call, ``group`` clips at a time (:class:`StoredFrames`).
+
 Each worker process that runs partitions holds its own copy of the model (N per node for N
 CPUs): right for the small models one captions with on CPU; for a larger one, give the engine
 ``num_gpus`` (or use vLLM / a server), which keeps the actor pool.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import pyarrow as pa
@@ -114,35 +118,20 @@ class WaitCaptionModel:
         return batch
 
 
-class InTaskClipCaptions:
-    """The clip captions stage of a partition task: the actor's code on this process's engines,
-    ``group`` clips at a time (the engine decodes a call's frames all at once: a long video's
-    clips in one call would hold all their frames decoded)."""
+class StoredFrames:
+    """Reads, for a captions call, the frames the model gets of clips whose frames are in a
+    FrameStore (``frames_at``), then puts the rows back as they were."""
 
-    name = "clip_captions"
+    cfg: ClipCaptionsConfig
 
-    def __init__(self, cfg: ClipCaptionsConfig, group: int | None = None):
-        self.cfg = cfg
-        self.group = group or max(getattr(cfg, k).engine.batch_size for k in cfg.kinds())
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        stage = ClipCaptionStage(self.cfg)
-        stage.engines = engines_of(self.cfg).result()
-        parts = [
-            self._caption(stage, batch.slice(start, self.group))
-            for start in range(0, batch.num_rows, self.group)
-        ]
-        return pa.concat_tables(parts) if parts else batch
-
-    def _caption(self, stage: ClipCaptionStage, rows: pa.Table) -> pa.Table:
-        """``rows`` captioned; clips whose frames are in a FrameStore get just the frames the
-        model sees read for the call (and their timestamps), then the rows are put back as
-        they were, frames left in the store."""
+    def _caption(self, caption: Callable[[pa.Table], pa.Table], rows: pa.Table) -> pa.Table:
+        """``caption(rows)`` with stored clips' frames read for the call: just those the model
+        sees (and their timestamps); the rows come back as they were, frames left in the store."""
         if "frames_at" not in rows.column_names or rows["frames_at"].null_count == len(rows):
-            return stage(rows)
+            return caption(rows)
         frames, stamps = self._model_inputs(rows)
         fi, ti = rows.schema.get_field_index("frames"), rows.schema.get_field_index("timestamps")
-        out = stage(rows.set_column(fi, "frames", frames).set_column(ti, "timestamps", stamps))
+        out = caption(rows.set_column(fi, "frames", frames).set_column(ti, "timestamps", stamps))
         for name in ("frames", "timestamps"):
             out = out.set_column(out.schema.get_field_index(name), name, rows[name])
         return out
@@ -176,3 +165,41 @@ class InTaskClipCaptions:
             pa.array(frames, rows.schema.field("frames").type),
             pa.array(stamps, rows.schema.field("timestamps").type),
         )
+
+
+class InTaskClipCaptions(StoredFrames):
+    """The clip captions stage of a partition task: the actor's code on this process's engines,
+    ``group`` clips at a time (the engine decodes a call's frames all at once: a long video's
+    clips in one call would hold all their frames decoded)."""
+
+    name = "clip_captions"
+
+    def __init__(self, cfg: ClipCaptionsConfig, group: int | None = None):
+        self.cfg = cfg
+        self.group = group or max(getattr(cfg, k).engine.batch_size for k in cfg.kinds())
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        stage = ClipCaptionStage(self.cfg)
+        stage.engines = engines_of(self.cfg).result()
+        parts = [
+            self._caption(stage, batch.slice(start, self.group))
+            for start in range(0, batch.num_rows, self.group)
+        ]
+        return pa.concat_tables(parts) if parts else batch
+
+
+class StoredClipCaptionStage(StoredFrames, ClipCaptionStage):
+    """The actor pool's captions stage (three passes) over clip rows whose frames are in their
+    videos' FrameStores: ``group`` clips' model frames read at a time, not a partition's."""
+
+    def __init__(self, cfg: ClipCaptionsConfig, group: int | None = None):
+        super().__init__(cfg)
+        self.group = group or max(getattr(cfg, k).engine.batch_size for k in cfg.kinds())
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        caption = super().__call__  # the actor's own stage, on this batch's slices
+        parts = [
+            self._caption(caption, batch.slice(start, self.group))
+            for start in range(0, batch.num_rows, self.group)
+        ]
+        return pa.concat_tables(parts) if parts else batch

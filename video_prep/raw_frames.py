@@ -9,9 +9,12 @@ shard writer one sample's frames at a time (samples carry grid indices, not byte
 then). Before, the whole grid (~290 MB for 2 h at 640 px) was held, then copied into the clip
 rows, the video's row and its samples: several copies at once.
 
-The file lives in the pass's work folder (``OUT/_work/videos/spill/p{partition}/``, on the
-output's disk, not a RAM-backed ``/tmp``); the sink removes each video's file once its samples
-are written, and a partition's folder when the partition starts again after a crash.
+The file lives in the job's work folder, on the output's disk (not a RAM-backed ``/tmp``). One
+pass (``OUT/_work/videos/spill/p{partition}/``): the sink removes each video's file once its
+samples are written, and a partition's folder when the partition starts again after a crash.
+Three passes (``OUT/_work/scenes/spill/``): the scenes pass writes them, the captions actors and
+the write pass read them, and they stay until the job is done (a rerun of a later pass reads
+them again), as the frames in the scenes pass's pieces did before.
 """
 
 from __future__ import annotations

@@ -13,12 +13,14 @@ With caption engines on the CPU (transformers, no GPU: the demo, the tests), ONE
 With engines that want a pool (vLLM, transformers on a GPU, an OpenAI-compatible server), three:
 
     OUT/_work/scenes/     pass 1 (partition tasks): decode and cut, as above; one row per clip
-                          (its frames) in the partition's pieces
+                          in the partition's pieces, its frames in the video's FrameStore
+                          (``spill/``, :mod:`video_prep.raw_frames`)
     OUT/_work/captions/   pass 2 (an actor pool): each clip's short (and detailed) caption by
                           the model, through recaption's engines, gates and retries; no frames
-    OUT/_work/write/      pass 3 (partition tasks): each partition's clips and captions joined
-                          with their frames, grouped by video, every task's samples written
-                          into the partition's own tars; one ledger row per video
+    OUT/_work/write/      pass 3 (partition tasks): each partition's clips and captions,
+                          grouped by video, every task's samples written into the partition's
+                          own tars (frames read from the stores one sample at a time); one
+                          ledger row per video
 
     OUT/{task}/           caption | streaming | grounding: shards/, ledger/, stats.json,
                           report.html and dataset.json (written last: the set is complete)
@@ -57,13 +59,13 @@ from manifests.configs import RUN_FIELDS, config_hash
 from manifests.dataset import write_dataset_json
 from manifests.schema import DROPPED, ERROR, KEPT, STATUSES, stable_id
 from manifests.shards import ShardSetWriter
-from video_prep.clip_captions import ClipCaptionStage
 from video_prep.job import VideoShards, _task_rows
 from video_prep.prepare import SAMPLE_TYPE, TRUNCATED_TOLERANCE_S
 from video_prep.probe import VideoError, probe_video
 from video_prep.raw_captions import (
     InTaskClipCaptions,
     StartCaptionModel,
+    StoredClipCaptionStage,
     WaitCaptionModel,
     in_task,
 )
@@ -476,16 +478,21 @@ class RawSamples:
 
 
 class StoredShards(VideoShards):
-    """The caption-bounded job's sink for samples whose frames are in their video's FrameStore
-    (the one-pass job): each sample's frames are read as it is written, so only one sample's
-    frames are in memory; a video's store is removed once every task's samples are written,
-    and a partition's spill folder when the partition starts (again)."""
+    """The caption-bounded job's sink for samples whose frames are in their video's FrameStore:
+    each sample's frames are read as it is written, so only one sample's frames are in memory.
 
-    def __init__(self, cfg: RawVideoConfig, spill: Path):
+    ``owned`` (the one pass, whose task made the stores): a partition's spill folder is cleared
+    when the partition starts (again) and each video's store removed once every task's samples
+    are written. Otherwise (the three passes) the stores are the scenes pass's output, left for
+    a rerun of this pass; the job's work folder goes when the job is done."""
+
+    def __init__(self, cfg: RawVideoConfig, spill: Path, owned: bool = True):
         super().__init__(cfg)  # type: ignore[arg-type]  # reads output, tasks and shards
-        self.spill = spill
+        self.spill, self.owned = spill, owned
 
     def write(self, part: Partition, chunks: Iterator[pa.Table]) -> dict:
+        if not self.owned:
+            return super().write(part, chunks)
         folder = self.spill / f"p{part.index}"
         shutil.rmtree(folder, ignore_errors=True)  # an interrupted attempt's
         try:
@@ -680,15 +687,16 @@ class RawVideoJob:
             return self.run_in_tasks(run, load)
         scenes = WorkDir(run.work_root / "scenes")
         captions = WorkDir(run.work_root / "captions")
+        spill = scenes.root / "spill"  # the grids, read by the later passes a few at a time
         m1 = run_partitions(
-            scenes, run.parts, load, [CutScenes(cfg)], progress=run.progress, unit="videos",
-            chunk_rows=1,
+            scenes, run.parts, load, [CutScenes(cfg, spill)], progress=run.progress,
+            unit="videos", chunk_rows=1,
         )  # fmt: skip
         m2 = run_partitions(
             captions,
             run.parts,
             partial(clip_rows, scenes),
-            [ClipCaptionStage(cfg.captions)],
+            [StoredClipCaptionStage(cfg.captions)],
             progress=run.progress,
             unit="clips",
             drop_columns=("frames",),
@@ -697,8 +705,8 @@ class RawVideoJob:
             WorkDir(run.work_root / "write"),
             run.parts,
             ClipsByVideo(scenes, captions),
-            [RawSamples(cfg)],
-            sink=VideoShards(cfg),
+            [RawSamples(cfg, stored=True)],
+            sink=StoredShards(cfg, spill, owned=False),
             progress=run.progress,
             unit="videos",
             chunk_rows=1,
