@@ -252,7 +252,12 @@ def _run_locked(job: Job, cfg: Any, out: Path, restart: bool, progress: bool) ->
     t0 = time.perf_counter()
     show_status(f"{job.name}: starting Ray", say=False)
     ours = init_ray(
-        cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb, cfg.log_level, background=True
+        cfg.ray.address,
+        cfg.ray.num_cpus,
+        cfg.ray.object_store_mb,
+        cfg.log_level,
+        background=True,
+        driver_works=cfg.ray.work_while_starting,
     )
     run = JobRun(
         cfg, out, work_root, parts, progress, started, time.perf_counter() - t0, ray_start.current()

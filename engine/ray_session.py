@@ -135,13 +135,15 @@ def init_ray(
     object_store_mb: int | None = None,
     log_level: str = "INFO",
     background: bool = False,
+    driver_works: bool = False,
 ) -> bool:
     """Make sure Ray is up. Returns True if we started it (and so should shut it down).
 
     Without an address, a ``RAY_ADDRESS`` in the environment (a ``ray job``) is joined. Ray's
     usage statistics probe a cloud metadata address on every start: they stay off.
     ``background``: an embedded Ray starts in a thread (``engine.ray_start``) and this returns
-    at once; whatever needs Ray waits for it with ``engine.ray_start.wait_for_ray``.
+    at once; whatever needs Ray waits for it with ``engine.ray_start.wait_for_ray``;
+    ``driver_works``: passes run partitions in the driver meanwhile.
     """
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     address = address or os.environ.get("RAY_ADDRESS") or None
@@ -153,7 +155,8 @@ def init_ray(
     if ray_start.current() is not None or (loaded is not None and loaded.is_initialized()):
         return False  # up, or coming up, for whoever started it
     if background and not address:
-        ray_start.begin(partial(_start_logged, num_cpus, object_store_mb, log_level))
+        start = partial(_start_logged, num_cpus, object_store_mb, log_level)
+        ray_start.begin(start, driver_works)
         return True
     import ray
 

@@ -2,10 +2,13 @@
 
 Starting Ray on a laptop takes 3-4 s, most of it one process waiting for the next (the GCS,
 the raylet, their agents): the CPUs sit mostly idle. So ``engine.job.run_job`` starts an
-embedded Ray in a thread and runs the job at once: a pass of plain partition tasks runs its
-first partitions in the driver until Ray is up, then hands the rest to Ray's workers
-(``engine.runner``); anything that needs Ray itself (a model pass, a task) waits for it here.
-A partition's files depend only on the partition, so the output is the same wherever it ran.
+embedded Ray in a thread and plans meanwhile. With ``ray.work_while_starting`` a pass of plain
+partition tasks also runs its first partitions in the driver until Ray is up, then hands the
+rest to Ray's workers (``engine.runner``); anything that needs Ray itself (a model pass, a
+task) waits for it here. A partition's files depend only on the partition, so the output is
+the same wherever it ran. That is off by default: on an idle 2-core box it saved about a
+second of a 12,000-image job, but on a busy one the driver's work took the core Ray's start
+needed, and the start took 2-3x as long.
 
 A Ray that is joined (a cluster address, ``ray job``) is never started this way: joining is
 quick, and on a cluster the driver must not do the workers' job.
@@ -31,7 +34,8 @@ class RayStart:
     """One start-up of Ray in a thread: whether it is done, how long it took, how long the
     work waited for it."""
 
-    def __init__(self, start: Callable[[], None]):
+    def __init__(self, start: Callable[[], None], driver_works: bool = False):
+        self.driver_works = driver_works  # the driver runs partitions until Ray is up
         self.t0 = time.perf_counter()
         self.seconds: float | None = None  # Ray's start-up, once it is over
         self.waited_s = 0.0  # how long the work sat waiting for it
@@ -97,8 +101,9 @@ _current: RayStart | None = None
 _begun = False  # a start was begun in this process: its thread stops the Ray it started
 
 
-def begin(start: Callable[[], None]) -> RayStart:
-    """Run ``start`` (an embedded ``ray.init``) in a thread; the process's one Ray start."""
+def begin(start: Callable[[], None], driver_works: bool = False) -> RayStart:
+    """Run ``start`` (an embedded ``ray.init``) in a thread; the process's one Ray start.
+    ``driver_works``: passes run partitions in the driver until Ray is up."""
     global _current, _begun
     _begun = True
     if threading.current_thread() is threading.main_thread():
@@ -107,7 +112,7 @@ def begin(start: Callable[[], None]) -> RayStart:
             # what ray.init installs from the main thread: SIGTERM unwinds (exit hooks run and
             # stop Ray's processes) instead of killing the driver outright
             signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    _current = RayStart(start)
+    _current = RayStart(start, driver_works)
     return _current
 
 
@@ -122,9 +127,10 @@ def current() -> RayStart | None:
     return _current
 
 
-def is_up() -> bool:
-    """False only while a background start is still under way (or failed: ``wait`` says so)."""
-    return _current is None or (_current.done() and _current.error is None)
+def driver_may_work() -> bool:
+    """Whether the driver should run partitions itself now: a start is under way in the
+    background and was begun with ``driver_works``."""
+    return _current is not None and _current.driver_works and not _current.done()
 
 
 def wait_for_ray() -> None:

@@ -16,8 +16,8 @@ Two ways through a pass, chosen by its stages:
   sink) then writes each partition's shards from its own pieces, in parallel.
 
 The driver's loop only ever sees per-partition metadata (rows, timings, shard names, counts):
-never a sample's bytes. (While an embedded Ray is still starting, the driver process runs whole
-partitions itself, one at a time, exactly as a worker would: bounded, and never on a cluster.)
+never a sample's bytes. (With ``ray.work_while_starting``, while an embedded Ray is still
+starting, the driver process runs whole partitions itself, one at a time, as a worker would.)
 Finished partitions are never redone; a partition a crash interrupted is redone whole (its sink
 first removes what it had left), so kill -9 and rerun give the same files.
 """
@@ -396,7 +396,7 @@ def _run_partition_tasks(
     queue = list(reversed(pending))
     failed: list[tuple[int, BaseException]] = []
     phases: dict[str, dict] = {}
-    if not ray_start.is_up():
+    if ray_start.driver_may_work():
         mark = _Mark(bar)
         _run_here_while_ray_starts(task, queue, bar, failed)
         phases["driver"] = mark.since()
@@ -445,7 +445,7 @@ def _run_here_while_ray_starts(
     if start is not None:
         start.when_up(partial(_warm_workers, task))
     here = None
-    while queue and not ray_start.is_up():
+    while queue and ray_start.driver_may_work():
         here = here or cloudpickle.loads(blob)
         part = queue.pop()
         try:

@@ -55,7 +55,7 @@ def start():
 
 
 DRIVER = os.getpid()
-ray_start.begin(start)
+ray_start.begin(start, driver_works=True)
 cfg = InputConfig(path=pool, partition_size=4)
 parts = list_partitions(cfg)
 work = WorkDir(work_dir)
