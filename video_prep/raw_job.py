@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import bisect
 import copy
-import dataclasses
 import json
 import os
 import shutil
 import stat
-import time
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
@@ -48,16 +46,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from engine.finish import Finish, SetName, Tally, set_metas
 from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
 from engine.partitions import Partition, count_files
-from engine.progress import status as show_status
 from engine.runner import run_partitions
 from engine.workdir import WorkDir
 from manifests import ledger
-from manifests.atomic import write_json
 from manifests.configs import RUN_FIELDS, config_hash
-from manifests.dataset import write_dataset_json
-from manifests.schema import DROPPED, ERROR, KEPT, STATUSES, stable_id
+from manifests.schema import DROPPED, ERROR, KEPT, stable_id
 from manifests.shards import ShardSetWriter
 from video_prep.job import VideoShards, _task_rows
 from video_prep.prepare import SAMPLE_TYPE, TRUNCATED_TOLERANCE_S
@@ -584,50 +580,20 @@ def scene_totals(tdir: Path) -> dict:
 
 
 def finalize(cfg: RawVideoConfig, run: JobRun, metas: dict[int, dict], passes: list[dict]) -> dict:
-    """Each task's stats.json, dataset.json and report, from the partitions' metadata."""
+    """Each task's stats.json and dataset.json (``engine.finish``), from the partitions'
+    metadata; the reports are drawn by ``engine.job.run_job`` while Ray stops."""
     out, docs = Path(cfg.output), {}
-    wall_s = time.time() - run.started
-    scenes = scene_totals(out / cfg.tasks[0])
+    finish, scenes = Finish.of(run), scene_totals(out / cfg.tasks[0])
     for task in cfg.tasks:
-        tdir = out / task
-        show_status(f"video-raw {task}: writing stats.json, dataset.json and the report")
-        per_part = {p: m["sets"][task] for p, m in metas.items() if "sets" in m}
-        counts: Counter = Counter(dict.fromkeys(STATUSES, 0))
-        reasons: Counter = Counter()
-        clip_reasons: Counter = Counter()
-        totals = {"samples": 0, "frames": 0}
-        for m in per_part.values():
-            counts.update(m["counts"])
-            reasons.update(m["reasons"])
-            clip_reasons.update(m["clip_reasons"])
-            for k in totals:
-                totals[k] += m[k]
-        stats = {
-            "task": task,
-            "inputs": sum(counts.values()),
-            **counts,
-            **totals,
-            "reasons": dict(reasons),
-            "clip_reasons": dict(clip_reasons),
-            "caption_model": cfg.captions.short.engine.model,
-            "scenes": scenes,
-            "timings_s": sum_timings(*passes, metas),
-            "wall_s": round(wall_s, 3),
-            "ray_start_s": round(run.ray_start_s, 3),
-            "partitions": len(run.parts),
-        }
-        write_json(tdir / "stats.json", stats)
-        docs[task] = write_dataset_json(
-            tdir,
-            name=f"{cfg.name}-{task}",
-            modality="video",
-            task=task,
-            shards=shard_list(per_part),
-            config=dataclasses.asdict(cfg),
-            config_hash=raw_hash(cfg),
-            extra={"inputs": stats["inputs"], "ledger_parts": len(run.parts)},
+        per_part = set_metas(metas, task)
+        tally = Tally.of(per_part, ("reasons", "clip_reasons"), ("samples", "frames"))
+        own = {"caption_model": cfg.captions.short.engine.model, "scenes": scenes}
+        stats = finish.stats(tally, sum_timings(*passes, metas), {"task": task}, own)
+        name = SetName(f"{cfg.name}-{task}", "video", task, raw_hash(cfg))
+        docs[task] = finish.write(
+            out / task, stats, name, shard_list(per_part), f"video-raw {task}"
         )
-    return docs  # the reports: engine.job.run_job, while Ray stops
+    return docs
 
 
 def _report(tdir: Path) -> None:
