@@ -130,7 +130,18 @@ def load_video_partition(part: Partition, source: str) -> pa.Table:
     )
 
 
-def _task_rows(rows: pa.Table, task: str) -> tuple[pa.Table, list[list[dict]]]:
+def count_video(m: dict, status: str, reason: str | None, clips: str | None) -> None:
+    """One video's ledger row into a partition's ``counts``, ``reasons`` and ``clip_reasons``
+    (``clips``: the row's clips as JSON, each with its own status and reason)."""
+    m["counts"][status] += 1
+    if status != KEPT:
+        m["reasons"][reason] += 1
+    for c in json.loads(clips or "[]"):
+        if c["status"] != KEPT:
+            m["clip_reasons"][c["reason"]] += 1
+
+
+def task_rows(rows: pa.Table, task: str) -> tuple[pa.Table, list[list[dict]]]:
     """The ledger rows of one task's shard set, and each row's samples of that task."""
     samples = [[s for s in row if s["task"] == task] for row in rows["samples"].to_pylist()]
     status = rows["status"].to_pylist()
@@ -190,7 +201,7 @@ class VideoShards:
 
     @staticmethod
     def _write_task(rows: pa.Table, task: str, writer: ShardSetWriter, m: dict) -> pa.Table:
-        rows, samples = _task_rows(rows, task)
+        rows, samples = task_rows(rows, task)
         shards, keys = [], []
         for st, rs, ss, clips in zip(
             rows["status"].to_pylist(),
@@ -199,12 +210,7 @@ class VideoShards:
             rows["clips"].to_pylist(),
             strict=True,
         ):
-            m["counts"][st] += 1
-            if st != KEPT:
-                m["reasons"][rs] += 1
-            for c in json.loads(clips or "[]"):
-                if c["status"] != KEPT:
-                    m["clip_reasons"][c["reason"]] += 1
+            count_video(m, st, rs, clips)
             sh, ks = [], []
             for s in ss:
                 sample = {"__key__": s["key"], "json": s["record"].encode()}

@@ -55,7 +55,7 @@ from manifests import ledger
 from manifests.configs import RUN_FIELDS, config_hash
 from manifests.schema import DROPPED, ERROR, KEPT, stable_id
 from manifests.shards import ShardSetWriter
-from video_prep.job import VideoShards, _task_rows
+from video_prep.job import VideoShards, count_video, task_rows
 from video_prep.prepare import SAMPLE_TYPE, TRUNCATED_TOLERANCE_S
 from video_prep.probe import VideoError, probe_video
 from video_prep.raw_captions import (
@@ -507,7 +507,7 @@ class StoredShards(VideoShards):
     @staticmethod
     def _write_task(rows: pa.Table, task: str, writer: ShardSetWriter, m: dict) -> pa.Table:
         stores = rows["frames_at"].to_pylist()
-        rows, samples = _task_rows(rows.drop_columns(["frames_at"]), task)
+        rows, samples = task_rows(rows.drop_columns(["frames_at"]), task)
         shards, keys = [], []
         for st, rs, ss, clips, at in zip(
             rows["status"].to_pylist(),
@@ -517,12 +517,7 @@ class StoredShards(VideoShards):
             stores,
             strict=True,
         ):
-            m["counts"][st] += 1
-            if st != KEPT:
-                m["reasons"][rs] += 1
-            for c in json.loads(clips or "[]"):
-                if c["status"] != KEPT:
-                    m["clip_reasons"][c["reason"]] += 1
+            count_video(m, st, rs, clips)
             store = FrameStore.open(at) if at and ss else None
             sh, ks = [], []
             try:
