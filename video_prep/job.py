@@ -17,7 +17,8 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -201,31 +202,51 @@ class VideoShards:
 
     @staticmethod
     def _write_task(rows: pa.Table, task: str, writer: ShardSetWriter, m: dict) -> pa.Table:
-        rows, samples = task_rows(rows, task)
-        shards, keys = [], []
-        for st, rs, ss, clips in zip(
+        return write_task(rows, task, writer, m)
+
+
+#: where a row's sample frames come from: ``(row index, its samples)`` -> a context giving each
+#: sample's JPEG frames (default: the bytes the samples carry)
+FramesOf = Callable[[int, list[dict]], AbstractContextManager[Callable[[dict], Iterable[bytes]]]]
+
+
+def _carried(i: int, samples: list[dict]) -> AbstractContextManager:
+    return nullcontext(lambda s: s["frames"])
+
+
+def write_task(
+    rows: pa.Table, task: str, writer: ShardSetWriter, m: dict, frames_of: FramesOf = _carried
+) -> pa.Table:
+    """One task's samples of these video rows into its shard set; the rows' ledger part (their
+    shard and sample keys), and the partition's counts in ``m``."""
+    rows, samples = task_rows(rows, task)
+    shards, keys = [], []
+    for i, (st, rs, ss, clips) in enumerate(
+        zip(
             rows["status"].to_pylist(),
             rows["reason"].to_pylist(),
             samples,
             rows["clips"].to_pylist(),
             strict=True,
-        ):
-            count_video(m, st, rs, clips)
-            sh, ks = [], []
+        )
+    ):
+        count_video(m, st, rs, clips)
+        sh, ks = [], []
+        with frames_of(i, ss) as frames:
             for s in ss:
                 sample = {"__key__": s["key"], "json": s["record"].encode()}
-                for j, fr in enumerate(s["frames"]):
+                for j, fr in enumerate(frames(s)):
                     sample[f"f{j:04d}.jpg"] = fr
                 sh.append(writer.write(sample))
                 ks.append(s["key"])
                 m["frames"] += len(s["frames"])
-            m["samples"] += len(ss)
-            shards.append(sh[0] if sh else None)
-            keys.append(json.dumps(ks) if ks else None)
-        m["second_decodes"] += sum(1 for p in rows["decode_passes"].to_pylist() if (p or 0) >= 2)
-        rows = rows.append_column("shard", pa.array(shards, pa.string()))
-        rows = rows.append_column("keys", pa.array(keys, pa.string()))
-        return ledger.to_ledger(rows)
+        m["samples"] += len(ss)
+        shards.append(sh[0] if sh else None)
+        keys.append(json.dumps(ks) if ks else None)
+    m["second_decodes"] += sum(1 for p in rows["decode_passes"].to_pylist() if (p or 0) >= 2)
+    rows = rows.append_column("shard", pa.array(shards, pa.string()))
+    rows = rows.append_column("keys", pa.array(keys, pa.string()))
+    return ledger.to_ledger(rows)
 
 
 def finalize(cfg: VideoConfig, run: JobRun, metas: dict[int, dict]) -> dict:

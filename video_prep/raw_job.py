@@ -40,7 +40,8 @@ import os
 import shutil
 import stat
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -55,7 +56,7 @@ from manifests import ledger
 from manifests.configs import RUN_FIELDS, config_hash
 from manifests.schema import DROPPED, ERROR, KEPT, stable_id
 from manifests.shards import ShardSetWriter
-from video_prep.job import VideoShards, count_video, task_rows
+from video_prep.job import VideoShards, write_task
 from video_prep.prepare import SAMPLE_TYPE, TRUNCATED_TOLERANCE_S
 from video_prep.probe import VideoError, probe_video
 from video_prep.raw_captions import (
@@ -507,38 +508,18 @@ class StoredShards(VideoShards):
     @staticmethod
     def _write_task(rows: pa.Table, task: str, writer: ShardSetWriter, m: dict) -> pa.Table:
         stores = rows["frames_at"].to_pylist()
-        rows, samples = task_rows(rows.drop_columns(["frames_at"]), task)
-        shards, keys = [], []
-        for st, rs, ss, clips, at in zip(
-            rows["status"].to_pylist(),
-            rows["reason"].to_pylist(),
-            samples,
-            rows["clips"].to_pylist(),
-            stores,
-            strict=True,
-        ):
-            count_video(m, st, rs, clips)
-            store = FrameStore.open(at) if at and ss else None
-            sh, ks = [], []
+
+        @contextmanager
+        def from_store(i: int, samples: list[dict]) -> Iterator[Callable[[dict], Iterable]]:
+            """A row's samples name frames of its video's store by grid index."""
+            store = FrameStore.open(stores[i]) if stores[i] and samples else None
             try:
-                for s in ss:
-                    sample = {"__key__": s["key"], "json": s["record"].encode()}
-                    assert store is not None  # a sample's frames are in its video's store
-                    for j, fr in enumerate(store.frames(s["frames"])):
-                        sample[f"f{j:04d}.jpg"] = fr
-                    sh.append(writer.write(sample))
-                    ks.append(s["key"])
-                    m["frames"] += len(s["frames"])
+                yield lambda s: store.frames(s["frames"])
             finally:
                 if store is not None:
                     store.close()
-            m["samples"] += len(ss)
-            shards.append(sh[0] if sh else None)
-            keys.append(json.dumps(ks) if ks else None)
-        m["second_decodes"] += sum(1 for p in rows["decode_passes"].to_pylist() if (p or 0) >= 2)
-        rows = rows.append_column("shard", pa.array(shards, pa.string()))
-        rows = rows.append_column("keys", pa.array(keys, pa.string()))
-        return ledger.to_ledger(rows)
+
+        return write_task(rows.drop_columns(["frames_at"]), task, writer, m, from_store)
 
 
 # --- the job --------------------------------------------------------------------------------
