@@ -31,13 +31,11 @@ _SIGTERM_WARNING = "SIGTERM handler is not set"
 
 
 class RayStart:
-    """One start-up of Ray in a thread: whether it is done, how long it took, how long the
-    work waited for it."""
+    """One start-up of Ray in a thread: whether it is done, and how long the work waited for
+    it (its own length is logged: "Ray up in ... s")."""
 
     def __init__(self, start: Callable[[], None], driver_works: bool = False):
         self.driver_works = driver_works  # the driver runs partitions until Ray is up
-        self.t0 = time.perf_counter()
-        self.seconds: float | None = None  # Ray's start-up, once it is over
         self.waited_s = 0.0  # how long the work sat waiting for it
         self.error: BaseException | None = None
         self._when_up: list[Callable[[], None]] = []
@@ -59,7 +57,6 @@ class RayStart:
         except BaseException as exc:  # said by wait(), in the thread that needs Ray
             self.error = exc
         finally:
-            self.seconds = time.perf_counter() - self.t0
             with self._lock:
                 self._done.set()
         if self.error is None:
