@@ -139,9 +139,12 @@ class Finish:
         self, folder: Path, stats: dict, name: SetName, shards: list[dict], label: str
     ) -> dict:
         """``stats.json``, then ``dataset.json`` (last: the set is complete); returns the
-        latter. ``label`` names the set in the status line ("video caption"). The report is
-        drawn by ``engine.job.run_job``, while Ray stops."""
+        latter. ``label`` names the set in the status line, the job's name first ("video-raw
+        caption"): ``stats`` gets that name as ``job`` (unless it has one), so ``vl3data
+        report`` knows whose report to draw. The report is drawn by ``engine.job.run_job``,
+        while Ray stops."""
         show_status(f"{label}: writing stats.json, dataset.json and the report")
+        stats.setdefault("job", label.split()[0])
         write_json(Path(folder) / STATS_JSON, stats)
         return write_dataset_json(
             folder,

@@ -121,22 +121,77 @@ def _remove_if_unused(out: Path) -> None:
 
 #: what makes a folder a shard set (or the remains of a run that was writing one)
 SHARD_SET_MARKS = ("dataset.json", "stats.json", "ledger", "shards")
+#: dataset.json's ``task`` of a materialised mixture (``mixtures.materialise``)
+MIXTURE_TASK = "mixture"
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON file's object; {} when it is missing or unreadable (a set a crash left)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def guess_writer(doc: dict, stats: dict) -> str:
+    """The data job that wrote a set whose stats.json does not say (written before it did),
+    from what its files hold; curate when they tell nothing."""
+    task = str(doc.get("task") or "")
+    if task.startswith("import_"):
+        return "import"
+    if task.startswith("caption_") or "subset" in stats:
+        return "recaption"
+    if doc.get("modality") == "video" or "frames" in stats:
+        raw = "scenes" in (doc.get("config") or {}) or "scenes" in stats
+        return "video-raw" if raw else "video"
+    return "curate"
+
+
+def report_writer(out: Path) -> str:
+    """The name of the data job whose report ``vl3data report OUT`` draws: the one
+    ``stats.json: job`` records, else a guess from the files (said in one log line)."""
+    from vl3data.jobs import DATA_JOBS
+
+    names = [j.name for j in DATA_JOBS]
+    doc, stats = _read_json(out / "dataset.json"), _read_json(out / "stats.json")
+    recorded = stats.get("job")
+    if recorded in names:
+        return recorded
+    name = guess_writer(doc, stats)
+    why = "no job recorded" if recorded is None else f"unknown job {recorded!r}"
+    log.info("%s: stats.json has %s; drawing the %s report (from its files)", out, why, name)
+    return name
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from curation.report import write_report
+    """(Re)write OUT/report.html: the report of the data job that wrote OUT."""
+    from vl3data.jobs import DATA_JOBS, job_named
 
     _setup_logging(args.log_level or "INFO")
     out = Path(args.out)
-    if out.is_dir() and not any((out / m).exists() for m in SHARD_SET_MARKS):
+    if not out.is_dir():
+        print(f"vl3data: error: {out} is not a directory (give a shard set's)", file=sys.stderr)
+        return 1
+    if not any((out / m).exists() for m in SHARD_SET_MARKS):
+        sets = sorted(d.name for d in out.iterdir() if (d / "dataset.json").is_file())
+        jobs = ", ".join(j.name for j in DATA_JOBS)
+        hint = f"; its shard sets: {', '.join(str(out / s) for s in sets)}" if sets else ""
         print(
             f"vl3data: error: {out} is not a shard set (none of {', '.join(SHARD_SET_MARKS)} "
-            "in it); give the output folder of a curate, video, recaption or mix run",
+            f"in it); give a shard set written by one of {jobs}{hint}",
             file=sys.stderr,
         )
         return 1
-    path = write_report(args.out)
-    print(path)
+    if _read_json(out / "dataset.json").get("task") == MIXTURE_TASK:
+        print(
+            f"vl3data: error: {out} is a mixture (vl3data mix), which has no report.html; its "
+            f"composition is in {out / 'composition.json'} (vl3data mix RECIPE --check prints it)",
+            file=sys.stderr,
+        )
+        return 1
+    job_named(report_writer(out)).report(out)
+    print(out / "report.html")
     return 0
 
 
@@ -438,8 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=_cmd_build)
 
-    p = sub.add_parser("report", help="(re)write OUT/report.html for a shard set")
-    p.add_argument("out", help="a shard set directory")
+    p = sub.add_parser(
+        "report", help="(re)write OUT/report.html: the report of the job that wrote the set"
+    )
+    p.add_argument("out", help="a shard set: curate's output, or one set of another job's")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     p.set_defaults(func=_cmd_report)
     return parser
