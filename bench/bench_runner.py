@@ -10,17 +10,19 @@ work. ``--repeat`` rounds, each running both sides one after the other; medians 
 - plain: ``--plain OUT`` of this script as a process of its own, one core, no Ray: for each
   partition ``load_partition``, then its rows in chunks of ``engine.runner.CHUNK_ROWS`` through
   the stages into the sink. Timed as a whole process, and its loop alone (imports excluded).
-- job: ``vl3data curate`` as a subprocess with an embedded Ray of ``--cpus`` CPUs, timed as a
-  whole process (imports, plan, Ray's start in the background while the driver runs the first
-  partitions itself, Ray's workers, stats.json, dataset.json, report.html, Ray's stop). Its
-  ``stats.json: passes_s`` splits the pass: what the driver did while Ray
-  started, and what Ray's workers did from the moment Ray was up (``ray`` phase: the engine's
-  parallel throughput, Ray's start-up measured apart).
+- job: ``vl3data curate`` as a subprocess on ``--cpus`` CPUs, timed as a whole process
+  (imports, plan, the workers' start, the pass, stats.json, dataset.json, report.html, the
+  workers' stop). ``--executor`` is ``ray.executor``: ``auto`` (the default: this job has no
+  model stage, so it runs on local processes, ``engine.local_pool``) or ``ray`` (an embedded
+  Ray, started in the background while the driver plans). Its ``stats.json: passes_s`` gives
+  the pass's parallel phase apart (``processes`` or ``ray``: from the first partition
+  submitted to the last one done, the workers' start-up apart, cold workers included).
 
-Ratios: whole process / whole process, and the job's Ray phase / the plain loop (the ideal on
-2 CPUs is 2x). Both outputs are checked to hold every input image (the tars are read).
+Ratios: whole process / whole process, and the job's parallel phase / the plain loop (the
+ideal on 2 CPUs is 2x). Both outputs are checked to hold every input image (the tars are read).
 
     .venv/bin/python bench/bench_runner.py [--inputs 12000] [--side 640] [--partition-size 500]
+        [--executor auto|ray|processes]
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--inputs", type=int, default=12000)
     ap.add_argument("--side", type=int, default=640, help="long edge of the pool's JPEGs")
     ap.add_argument("--partition-size", type=int, default=500)
-    ap.add_argument("--cpus", type=int, default=2, help="the job's embedded Ray CPUs")
+    ap.add_argument("--cpus", type=int, default=2, help="the job's CPUs (ray.num_cpus)")
+    ap.add_argument("--executor", default="auto", help="ray.executor: auto, ray or processes")
     ap.add_argument("--repeat", type=int, default=3, help="rounds of both sides; medians")
     ap.add_argument("--plain", metavar="OUT", help=argparse.SUPPRESS)  # the plain side's process
     ap.add_argument("--pool", help=argparse.SUPPRESS)
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
             plains.append(plain_process(plain_args, tmp / f"plain{r}"))
             plain_images = count_tar_images(tmp / f"plain{r}" / "shards")
             shutil.rmtree(tmp / f"plain{r}")
-            jobs.append(job_process([*common, f"ray.num_cpus={args.cpus}"], tmp / f"job{r}"))
+            sets = [*common, f"ray.num_cpus={args.cpus}", f"ray.executor={args.executor}"]
+            jobs.append(job_process(sets, tmp / f"job{r}"))
             job_images = count_tar_images(tmp / f"job{r}" / "shards")
             shutil.rmtree(tmp / f"job{r}")
             if not plain_images == job_images == jobs[-1]["stats"]["kept"] == args.inputs:
@@ -142,7 +146,9 @@ def main(argv: list[str] | None = None) -> dict:
         load1 = loadavg()
     n = args.inputs
     phases = [j["pass"].get("phases", {}) for j in jobs]
-    ray_rates = [p["ray"]["rows"] / p["ray"]["seconds"] for p in phases if "ray" in p]
+    ray_rates = [
+        p[k]["rows"] / p[k]["seconds"] for p in phases for k in ("ray", "processes") if k in p
+    ]
     loop_rate = median([n / p["loop_s"] for p in plains])
     res = {
         "bench": "runner",
@@ -152,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         "side": args.side,
         "partition_size": args.partition_size,
         "job_cpus": args.cpus,
+        "executor": args.executor,
         "repeat": args.repeat,
         "loadavg_before": load0,
         "loadavg_after": load1,
@@ -177,8 +184,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"{n} JPEGs ({args.side} px), partitions of {args.partition_size}, median of "
         f"{args.repeat}: plain loop (1 core) {res['plain_img_per_s']} img/s, as a whole process "
         f"{res['plain_whole_img_per_s']} | vl3data curate ({args.cpus} CPUs) whole process "
-        f"{res['job_img_per_s']} img/s -> {res['ratio_whole']}x; Ray phase (Ray's start-up "
-        f"apart) {res['job_ray_img_per_s']} img/s -> {res['ratio_ray_phase']}x; the driver ran "
+        f"{res['job_img_per_s']} img/s -> {res['ratio_whole']}x; parallel phase "
+        f"({'/'.join(sorted({k for p in phases for k in p}))}, start-up apart) "
+        f"{res['job_ray_img_per_s']} img/s -> {res['ratio_ray_phase']}x; the driver ran "
         f"{driver} images while Ray started; load {load0} -> {load1}"
     )
     print(json.dumps(res))

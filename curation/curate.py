@@ -98,6 +98,9 @@ class CurateJob:
     def partitions(self, cfg: CurateConfig) -> list[Partition]:
         return list_partitions(cfg.input)
 
+    def needs_ray(self, cfg: CurateConfig) -> bool:
+        return any(is_model_stage(s) for p in build_passes(cfg) for s in p.stages)
+
     def count_inputs(self, cfg: CurateConfig) -> int | None:
         return count_inputs(cfg.input)
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from manifests.configs import require
 
+EXECUTORS = ("auto", "ray", "processes")
+
 
 @dataclass
 class RayConfig:
@@ -18,6 +20,20 @@ class RayConfig:
     # partitions of a pass itself. Off by default: it saved ~1 s on an idle 2-core box, but on
     # a busy one the driver took the core Ray's start needed and the start ran 2-3x longer
     work_while_starting: bool = False
+    # where plain partition tasks run: "auto" (local processes unless the job has a model
+    # stage, an address is given or Ray is up: engine.local_pool), "ray", or "processes"
+    executor: str = "auto"
 
     def __post_init__(self) -> None:
         require(self.num_cpus is None or self.num_cpus >= 1, "ray.num_cpus", "must be at least 1")
+        require(
+            self.executor in EXECUTORS,
+            "ray.executor",
+            f"{self.executor!r} is not one of {EXECUTORS}",
+        )
+        require(
+            not (self.executor == "processes" and self.address),
+            "ray.executor",
+            "'processes' runs on this machine only, but ray.address names a cluster",
+            "drop ray.address, or set ray.executor: ray",
+        )

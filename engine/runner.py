@@ -8,7 +8,9 @@ Two ways through a pass, chosen by its stages:
   it through the stages in chunks (the leading I/O stages, such as downloads, run one chunk
   ahead in a thread, so fetching overlaps decoding) and hands the chunks to the pass's *sink*,
   which writes the partition's files (its shards and ledger part, or its scored pieces). The
-  task writes the partition's done marker last, carrying the sink's metadata.
+  task writes the partition's done marker last, carrying the sink's metadata. A job with no
+  model stage on one machine runs the same tasks on a pool of local processes instead of
+  starting Ray (``engine.local_pool``; ``ray.executor``).
 * **Actor pools** (a stage with ``setup()``: a model): Ray Data maps the stages over blocks
   (functions as tasks, models as actor pools that load once), which splits partitions across
   batches; rows come back as parquet pieces ``_work/{pass}/scored/p{partition}/`` and the driver
@@ -39,7 +41,7 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import ray_start
+from engine import local_pool, ray_start
 from engine.partitions import Partition
 from engine.progress import Progress
 from engine.workdir import WorkDir
@@ -316,6 +318,11 @@ def run_partitions(
     written before the next video is decoded)."""
     sink = sink if sink is not None else PieceSink(work, drop_columns)
     models = [s for s in stages if is_model_stage(s)]
+    if models and local_pool.current() is not None:
+        raise RuntimeError(
+            f"a pass with model stages ({', '.join(map(stage_name, models))}) needs Ray, but "
+            "this job runs on local processes: its needs_ray() said it had no model stage"
+        )
     if models and not isinstance(sink, PieceSink):
         raise ValueError(
             f"a pass with model stages ({', '.join(map(stage_name, models))}) writes scored "
@@ -400,7 +407,12 @@ def _run_partition_tasks(
         mark = _Mark(bar)
         _run_here_while_ray_starts(task, queue, bar, failed)
         phases["driver"] = mark.since()
-    if queue:
+    pool = local_pool.current()
+    if queue and pool is not None:
+        mark = _Mark(bar)
+        _run_on_pool(pool, task, queue, bar, failed)
+        phases["processes"] = mark.since()
+    elif queue:
         ray_start.wait_for_ray()
         mark = _Mark(bar)  # from Ray up: a fresh start's workers still import the stages
         _run_on_ray(task, queue, bar, failed)
@@ -503,6 +515,29 @@ def _run_on_ray(
             failed.append((part.index, cause))
             continue
         bar.partition_done(meta["rows"])
+
+
+def _run_on_pool(
+    pool: local_pool.LocalPool,
+    task: PartitionTask,
+    queue: list[Partition],
+    bar: Progress,
+    failed: list[tuple[int, BaseException]],
+) -> None:
+    """The Ray loop's twin on local processes (``engine.local_pool``): the same task, the
+    same window (two partitions per worker in flight), the same handling of a failed one."""
+
+    def finished(part: Partition, fut: Future) -> None:
+        try:
+            meta = fut.result()
+        except Exception as exc:  # the others go on; a rerun retries this one
+            log.debug("partition %d failed", part.index, exc_info=exc)
+            log.error("partition %d failed: %s", part.index, one_line(exc))
+            failed.append((part.index, exc))
+            return
+        bar.partition_done(meta["rows"])
+
+    local_pool.run_all(pool, task.run, queue, 2 * pool.workers, finished)
 
 
 def _run_task(task: PartitionTask, part_json: str) -> dict:

@@ -89,6 +89,9 @@ class ImportJob:
     def partitions(self, cfg: ImportConfig) -> list[Partition]:
         return list_import_partitions(cfg)
 
+    def needs_ray(self, cfg: ImportConfig) -> bool:
+        return False  # one pass of plain tasks: check, read, decode, write
+
     def count_inputs(self, cfg: ImportConfig) -> int | None:
         return count_records(cfg)
 

@@ -295,6 +295,9 @@ class RecaptionJob:
     def partitions(self, cfg: RecaptionConfig) -> list[Partition]:
         return list_image_partitions(cfg)
 
+    def needs_ray(self, cfg: RecaptionConfig) -> bool:
+        return True  # the captioning engines run in actor pools
+
     def count_inputs(self, cfg: RecaptionConfig) -> int | None:
         try:
             return read_dataset_json(cfg.input.path)["samples"]

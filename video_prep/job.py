@@ -303,6 +303,9 @@ class VideoJob:
     def partitions(self, cfg: VideoConfig) -> list[Partition]:
         return list_video_partitions(cfg)
 
+    def needs_ray(self, cfg: VideoConfig) -> bool:
+        return False  # one pass of plain tasks: decode, sample, write
+
     def count_inputs(self, cfg: VideoConfig) -> int | None:
         inp = cfg.input
         if not Path(inp.videos).is_dir():

@@ -612,6 +612,9 @@ class RawVideoJob:
     def partitions(self, cfg: RawVideoConfig) -> list[Partition]:
         return list_raw_partitions(cfg)
 
+    def needs_ray(self, cfg: RawVideoConfig) -> bool:
+        return not in_task(cfg.captions)  # captions in an actor pool (GPU, vLLM, a server)
+
     def count_inputs(self, cfg: RawVideoConfig) -> int | None:
         inp = cfg.input
         if not Path(inp.videos).is_dir():

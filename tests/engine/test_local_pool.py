@@ -1,0 +1,160 @@
+"""Plain partition tasks on local processes (``engine.local_pool``): the executor a job without a
+model stage gets on one machine, held to Ray's guarantees: the same files, a dead worker's
+partitions run again, a killed driver takes its workers with it, and config that cannot run is
+refused before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from functools import partial
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pytest
+
+from curation.config import CurateConfig, InputConfig
+from curation.curate import CurateJob, curate
+from curation.sources import list_partitions, load_partition
+from engine import local_pool
+from engine.job import choose_executor
+from engine.runner import run_partitions
+from engine.workdir import WorkDir
+from manifests.configs import ConfigError, load_config
+from manifests.marks import set_column
+from tests.cli import curate_cmd
+from tests.curation.test_resume import big_pool, snapshot
+
+
+class DieOnce:
+    """Kills its own worker process the first time it meets partition ``victim`` (a file marks
+    that it did), as the OOM killer would; ``always``: every time."""
+
+    name = "die_once"
+
+    def __init__(self, marks: Path, victim: int, always: bool = False):
+        self.marks, self.victim, self.always = marks, victim, always
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        part = batch["partition"][0].as_py()
+        mark = self.marks / f"died-{os.getpid()}"
+        if part == self.victim and (self.always or not any(self.marks.iterdir())):
+            mark.write_text(str(part))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return set_column(batch, "pid", pa.array([os.getpid()] * batch.num_rows, pa.int64()))
+
+
+def _run(pool_dir: Path, work_dir: Path, stage) -> tuple[WorkDir, list]:
+    cfg = InputConfig(path=str(pool_dir), partition_size=4)
+    parts = list_partitions(cfg)
+    work = WorkDir(work_dir)
+    local_pool.begin(2)
+    try:
+        run_partitions(work, parts, partial(load_partition, cfg=cfg), [stage], progress=False)
+    finally:
+        local_pool.end()
+    return work, parts
+
+
+def test_a_worker_that_dies_is_replaced_and_its_partitions_run_again(tmp_path, demo_pool):
+    pool, _ = demo_pool
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    work, parts = _run(pool, tmp_path / "work", DieOnce(marks, victim=2))
+    assert len(list(marks.iterdir())) == 1  # it did die, once
+    assert len(parts) >= 4
+    assert all(work.is_done(p.index) for p in parts)
+    rows = [work.read_partition(p.index, ["row"])["row"].to_pylist() for p in parts]
+    assert [len(r) for r in rows] == [p.inputs() for p in parts]  # nothing lost or doubled
+    pids = {x for p in parts for x in work.read_partition(p.index, ["pid"])["pid"].to_pylist()}
+    assert os.getpid() not in pids and len(pids) >= 2  # ran in the workers, old and new
+    phases = json.loads((tmp_path / "work" / "pass.json").read_text())["phases"]
+    assert list(phases) == ["processes"] and phases["processes"]["partitions"] == len(parts)
+
+
+def test_a_worker_that_keeps_dying_fails_the_pass_with_what_to_do(tmp_path, demo_pool):
+    pool, _ = demo_pool
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with pytest.raises(RuntimeError, match=r"died 4 times .* rerun to retry"):
+        _run(pool, tmp_path / "work", DieOnce(marks, victim=1, always=True))
+    assert len(list(marks.iterdir())) == local_pool.MAX_BREAKS + 1
+    assert local_pool.current() is None
+
+
+def test_processes_are_refused_where_they_cannot_run(tmp_path):
+    def cfg(*sets: str) -> CurateConfig:
+        base = ["input.path=data/demo_pool", f"output={tmp_path / 'out'}"]
+        return load_config(CurateConfig, "configs/curate_local.yaml", [*base, *sets])
+
+    with pytest.raises(ConfigError, match=r"ray\.executor.*ray\.address"):
+        cfg("ray.executor=processes", "ray.address=auto")
+    with pytest.raises(ConfigError, match=r"ray\.executor': 'threads' is not one of"):
+        cfg("ray.executor=threads")
+    clip = cfg("ray.executor=processes", "clip.enabled=true")
+    assert CurateJob().needs_ray(clip)
+    with pytest.raises(ConfigError, match=r"ray\.executor.*model stage"):
+        curate(clip, progress=False)
+    assert not (tmp_path / "out" / "_work").exists()  # refused before any work
+    assert not CurateJob().needs_ray(cfg())
+    assert choose_executor(CurateJob(), cfg("ray.executor=processes")) == "processes"
+    assert choose_executor(CurateJob(), cfg("ray.executor=ray")) == "ray"
+    assert choose_executor(CurateJob(), cfg("clip.enabled=true")) == "ray"  # auto, a model
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.slow  # ~40 s on 2 cores: `make test-slow` (CI runs it)
+def test_a_killed_driver_takes_its_workers_with_it_and_a_rerun_equals_ray(
+    tmp_path, demo_pool, ray_local
+):
+    pool, _ = demo_pool
+    big_pool(pool)
+    out = tmp_path / "killed"
+    sets = [f"input.path={pool}", f"output={out}", "ray.num_cpus=2", "input.partition_size=2"]
+    cmd = curate_cmd("configs/curate_local.yaml", sets=[*sets, "shards.max_count=7"])
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done_dir = out / "_work" / "write" / "done"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if done_dir.is_dir() and len(list(done_dir.iterdir())) >= 3:
+            break
+        time.sleep(0.02)
+    workers = _children(proc.pid)
+    if proc.poll() is not None:
+        pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+    assert len(workers) >= 2
+    proc.kill()  # the driver alone, not its process group
+    proc.wait(timeout=30)
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, f"workers outlived their driver: {[p.pid for p in alive]}"
+    assert not (out / "dataset.json").exists(), "killed too late to test anything"
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text())
+    assert list(stats["passes_s"]["write"]["phases"]) == ["processes"]  # auto: no Ray started
+    assert stats["ray_start_s"] == 0
+
+    reference = tmp_path / "reference"  # in this process, whose Ray is up: it runs on Ray
+    ref_sets = [f"input.path={pool}", f"output={reference}", "input.partition_size=2"]
+    curate(
+        load_config(CurateConfig, "configs/curate_local.yaml", [*ref_sets, "shards.max_count=7"]),
+        progress=False,
+    )
+    ref_stats = json.loads((reference / "stats.json").read_text())
+    assert list(ref_stats["passes_s"]["write"]["phases"]) == ["ray"]
+    got_ledger, got_shards = snapshot(out)
+    want_ledger, want_shards = snapshot(reference)
+    assert got_ledger == want_ledger and len(got_ledger) > 40
+    assert got_shards.keys() == want_shards.keys() and len(got_shards) > 1
+    assert got_shards == want_shards
