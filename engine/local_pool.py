@@ -18,21 +18,22 @@ What Ray did for us that the pool must do too:
   most ``MAX_BREAKS`` times in a run (Ray retries a task whose worker died three times).
   A partition is redone whole, so nothing is doubled.
 * **A driver killed with -9** must not leave workers writing behind it while a rerun writes
-  the same partitions: the forkserver exits when its driver does, and each worker asks the
-  kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``, as Ray's raylet does for its
-  workers).
+  the same partitions: each worker asks the kernel for SIGKILL when its parent dies
+  (``PR_SET_PDEATHSIG``, as Ray's raylet does for its workers).
 * **Ctrl-C** reaches every process of the terminal's group: the workers ignore it, and the
   driver, which decides, kills them and exits.
 
-Workers come from a ``forkserver``: a fresh interpreter, started once per driver process, that
-imports pyarrow and cloudpickle and then forks a worker per request (nothing of the driver's
-threads or pyarrow's pools is forked, and a worker starts in milliseconds). Neither it nor the
-workers import the driver's ``__main__``, which multiprocessing does by default (``spawn`` and
-``forkserver`` alike): a user's script that calls ``curate(cfg)`` without an ``if __name__ ==
-"__main__"`` guard would start the job again in every worker. A task never needs it (cloudpickle
-sends what ``__main__`` defines by value), so while the workers start, ``__main__`` is a blank
-module to multiprocessing (``_blank_main``). The workers start with the job, while the driver
-plans. A pass's task is pickled once (cloudpickle, as Ray does), unpickled once per worker.
+Workers are started with ``spawn`` (a fresh interpreter: nothing of the driver's threads or
+pyarrow's pools is forked) from the driver's own thread, as soon as the job starts, so they
+import what they need while the driver plans, and their death signal is tied to the driver. (A
+``forkserver`` would start them faster, but its workers are its children, and it and they keep
+each other alive once the driver is gone: measured, a killed driver left all of them running.)
+No worker imports the driver's ``__main__``, which multiprocessing does by default: a user's
+script that calls ``curate(cfg)`` without an ``if __name__ == "__main__"`` guard would start the
+job again in every worker. A task never needs it (cloudpickle sends what ``__main__`` defines by
+value), so while the workers start, ``__main__`` is a blank module to multiprocessing
+(``_blank_main``). A pass's task is pickled once (cloudpickle, as Ray does), unpickled once per
+worker.
 """
 
 from __future__ import annotations
@@ -57,8 +58,6 @@ log = logging.getLogger(__name__)
 #: times a run's pool may break (a worker died) before the pass gives up; Ray's default task
 #: retries on a dead worker are 3 as well
 MAX_BREAKS = 3
-#: imported once by the forkserver, so every worker starts with them
-PRELOAD = ["cloudpickle", "pyarrow", "pyarrow.compute", "pyarrow.parquet"]
 #: Linux prctl option: the signal this process gets when the thread that started it ends
 _PR_SET_PDEATHSIG = 1
 
@@ -78,9 +77,7 @@ class LocalPool:
     def __init__(self, workers: int):
         self.workers = workers
         self.breaks = 0
-        self._ctx = multiprocessing.get_context("forkserver")
-        # what the server imports before it forks workers: never the driver's __main__
-        self._ctx.set_forkserver_preload(PRELOAD)
+        self._ctx = multiprocessing.get_context("spawn")
         self._pool = self._new_pool()
         self._started = time.perf_counter()
 
@@ -181,8 +178,11 @@ def _worker_setup() -> None:
 
 
 def _warm() -> None:
-    """Nothing: submitted once per worker when the pool starts, so that every worker is forked
-    (and has imported ``engine.local_pool``) before the first partition arrives."""
+    """Submitted once per worker when the pool starts: every worker starts now and imports
+    what every partition task needs while the driver plans, not when the first one arrives."""
+    import cloudpickle  # noqa: F401
+    import pyarrow.compute
+    import pyarrow.parquet  # noqa: F401
 
 
 def _call(key: str, blob: bytes, arg: Any) -> Any:

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -158,3 +159,38 @@ def test_a_killed_driver_takes_its_workers_with_it_and_a_rerun_equals_ray(
     assert got_ledger == want_ledger and len(got_ledger) > 40
     assert got_shards.keys() == want_shards.keys() and len(got_shards) > 1
     assert got_shards == want_shards
+
+
+SCRIPT = """
+from pathlib import Path
+import sys
+from curation.config import CurateConfig
+from curation.curate import curate
+from manifests.configs import load_config
+
+with open(sys.argv[3], "a") as f:  # at import, with no main guard: once per run of this file
+    f.write("ran\\n")
+cfg = load_config(CurateConfig, "configs/curate_local.yaml",
+                  [f"input.path={sys.argv[1]}", f"output={sys.argv[2]}", "ray.num_cpus=2"])
+print(curate(cfg, progress=False)["samples"])
+"""
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path, demo_pool):
+    """multiprocessing's workers import the driver's __main__ by default: the job's own script,
+    run again in every worker. Ours never do."""
+    pool, _ = demo_pool
+    script, ran = tmp_path / "job.py", tmp_path / "ran.txt"
+    script.write_text(SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(pool), str(tmp_path / "out"), str(ran)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ran.read_text() == "ran\n"
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert list(stats["passes_s"]["write"]["phases"]) == ["processes"]
+    assert int(done.stdout.split()[-1]) == stats["kept"] > 0
