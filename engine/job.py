@@ -65,12 +65,16 @@ class JobRun:
     ray_joined_s: float = 0.0  # a Ray this run joined or found up: how long that took
     ray_start: RayStart | None = None  # an embedded Ray coming up in the background
 
+    pool: local_pool.LocalPool | None = None  # local worker processes instead of Ray
+
     @property
     def ray_start_s(self) -> float:
-        """Ray's start-up as the work saw it (``stats.json: ray_start_s``, so ``wall_s`` minus
-        it is the job without it): all of it for a Ray joined before the work, only what the
-        work waited for when an embedded Ray starts in the background while the driver runs
-        partitions (the start's own length is logged: "Ray up in ... s")."""
+        """The workers' start-up as the work saw it (``stats.json: ray_start_s``, so ``wall_s``
+        minus it is the job without it): all of it for a Ray joined before the work, only what
+        the work waited for when an embedded Ray starts in the background while the driver plans
+        (the start's own length is logged: "Ray up in ... s") or local workers start."""
+        if self.pool is not None:
+            return self.pool.waited_s
         return self.ray_joined_s if self.ray_start is None else self.ray_start.waited_s
 
 
@@ -305,7 +309,17 @@ def _run_locked(
             parts[0].inputs() if parts else 0,
             parts[-1].inputs() if parts else 0,
         )
-        run = JobRun(cfg, out, work_root, parts, progress, started, joined, ray_start.current())
+        run = JobRun(
+            cfg,
+            out,
+            work_root,
+            parts,
+            progress,
+            started,
+            joined,
+            ray_start.current(),
+            local_pool.current(),
+        )
         docs = job.run(run)
     except BaseException as exc:
         if pool:  # an error comes once every partition in flight ended; Ctrl-C stops them

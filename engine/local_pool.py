@@ -77,6 +77,8 @@ class LocalPool:
     def __init__(self, workers: int):
         self.workers = workers
         self.breaks = 0
+        self.waited_s = 0.0  # how long the work sat waiting for the workers to start
+        self._warming: list[Future] = []
         self._ctx = multiprocessing.get_context("spawn")
         self._pool = self._new_pool()
         self._started = time.perf_counter()
@@ -84,9 +86,16 @@ class LocalPool:
     def _new_pool(self) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_worker_setup)
         with _blank_main():  # every worker starts here, none later (no submit finds none idle)
-            for _ in range(self.workers):
-                pool.submit(_warm)
+            self._warming = [pool.submit(_warm) for _ in range(self.workers)]
         return pool
+
+    def wait_ready(self) -> None:
+        """Block until every worker has started and imported what tasks need (as a pass on Ray
+        waits for Ray's start), so a pass's time is its work's; in slices, for Ctrl-C."""
+        t = time.perf_counter()
+        while not all(f.done() for f in self._warming):
+            wait(self._warming, timeout=0.25)
+        self.waited_s += time.perf_counter() - t
 
     def submit(self, blob: bytes, key: str, arg: Any) -> Future:
         """Run the pickled callable ``blob`` (known to workers by ``key``) on ``arg``."""

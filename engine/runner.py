@@ -409,7 +409,8 @@ def _run_partition_tasks(
         phases["driver"] = mark.since()
     pool = local_pool.current()
     if queue and pool is not None:
-        mark = _Mark(bar)
+        pool.wait_ready()
+        mark = _Mark(bar)  # from the workers up, as from Ray up below
         _run_on_pool(pool, task, queue, bar, failed)
         phases["processes"] = mark.since()
     elif queue:

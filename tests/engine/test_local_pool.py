@@ -144,7 +144,7 @@ def test_a_killed_driver_takes_its_workers_with_it_and_a_rerun_equals_ray(
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
     assert list(stats["passes_s"]["write"]["phases"]) == ["processes"]  # auto: no Ray started
-    assert stats["ray_start_s"] == 0
+    assert 0 <= stats["ray_start_s"] < stats["wall_s"]  # here: the local workers' start
 
     reference = tmp_path / "reference"  # in this process, whose Ray is up: it runs on Ray
     ref_sets = [f"input.path={pool}", f"output={reference}", "input.partition_size=2"]
