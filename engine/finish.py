@@ -140,11 +140,11 @@ class Finish:
     ) -> dict:
         """``stats.json``, then ``dataset.json`` (last: the set is complete); returns the
         latter. ``label`` names the set in the status line, the job's name first ("video-raw
-        caption"): ``stats`` gets that name as ``job`` (unless it has one), so ``vl3data
-        report`` knows whose report to draw. The report is drawn by ``engine.job.run_job``,
-        while Ray stops."""
+        caption"): ``stats`` gets the job's name (``JobRun.job``; else the label's first word)
+        as ``job`` (unless it has one), so ``vl3data report`` knows whose report to draw. The
+        report is drawn by ``engine.job.run_job``, while Ray stops."""
         show_status(f"{label}: writing stats.json, dataset.json and the report")
-        stats.setdefault("job", label.split()[0])
+        stats.setdefault("job", self.run.job or label.split()[0])
         write_json(Path(folder) / STATS_JSON, stats)
         return write_dataset_json(
             folder,

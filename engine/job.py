@@ -66,6 +66,7 @@ class JobRun:
     ray_start: RayStart | None = None  # an embedded Ray coming up in the background
 
     pool: local_pool.LocalPool | None = None  # local worker processes instead of Ray
+    job: str = ""  # the job's name (stats.json: job, so `vl3data report` knows whose page)
 
     @property
     def ray_start_s(self) -> float:
@@ -319,6 +320,7 @@ def _run_locked(
             joined,
             ray_start.current(),
             local_pool.current(),
+            job.name,
         )
         docs = job.run(run)
     except BaseException as exc:
