@@ -427,6 +427,21 @@ def _run_partition_tasks(
     return phases
 
 
+def _failed(
+    failed: list[tuple[int, BaseException]],
+    part: Partition,
+    exc: BaseException,
+    cause: BaseException | None = None,
+) -> None:
+    """A partition that raised, said in one line (its whole traceback, a Ray task's remote one
+    included, at DEBUG) and kept for the pass's error; ``cause``: the worker's own exception
+    inside a Ray task error."""
+    cause = cause or exc
+    log.debug("partition %d failed", part.index, exc_info=exc)
+    log.error("partition %d failed: %s", part.index, one_line(cause))
+    failed.append((part.index, cause))
+
+
 class _Mark:
     """Where a pass's progress stood at a moment, to say what was done since."""
 
@@ -464,9 +479,7 @@ def _run_here_while_ray_starts(
         try:
             meta = _result(_in_thread(here.run, part))
         except Exception as exc:  # the others go on; a rerun retries this one
-            log.debug("partition %d failed", part.index, exc_info=exc)
-            log.error("partition %d failed: %s", part.index, one_line(exc))
-            failed.append((part.index, exc))
+            _failed(failed, part, exc)
             continue
         bar.partition_done(meta["rows"])
     if here is not None:
@@ -510,10 +523,7 @@ def _run_on_ray(
         try:
             meta = ray.get(done[0])
         except Exception as exc:  # the others go on; a rerun retries this one
-            cause = task_cause(exc)
-            log.debug("partition %d failed", part.index, exc_info=exc)  # the remote traceback
-            log.error("partition %d failed: %s", part.index, one_line(cause))
-            failed.append((part.index, cause))
+            _failed(failed, part, exc, task_cause(exc))
             continue
         bar.partition_done(meta["rows"])
 
@@ -532,9 +542,7 @@ def _run_on_pool(
         try:
             meta = fut.result()
         except Exception as exc:  # the others go on; a rerun retries this one
-            log.debug("partition %d failed", part.index, exc_info=exc)
-            log.error("partition %d failed: %s", part.index, one_line(exc))
-            failed.append((part.index, exc))
+            _failed(failed, part, exc)
             return
         bar.partition_done(meta["rows"])
 
