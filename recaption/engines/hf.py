@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import math
 import re
 import warnings
@@ -24,6 +25,8 @@ from PIL import Image, ImageOps
 
 from manifests.configs import require
 from recaption.engines.base import EngineConfig, Request, Result, SamplingConfig, user_content
+
+log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'vl3data[models]'  (or: pip install transformers torch torchvision)"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -134,6 +137,13 @@ class TransformersEngine:
         if precision == "auto":
             precision = "bf16" if device.startswith("cuda") else "fp32"
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        if not log.isEnabledFor(logging.DEBUG):
+            # transformers draws a "Loading weights" bar in every process that loads a model:
+            # on local worker processes (engine.local_pool) each of them lands in the user's
+            # terminal between our log lines; the job's own progress says what runs
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         processor = AutoProcessor.from_pretrained(self.cfg.model)
         require(
             getattr(processor, "chat_template", None) is not None,

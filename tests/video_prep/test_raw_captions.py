@@ -280,6 +280,9 @@ def test_kill_9_after_a_partition_then_rerun_equals_uninterrupted(
     assert not (out / "caption" / "dataset.json").exists()
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    # its workers (local processes: no Ray) load the model without drawing transformers' bar
+    assert "starting 2 local worker processes" in rerun.stderr
+    assert "Loading weights" not in rerun.stderr
     ref = tmp_path / "reference"
     run_raw_video_job(
         raw_config(tiny_internvl, *sets[1:], f"input.videos={videos}", f"output={ref}"),
