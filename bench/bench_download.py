@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
     line = (
         f"{args.inputs} 640x480 JPEGs from 127.0.0.1, {args.processes} workers x {args.threads} "
         f"threads, median of {args.repeat}: ours {ours['img_per_s']} img/s "
-        f"(waited for Ray's start-up {median(res['ours_ray_start_s']):.1f} s, included)"
+        f"(waited {median(res['ours_ray_start_s']):.1f} s for its workers to start, included)"
     )
     if peer_sum:
         line += f", img2dataset {peer_sum['img_per_s']} img/s -> ours/img2dataset {res['ratio']}x"
