@@ -209,9 +209,9 @@ def test_oversized_or_escaping_sidecars_are_refused_with_a_reason(tmp_path, phot
 
 
 def test_folder_partitions_keep_every_name_and_read_plans_of_name_lists(tmp_path, photos):
-    """A partition's names travel as one NUL-joined string (a driver holding 100,000 of them as
-    str objects paid ~6 MB more): names with newlines, spaces and non-ASCII characters come
-    back as they were, and a plan written as a list of names still loads."""
+    """A partition's names travel as one NUL-joined string (planning 100,000 names raised the
+    driver's peak 8.0 MB so, 11.7 MB as lists): names with newlines, spaces and non-ASCII
+    characters come back as they were, and a plan written as a list of names still loads."""
     pool = tmp_path / "pool"
     names = ["a b.jpg", "line\nbreak.jpg", "sub/é.jpg", "sub/z.jpg", "x.JPG"]
     for name in names:
