@@ -14,7 +14,7 @@ class RayConfig:
     """Where the work runs. No address: an embedded Ray in this process."""
 
     address: str | None = None  # "auto", "ray://host:10001" or "127.0.0.1:6379"
-    num_cpus: int | None = None  # embedded Ray only
+    num_cpus: int | None = None  # this machine's workers: an embedded Ray's CPUs, or processes
     object_store_mb: int | None = None  # embedded Ray only
     # embedded Ray only: while Ray starts (in the background), the driver runs the first
     # partitions of a pass itself. Off by default: it saved ~1 s on an idle 2-core box, but on

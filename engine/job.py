@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -255,9 +254,7 @@ def choose_executor(job: Job, cfg: Any) -> str:
                 "set ray.executor: auto (or ray)",
             )
         return "processes"
-    loaded = sys.modules.get("ray")
-    ray_up = ray_start.current() is not None or (loaded is not None and loaded.is_initialized())
-    if needs or r.address or os.environ.get("RAY_ADDRESS") or ray_up:
+    if needs or r.address or os.environ.get("RAY_ADDRESS") or ray_start.up_here():
         return "ray"
     return "processes"
 

@@ -81,7 +81,6 @@ class LocalPool:
         self._warming: list[Future] = []
         self._ctx = multiprocessing.get_context("spawn")
         self._pool = self._new_pool()
-        self._started = time.perf_counter()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         pool = ProcessPoolExecutor(self.workers, mp_context=self._ctx, initializer=_worker_setup)
@@ -115,7 +114,8 @@ class LocalPool:
         self._pool = self._new_pool()
 
     def close(self, kill: bool = False) -> None:
-        """Stop the workers: wait for them (the job is done), or kill them (Ctrl-C, an error)."""
+        """Stop the workers: wait for them (the job is done, or failed once every partition in
+        flight ended), or kill them (Ctrl-C)."""
         if kill:  # a partition left half-written is redone whole by a rerun
             for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
                 proc.kill()

@@ -22,7 +22,6 @@ import contextlib
 import importlib.util
 import logging
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -151,8 +150,7 @@ def init_ray(
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     from engine import ray_start
 
-    loaded = sys.modules.get("ray")  # imported here only when needed: the start may do it
-    if ray_start.current() is not None or (loaded is not None and loaded.is_initialized()):
+    if ray_start.up_here():
         return False  # up, or coming up, for whoever started it
     if background and not address:
         start = partial(_start_logged, num_cpus, object_store_mb, log_level)

@@ -124,6 +124,13 @@ def current() -> RayStart | None:
     return _current
 
 
+def up_here() -> bool:
+    """Whether this process already runs Ray or is starting one (in the background, or as a
+    build's Ray worker), without importing ray."""
+    loaded = sys.modules.get("ray")  # imported only by whoever needs it: the start may do it
+    return _current is not None or (loaded is not None and loaded.is_initialized())
+
+
 def driver_may_work() -> bool:
     """Whether the driver should run partitions itself now: a start is under way in the
     background and was begun with ``driver_works``."""
