@@ -127,11 +127,9 @@ MIXTURE_TASK = "mixture"
 
 def _read_json(path: Path) -> dict:
     """A JSON file's object; {} when it is missing or unreadable (a set a crash left)."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
+    from reports.ledger_summary import read_json
+
+    return read_json(path) or {}
 
 
 def guess_writer(doc: dict, stats: dict) -> str:
