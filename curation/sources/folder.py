@@ -42,16 +42,10 @@ def list_folder_partitions(cfg: InputConfig) -> list[Partition]:
     # a partition's names as one NUL-joined string (NUL is the one byte no file name holds), not
     # a list: the driver keeps every partition's spec for the whole run; planning 100,000 names
     # raised its peak memory 8.0 MB this way, 11.7 MB as lists (VmHWM, a scratch script)
+    chunks = (files[start : start + size] for start in range(0, len(files), size))
     return [
-        Partition(
-            index=i,
-            kind="folder",
-            spec={
-                "names": "\0".join(files[start : start + size]),
-                "length": len(files[start : start + size]),
-            },
-        )
-        for i, start in enumerate(range(0, len(files), size))
+        Partition(index=i, kind="folder", spec={"names": "\0".join(c), "length": len(c)})
+        for i, c in enumerate(chunks)
     ]
 
 
