@@ -9,7 +9,11 @@ CPUs, partitions of ``--partition-size``). Measured on that process alone, not i
 /proc/PID/status, sampled every 0.1 s while it runs) and its user + system CPU seconds (psutil,
 read once it has exited but before it is reaped, so nothing it spent is missed).
 
-    .venv/bin/python bench/bench_driver.py [--sizes 10000 100000] [--side 64]
+Each size runs ``--repeat`` times (into a fresh output folder each time) and the medians are
+compared: one run's CPU seconds moved by 0.1 s or more from run to run on a 2-core box, more
+than the growth being measured.
+
+    .venv/bin/python bench/bench_driver.py [--sizes 10000 100000] [--side 64] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import argparse
 import datetime
 import json
 import os
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -95,7 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sizes", type=int, nargs=2, default=[10000, 100000], metavar=("SMALL", "BIG"))
     ap.add_argument("--side", type=int, default=64, help="long edge of the pool's JPEGs")
     ap.add_argument("--partition-size", type=int, default=1000)
-    ap.add_argument("--cpus", type=int, default=2, help="the job's embedded Ray CPUs")
+    ap.add_argument("--cpus", type=int, default=2, help="the job's worker CPUs")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per size; medians are compared")
     args = ap.parse_args(argv)
     small, big = sorted(args.sizes)
     results: dict[int, dict] = {}
@@ -107,16 +114,30 @@ def main(argv: list[str] | None = None) -> dict:
             pool = write_pool(tmp / f"pool{n}", n, side=args.side)
             written = time.perf_counter() - t0
             load0 = loadavg()
-            results[n] = measure(pool, tmp / f"out{n}", args.partition_size, args.cpus)
+            runs = []
+            for i in range(args.repeat):
+                out = tmp / f"out{n}"
+                shutil.rmtree(out, ignore_errors=True)
+                r = measure(pool, out, args.partition_size, args.cpus)
+                if r["inputs"] != n or r["kept"] != r["images_in_tars"]:
+                    raise SystemExit(f"{n} inputs: {r}")
+                runs.append(r)
+                print(
+                    f"{n} inputs ({args.side} px, written in {written:.0f} s), run {i + 1}, "
+                    f"{r['partitions']} partitions: driver peak RSS {r['driver_peak_rss_mb']} MB, "
+                    f"driver CPU {r['driver_cpu_s']} s; job {r['wall_s']} s"
+                )
             loads[n] = {"before": load0, "after": loadavg()}
-            r = results[n]
-            print(
-                f"{n} inputs ({args.side} px, written in {written:.0f} s), {r['partitions']} "
-                f"partitions: driver peak RSS {r['driver_peak_rss_mb']} MB, driver CPU "
-                f"{r['driver_cpu_s']} s; job {r['wall_s']} s; load {load0} -> {loads[n]['after']}"
-            )
-            if r["inputs"] != n or r["kept"] != r["images_in_tars"]:
-                raise SystemExit(f"{n} inputs: {r}")
+            results[n] = {
+                **runs[0],
+                "driver_peak_rss_mb": statistics.median(r["driver_peak_rss_mb"] for r in runs),
+                "driver_cpu_s": statistics.median(r["driver_cpu_s"] for r in runs),
+                "wall_s": statistics.median(r["wall_s"] for r in runs),
+                "runs": [
+                    {k: r[k] for k in ("driver_peak_rss_mb", "driver_cpu_s", "wall_s")}
+                    for r in runs
+                ],
+            }
             # the pool is not needed any more: free the disk before writing the next
             for f in sorted(pool.rglob("*"), reverse=True):
                 f.rmdir() if f.is_dir() else f.unlink()
@@ -128,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         "side": args.side,
         "partition_size": args.partition_size,
         "job_cpus": args.cpus,
+        "repeat": args.repeat,
         "sizes": [small, big],
         "results": results,
         "loadavg": loads,
@@ -137,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"driver {big} vs {small} inputs: peak RSS {res['rss_ratio']}x "
         f"({s['driver_peak_rss_mb']} -> {b['driver_peak_rss_mb']} MB), CPU {res['cpu_ratio']}x "
-        f"({s['driver_cpu_s']} -> {b['driver_cpu_s']} s) (target <= 1.1x each)"
+        f"({s['driver_cpu_s']} -> {b['driver_cpu_s']} s), medians of {args.repeat} runs "
+        "(target <= 1.1x each)"
     )
     print(json.dumps(res))
     return res

@@ -35,7 +35,14 @@ from curation.report_thresholds import (
 from manifests.schema import KEPT
 from reports.contact_sheets import dropped_html, kept_html
 from reports.html import VIEWPORT, esc, render_page
-from reports.ledger_summary import ledger_dataset, read_json, summarize_ledger
+from reports.ledger_summary import (
+    ledger_dataset,
+    ledger_parts,
+    read_json,
+    summarize_ledger,
+    value_ranges,
+    with_thumbs,
+)
 from reports.samples import dropped_thumbs, kept_samples
 from reports.sections import funnel_html, header_html, hist_html, reasons_html
 
@@ -60,14 +67,16 @@ def _render_html(out: Path, max_thumbs: int) -> str:
     stats = read_json(out / "stats.json", notes)
     if stats is None:
         notes[-1] += " Stage order comes from the ledger; no thresholds or timings."
-    dataset = ledger_dataset(out)
+    parts = ledger_parts(out)  # every footer once: counts, ranges, where thumbnails are
+    dataset = ledger_dataset(out, parts)
     if dataset is None:
         notes.append("The ledger (ledger/part-*.parquet) is missing: no funnel, reasons or scores.")
-    summary = summarize_ledger(out)
+    summary = summarize_ledger(out, parts)
     samples = kept_samples(out, meta, max_thumbs, notes)
+    pictured = ledger_dataset(out, with_thumbs(parts))
     thumbs = (
-        dropped_thumbs(dataset, [r["reason"] for r in summary["reasons"]], max_thumbs)
-        if dataset is not None
+        dropped_thumbs(pictured, [r["reason"] for r in summary["reasons"]], max_thumbs)
+        if pictured is not None
         else {}
     )
     header = header_html(out, summary, stats, meta, notes)
@@ -100,7 +109,7 @@ def _render_html(out: Path, max_thumbs: int) -> str:
             "Samples per cluster",
             cluster_sheets_html(order, before, after, counts, got),
         )
-    sections.append(("scores", "Scores and sizes", hist_html(dataset, stats)))
+    sections.append(("scores", "Scores and sizes", hist_html(dataset, stats, value_ranges(parts))))
     limits = threshold_columns(dataset, stats) if dataset is not None else {}
     if limits:
         picks = pick_rows(dataset, limits)

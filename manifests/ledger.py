@@ -2,19 +2,30 @@
 
 Parts are ``ledger/part-{partition:06d}.parquet``, one per input partition, so
 ``sum(rows) == inputs`` and a partition's accounting is in one place.
+
+Each part carries its own summary in its parquet footer (:data:`SUMMARY_KEY`, see
+:func:`part_summary`): the worker that wrote the part counted it while the rows were in its
+memory, so a report adds up a few numbers per part instead of scanning every row on the driver.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from manifests.atomic import write_parquet
-from manifests.schema import HEAVY_COLUMNS
+from manifests.schema import HEAVY_COLUMNS, KEPT
 
 INTERNAL_PREFIX = "_"
+#: The footer key of a part's summary (JSON, :func:`part_summary`).
+SUMMARY_KEY = b"vl3data.summary"
+#: The columns a summary is computed from, besides the numeric ones.
+SUMMARY_COLUMNS = ("status", "stage", "reason", "thumb")
 
 
 def ledger_dir(out_dir: str | Path) -> Path:
@@ -33,9 +44,65 @@ def to_ledger(rows: pa.Table) -> pa.Table:
     return rows.select(keep)
 
 
+def part_summary(table: pa.Table) -> dict[str, Any]:
+    """What a report needs of one part without reading its rows again::
+
+        {"counts": [[status, stage, reason, n], ...],   # in the order first seen
+         "ranges": {column: [min, max, n]},              # finite values of each numeric column
+         "thumbs": {reason: n}}                          # not-kept rows holding a thumbnail
+
+    Counts keep the part's encounter order, so parts added up in partition order give the
+    whole ledger's "first seen" order. A column with no finite value has no range.
+    """
+    n = table.num_rows
+    cols = {
+        c: table.column(c) if c in table.column_names else pa.nulls(n, pa.string())
+        for c in ("status", "stage", "reason")
+    }
+    keys = pa.table(cols)
+    grouped = keys.group_by(list(cols), use_threads=False).aggregate([([], "count_all")])
+    counts = [[r["status"], r["stage"], r["reason"], r["count_all"]] for r in grouped.to_pylist()]
+    ranges: dict[str, list] = {}
+    for field in table.schema:
+        t = field.type
+        if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
+            continue
+        col = table.column(field.name)
+        vals = pc.filter(col, pc.is_finite(col)) if pa.types.is_floating(t) else col.drop_null()
+        if len(vals):
+            mm = pc.min_max(vals)
+            ranges[field.name] = [mm["min"].as_py(), mm["max"].as_py(), len(vals)]
+    thumbs: dict[str, int] = {}
+    if "thumb" in table.column_names:
+        mine = pc.and_(
+            pc.is_valid(table.column("thumb")),
+            pc.fill_null(pc.not_equal(cols["status"], KEPT), True),
+        )
+        for reason in pc.filter(cols["reason"], mine).to_pylist():
+            thumbs[reason or ""] = thumbs.get(reason or "", 0) + 1
+    return {"counts": counts, "ranges": ranges, "thumbs": thumbs}
+
+
+def read_summary(path: Path, schema: pa.Schema | None = None) -> dict[str, Any]:
+    """A part's summary: from its footer, or (a part written before parts had one) counted
+    from the columns it is made of."""
+    schema = schema if schema is not None else pq.read_schema(path)
+    raw = (schema.metadata or {}).get(SUMMARY_KEY)
+    if raw is not None:
+        return json.loads(raw)
+    names = [
+        f.name
+        for f in schema
+        if f.name in SUMMARY_COLUMNS or pa.types.is_floating(f.type) or pa.types.is_integer(f.type)
+    ]
+    return part_summary(pq.read_table(path, columns=names))
+
+
 def write_part(out_dir: str | Path, partition: int, rows: pa.Table) -> Path:
     path = part_path(out_dir, partition)
-    write_parquet(path, to_ledger(rows))
+    table = to_ledger(rows)
+    meta = {**(table.schema.metadata or {}), SUMMARY_KEY: json.dumps(part_summary(table))}
+    write_parquet(path, table.replace_schema_metadata(meta))
     return path
 
 
@@ -47,6 +114,9 @@ def read_ledger(out_dir: str | Path, columns: list[str] | None = None) -> pa.Tab
     tables = []
     for p in parts:
         t = pq.read_table(p)
+        t = t.replace_schema_metadata(
+            {k: v for k, v in (t.schema.metadata or {}).items() if k != SUMMARY_KEY} or None
+        )
         if columns is not None:
             t = t.select([c for c in columns if c in t.column_names])
         tables.append(t)

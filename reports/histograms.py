@@ -1,8 +1,9 @@
 """Histograms of the ledger's score and size columns, kept against not kept, streamed.
 
 Score columns are discovered rather than listed, so a new model stage (aesthetic, CLIP
-similarity...) shows up in every report without touching it. The ledger is streamed twice
-(range, then counts) instead of being held, so memory does not grow with it.
+similarity...) shows up in every report without touching it. The ranges come from the parts'
+summaries when the caller has them (else a first streamed pass finds them); the counts are one
+streamed pass, so memory does not grow with the ledger.
 """
 
 from __future__ import annotations
@@ -44,14 +45,9 @@ def _as_float(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
 
 
-def histograms(dataset: ds.Dataset, columns: list[str]) -> dict[str, dict[str, Any]]:
-    """Per column: bin edges, kept and not-kept counts, and whether the bins are logarithmic.
-
-    Two streaming passes (range, then counts) so memory does not grow with the ledger.
-    Columns without a single finite value are left out.
-    """
-    if not columns:
-        return {}
+def scan_ranges(dataset: ds.Dataset, columns: list[str]) -> dict[str, tuple[float, float, int]]:
+    """Per column: the smallest and largest finite value and their count, by a streamed pass
+    (for a caller without the parts' summaries)."""
     lo = dict.fromkeys(columns, math.inf)
     hi = dict.fromkeys(columns, -math.inf)
     n_valid = dict.fromkeys(columns, 0)
@@ -63,12 +59,30 @@ def histograms(dataset: ds.Dataset, columns: list[str]) -> dict[str, dict[str, A
                 n_valid[col] += int(v.size)
                 lo[col] = min(lo[col], float(v.min()))
                 hi[col] = max(hi[col], float(v.max()))
+    return {c: (lo[c], hi[c], n_valid[c]) for c in columns if n_valid[c]}
+
+
+def histograms(
+    dataset: ds.Dataset,
+    columns: list[str],
+    ranges: dict[str, tuple[float, float, int]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Per column: bin edges, kept and not-kept counts, and whether the bins are logarithmic.
+
+    ``ranges``: each column's finite (min, max, count), as :func:`scan_ranges` or the parts'
+    summaries give them; found here when not given. Columns without a single finite value are
+    left out.
+    """
+    if not columns:
+        return {}
+    if ranges is None:
+        ranges = scan_ranges(dataset, columns)
 
     hists: dict[str, dict[str, Any]] = {}
     for col in columns:
-        if not n_valid[col]:
+        if col not in ranges or not ranges[col][2]:
             continue
-        a, b = lo[col], hi[col]
+        a, b, n = float(ranges[col][0]), float(ranges[col][1]), int(ranges[col][2])
         log = a > 0 and b / a >= LOG_SPAN
         if a == b:
             edges = np.linspace(a - 0.5, b + 0.5, 2) if a == 0 else np.linspace(a * 0.9, b * 1.1, 2)
@@ -82,7 +96,7 @@ def histograms(dataset: ds.Dataset, columns: list[str]) -> dict[str, dict[str, A
             "kept": np.zeros(len(edges) - 1, dtype=np.int64),
             "other": np.zeros(len(edges) - 1, dtype=np.int64),
             "log": log,
-            "n": n_valid[col],
+            "n": n,
         }
     if not hists:
         return {}

@@ -5,14 +5,18 @@ Only what a job leaves in its output folder is read (``dataset.json``, ``stats.j
 or the job's code. No HTML and no matplotlib here, so the counts (:func:`summarize_ledger`, which
 the CLI prints) can be had without either.
 
-The ledger may hold millions of rows, so it is scanned in batches of :data:`BATCH_ROWS` and only
-the columns each part needs are read.
+The ledger may hold millions of rows. Counts, value ranges and where the thumbnails are come
+from each part's footer (:func:`manifests.ledger.part_summary`, written by the worker that wrote
+the part), so the driver's cost grows with the number of parts, not of rows; what needs rows
+(histogram counts, pictures) is scanned in batches of :data:`BATCH_ROWS`, only the columns and
+parts it needs.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from manifests.ledger import SUMMARY_KEY, read_summary
 from manifests.schema import DROPPED, ERROR, KEPT
 
 #: Stage / reason shown for non-kept rows whose ledger entry names none (a pipeline bug).
@@ -34,17 +39,60 @@ def ledger_files(out_dir: str | Path) -> list[Path]:
     return sorted((Path(out_dir) / "ledger").glob("part-*.parquet"))
 
 
-def ledger_dataset(out_dir: str | Path) -> ds.Dataset | None:
-    """The ledger as one dataset, or None when there is none.
+@dataclass(frozen=True)
+class LedgerPart:
+    """One ledger part as its footer describes it: its schema and its summary."""
+
+    path: Path
+    schema: pa.Schema
+    summary: dict[str, Any]
+
+
+def ledger_parts(out_dir: str | Path) -> list[LedgerPart]:
+    """Every part's footer, read once (a part written before parts carried a summary is
+    counted from its rows)."""
+    parts = []
+    for f in ledger_files(out_dir):
+        schema = pq.read_schema(f)
+        summary = read_summary(f, schema)
+        meta = {k: v for k, v in (schema.metadata or {}).items() if k != SUMMARY_KEY}
+        parts.append(LedgerPart(f, schema.with_metadata(meta), summary))
+    return parts
+
+
+def ledger_dataset(
+    out_dir: str | Path, parts: Sequence[LedgerPart] | None = None
+) -> ds.Dataset | None:
+    """The ledger (or the given ``parts`` of it) as one dataset, or None when there is none.
 
     Parts may differ in their score columns (a stage added later, a resumed run); the schemas
     are unified from the parquet footers alone, so a part lacking a column reads it as null.
     """
-    files = ledger_files(out_dir)
-    if not files:
+    parts = ledger_parts(out_dir) if parts is None else parts
+    if not parts:
         return None
-    schema = pa.unify_schemas([pq.read_schema(f) for f in files], promote_options="permissive")
-    return ds.dataset([str(f) for f in files], schema=schema, format="parquet")
+    schema = pa.unify_schemas([p.schema for p in parts], promote_options="permissive")
+    return ds.dataset([str(p.path) for p in parts], schema=schema, format="parquet")
+
+
+def value_ranges(parts: Sequence[LedgerPart]) -> dict[str, tuple[float, float, int]]:
+    """Per numeric column: the smallest and largest finite value and how many there are,
+    over every part (from their summaries)."""
+    out: dict[str, tuple[float, float, int]] = {}
+    for part in parts:
+        for col, (lo, hi, n) in part.summary["ranges"].items():
+            if col in out:
+                a, b, m = out[col]
+                out[col] = (min(a, lo), max(b, hi), m + n)
+            else:
+                out[col] = (lo, hi, n)
+    return out
+
+
+def with_thumbs(parts: Sequence[LedgerPart]) -> list[LedgerPart]:
+    """The parts holding a thumbnail of a row that was not kept: the only ones a contact
+    sheet of dropped rows needs to open."""
+    return [p for p in parts if any(p.summary["thumbs"].values())]
 
 
 def read_json(path: Path, notes: list[str] | None = None) -> dict[str, Any] | None:
@@ -80,7 +128,9 @@ def scan_batches(dataset: ds.Dataset, columns: list[str], **kw: Any) -> Iterator
     )
 
 
-def summarize_ledger(out_dir: str | Path) -> dict[str, Any]:
+def summarize_ledger(
+    out_dir: str | Path, parts: Sequence[LedgerPart] | None = None
+) -> dict[str, Any]:
     """Count the ledger's rows by status and by (stage, reason), and derive the stage funnel.
 
     Returns a JSON-serialisable dict (the CLI prints it)::
@@ -95,25 +145,15 @@ def summarize_ledger(out_dir: str | Path) -> dict[str, Any]:
     Stage order comes from ``stats.json`` when it exists, because a stage that dropped nothing
     never shows up in the ledger yet belongs in the funnel; stages only the ledger names follow
     in the order they were first seen. Non-kept rows without a stage go to ``(unknown)``.
+    The counts come from the parts' summaries (``parts``: already read, or read here).
     """
     out = Path(out_dir)
-    dataset = ledger_dataset(out)
+    parts = ledger_parts(out) if parts is None else parts
     counts: dict[tuple[str, str | None, str | None], int] = {}
-    if dataset is not None:
-        names = dataset.schema.names
-        wanted = [c for c in ("status", "stage", "reason") if c in names]
-        for batch in scan_batches(dataset, wanted):
-            table = pa.Table.from_batches([batch])
-            for col in ("status", "stage", "reason"):
-                if col not in names:
-                    table = table.append_column(col, pa.nulls(table.num_rows, pa.string()))
-            # use_threads=False keeps groups in encounter order: that is "first seen"
-            grouped = table.group_by(["status", "stage", "reason"], use_threads=False).aggregate(
-                [([], "count_all")]
-            )
-            for row in grouped.to_pylist():
-                key = (row["status"] or "(null)", row["stage"], row["reason"])
-                counts[key] = counts.get(key, 0) + row["count_all"]
+    for part in parts:  # in partition order, each part's groups in its order: "first seen"
+        for status, stage, reason, n in part.summary["counts"]:
+            key = (status or "(null)", stage, reason)
+            counts[key] = counts.get(key, 0) + n
 
     by_status: dict[str, int] = {KEPT: 0, DROPPED: 0, ERROR: 0}
     by_stage: dict[str, dict[str, int]] = {}
@@ -158,7 +198,7 @@ def summarize_ledger(out_dir: str | Path) -> dict[str, Any]:
     ]
     reason_rows.sort(key=lambda r: (-r["count"], r["stage"], r["reason"], r["status"]))
     return {
-        "ledger_files": len(ledger_files(out)),
+        "ledger_files": len(parts),
         "inputs": inputs,
         "by_status": by_status,
         "by_stage": by_stage,

@@ -135,12 +135,17 @@ def reasons_html(summary: dict[str, Any]) -> str:
     return table(head, rows)
 
 
-def hist_html(dataset: ds.Dataset | None, stats: dict[str, Any]) -> str:
-    """One histogram per score / size column of the ledger, with stats.json's thresholds."""
+def hist_html(
+    dataset: ds.Dataset | None,
+    stats: dict[str, Any],
+    ranges: dict[str, tuple[float, float, int]] | None = None,
+) -> str:
+    """One histogram per score / size column of the ledger, with stats.json's thresholds
+    (``ranges``: the columns' value ranges, when the caller has them from the parts)."""
     if dataset is None:
         return '<p class="muted">No ledger, no scores.</p>'
     columns = score_columns(dataset.schema)
-    hists = histograms(dataset, columns)
+    hists = histograms(dataset, columns, ranges)
     parts = []
     for col in columns:
         if col in hists:

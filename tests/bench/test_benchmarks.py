@@ -234,12 +234,15 @@ def test_memory(tmp_path):
 
 @pytest.mark.slow
 def test_driver(tmp_path):
-    argv = ["--sizes", "40", "80", "--partition-size", "20"]
+    argv = ["--sizes", "40", "80", "--partition-size", "20", "--repeat", "2"]
     res = run_main("bench_driver", argv, tmp_path)
     assert res["sizes"] == [40, 80]
     for n, row in res["results"].items():
         assert row["inputs"] == int(n) and row["kept"] == row["images_in_tars"] > 0
         assert positive(row["driver_peak_rss_mb"], row["driver_cpu_s"], row["wall_s"])
+        assert len(row["runs"]) == 2
+        cpus = sorted(r["driver_cpu_s"] for r in row["runs"])
+        assert row["driver_cpu_s"] == pytest.approx(sum(cpus) / 2)  # the median of two
         assert row["driver_rss_parts_mb"]["VmRSS"] > 0
     assert res["results"]["80"]["partitions"] == 4
     assert positive(res["rss_ratio"], res["cpu_ratio"])

@@ -4,11 +4,25 @@ output folder ``tests.reports.shard_set`` builds."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
-from reports.ledger_summary import summarize_ledger
+from manifests.ledger import SUMMARY_KEY, part_summary, read_ledger, write_part
+from reports.histograms import histograms, score_columns
+from reports.ledger_summary import (
+    ledger_dataset,
+    ledger_files,
+    ledger_parts,
+    summarize_ledger,
+    value_ranges,
+    with_thumbs,
+)
 from tests.reports.shard_set import STAGES, build_out
 
 
@@ -44,3 +58,81 @@ def test_summarize_ledger_counts_exactly(built):
         ("dedup", 6, 1, 0, 5),
     ]
     json.dumps(s)  # the CLI prints it
+
+
+@pytest.fixture(scope="module")
+def rewritten(built, tmp_path_factory) -> Path:
+    """The fixture's parts written again as a job writes them: each with its footer summary."""
+    out, _ = built
+    copy = tmp_path_factory.mktemp("footers")
+    for f in ledger_files(out):
+        write_part(copy, int(f.stem.split("-")[1]), pq.read_table(f))
+    shutil.copy(out / "stats.json", copy / "stats.json")
+    return copy
+
+
+def test_a_written_part_carries_its_summary(rewritten):
+    files = ledger_files(rewritten)
+    assert len(files) == 2
+    assert all(SUMMARY_KEY in (pq.read_schema(f).metadata or {}) for f in files)
+    # a reader of the whole ledger does not see one part's summary as the ledger's
+    assert SUMMARY_KEY not in (read_ledger(rewritten).schema.metadata or {})
+
+
+def test_footer_summaries_give_what_the_rows_give(built, rewritten, monkeypatch):
+    out, _ = built  # the fixture's parts have no summary: they are counted from their rows
+    from_rows = summarize_ledger(out)
+    # with summaries in the footers, counting opens no part's rows
+    import manifests.ledger
+
+    def no_rows(*a, **k):
+        raise AssertionError("a part's rows were read to count it")
+
+    monkeypatch.setattr(manifests.ledger.pq, "read_table", no_rows)
+    parts = ledger_parts(rewritten)
+    assert summarize_ledger(rewritten, parts) == from_rows
+    monkeypatch.undo()
+
+    dataset = ledger_dataset(rewritten, parts)
+    columns = score_columns(dataset.schema)
+    assert "width" in columns
+    ranged = histograms(dataset, columns, value_ranges(parts))
+    scanned = histograms(ledger_dataset(out), columns)
+    assert set(ranged) == set(scanned) and ranged
+    for col, h in scanned.items():
+        np.testing.assert_array_equal(ranged[col]["edges"], h["edges"])
+        assert ranged[col]["n"] == h["n"]
+        assert ranged[col]["kept"].tolist() == h["kept"].tolist()
+        assert ranged[col]["other"].tolist() == h["other"].tolist()
+    # only the part holding a dropped row's thumbnail is opened for the contact sheet
+    thumbs = with_thumbs(parts)
+    held = [
+        f
+        for f in ledger_files(out)
+        if pq.read_table(f, columns=["thumb", "status"])
+        .filter(pc.is_valid(pc.field("thumb")) & (pc.field("status") != "kept"))
+        .num_rows
+    ]
+    assert [p.path.name for p in thumbs] == [f.name for f in held] and held
+
+
+def test_part_summary_counts_ranges_and_thumbs():
+    rows = pa.table(
+        {
+            "status": ["dropped", "kept", "error", "dropped", "kept"],
+            "stage": ["decode", None, "download", "decode", None],
+            "reason": ["decode_error", None, "http_404", "decode_error", None],
+            "score": [0.5, float("nan"), float("inf"), -2.0, None],
+            "width": [10, None, 30, 40, 5],
+            "thumb": [b"j", b"k", None, None, None],
+        }
+    )
+    s = part_summary(rows)
+    # groups in the order first seen, which is what a funnel's "first seen" order is made of
+    assert s["counts"] == [
+        ["dropped", "decode", "decode_error", 2],
+        ["kept", None, None, 2],
+        ["error", "download", "http_404", 1],
+    ]
+    assert s["ranges"] == {"score": [-2.0, 0.5, 2], "width": [5, 40, 4]}  # finite values only
+    assert s["thumbs"] == {"decode_error": 1}  # a kept row's thumbnail is not a dropped picture
