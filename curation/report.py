@@ -40,7 +40,6 @@ from reports.ledger_summary import (
     ledger_parts,
     read_json,
     summarize_ledger,
-    value_ranges,
     with_thumbs,
 )
 from reports.samples import dropped_thumbs, kept_samples
@@ -109,7 +108,7 @@ def _render_html(out: Path, max_thumbs: int) -> str:
             "Samples per cluster",
             cluster_sheets_html(order, before, after, counts, got),
         )
-    sections.append(("scores", "Scores and sizes", hist_html(dataset, stats, value_ranges(parts))))
+    sections.append(("scores", "Scores and sizes", hist_html(parts, stats)))
     limits = threshold_columns(dataset, stats) if dataset is not None else {}
     if limits:
         picks = pick_rows(dataset, limits)

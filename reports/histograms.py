@@ -2,23 +2,22 @@
 
 Score columns are discovered rather than listed, so a new model stage (aesthetic, CLIP
 similarity...) shows up in every report without touching it. The ranges come from the parts'
-summaries when the caller has them (else a first streamed pass finds them); the counts are one
-streamed pass, so memory does not grow with the ledger.
+summaries; the counts are one streamed read, so memory does not grow with the ledger.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from manifests.schema import BASE_SCHEMA, KEPT, LEDGER_WRITE_FIELDS
-from reports.ledger_summary import scan_batches
+from reports.ledger_summary import LedgerPart, part_batches, value_ranges
 
 #: Columns that are row bookkeeping, never plotted as scores.
 BASE_COLUMNS = frozenset(BASE_SCHEMA.names) | {f.name for f in LEDGER_WRITE_FIELDS}
@@ -45,39 +44,13 @@ def _as_float(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
 
 
-def scan_ranges(dataset: ds.Dataset, columns: list[str]) -> dict[str, tuple[float, float, int]]:
-    """Per column: the smallest and largest finite value and their count, by a streamed pass
-    (for a caller without the parts' summaries)."""
-    lo = dict.fromkeys(columns, math.inf)
-    hi = dict.fromkeys(columns, -math.inf)
-    n_valid = dict.fromkeys(columns, 0)
-    for batch in scan_batches(dataset, columns):
-        for col in columns:
-            v = _as_float(batch.column(col))
-            v = v[np.isfinite(v)]
-            if v.size:
-                n_valid[col] += int(v.size)
-                lo[col] = min(lo[col], float(v.min()))
-                hi[col] = max(hi[col], float(v.max()))
-    return {c: (lo[c], hi[c], n_valid[c]) for c in columns if n_valid[c]}
-
-
-def histograms(
-    dataset: ds.Dataset,
-    columns: list[str],
-    ranges: dict[str, tuple[float, float, int]] | None = None,
-) -> dict[str, dict[str, Any]]:
+def histograms(parts: Sequence[LedgerPart], columns: list[str]) -> dict[str, dict[str, Any]]:
     """Per column: bin edges, kept and not-kept counts, and whether the bins are logarithmic.
 
-    ``ranges``: each column's finite (min, max, count), as :func:`scan_ranges` or the parts'
-    summaries give them; found here when not given. Columns without a single finite value are
-    left out.
+    The bins come from the parts' summaries (each column's finite min and max), the counts from
+    one streamed read of the rows. Columns without a single finite value are left out.
     """
-    if not columns:
-        return {}
-    if ranges is None:
-        ranges = scan_ranges(dataset, columns)
-
+    ranges = value_ranges(parts)
     hists: dict[str, dict[str, Any]] = {}
     for col in columns:
         if col not in ranges or not ranges[col][2]:
@@ -102,7 +75,7 @@ def histograms(
         return {}
 
     wanted = list(hists)
-    for batch in scan_batches(dataset, [*wanted, "status"]):
+    for batch in part_batches(parts, [*wanted, "status"]):
         kept = pc.fill_null(pc.equal(batch.column("status"), KEPT), False).to_numpy(
             zero_copy_only=False
         )

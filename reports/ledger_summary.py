@@ -41,11 +41,13 @@ def ledger_files(out_dir: str | Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class LedgerPart:
-    """One ledger part as its footer describes it: its schema and its summary."""
+    """One ledger part as its footer describes it: its schema and its summary (and the footer
+    itself, so that reading its rows does not parse it again)."""
 
     path: Path
     schema: pa.Schema
     summary: dict[str, Any]
+    footer: pq.FileMetaData
 
 
 def ledger_parts(out_dir: str | Path) -> list[LedgerPart]:
@@ -53,11 +55,44 @@ def ledger_parts(out_dir: str | Path) -> list[LedgerPart]:
     counted from its rows)."""
     parts = []
     for f in ledger_files(out_dir):
-        schema = pq.read_schema(f)
+        footer = pq.read_metadata(f)
+        schema = footer.schema.to_arrow_schema()
         summary = read_summary(f, schema)
         meta = {k: v for k, v in (schema.metadata or {}).items() if k != SUMMARY_KEY}
-        parts.append(LedgerPart(f, schema.with_metadata(meta), summary))
+        parts.append(LedgerPart(f, schema.with_metadata(meta), summary, footer))
     return parts
+
+
+def unified_schema(parts: Sequence[LedgerPart]) -> pa.Schema:
+    """One schema for parts that may differ in their score columns (a stage added later, a
+    resumed run): a column a part lacks reads as null there."""
+    return pa.unify_schemas([p.schema for p in parts], promote_options="permissive")
+
+
+def part_batches(parts: Sequence[LedgerPart], columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """``columns`` of every part, in part order, in batches of at most :data:`BATCH_ROWS`,
+    typed as :func:`unified_schema` says.
+
+    Each part is read with the footer already in hand, one thread, no read-ahead buffering: for
+    100 parts of 1,000 rows this took 0.03 s of CPU where a ``pyarrow.dataset`` scan of the
+    same columns took 0.06-0.07 s (a scratch script), and the driver pays it once per report.
+    """
+    schema = unified_schema(parts)
+    types = {c: schema.field(c).type if c in schema.names else pa.null() for c in columns}
+    for part in parts:
+        present = [c for c in columns if c in part.schema.names]
+        if not present:
+            n = part.footer.num_rows
+            yield pa.RecordBatch.from_arrays([pa.nulls(n, types[c]) for c in columns], columns)
+            continue
+        with pq.ParquetFile(part.path, metadata=part.footer, pre_buffer=False) as reader:
+            for batch in reader.iter_batches(BATCH_ROWS, columns=present, use_threads=False):
+                n = batch.num_rows
+                arrays = [
+                    batch.column(c).cast(types[c]) if c in present else pa.nulls(n, types[c])
+                    for c in columns
+                ]
+                yield pa.RecordBatch.from_arrays(arrays, names=columns)
 
 
 def ledger_dataset(
@@ -71,8 +106,7 @@ def ledger_dataset(
     parts = ledger_parts(out_dir) if parts is None else parts
     if not parts:
         return None
-    schema = pa.unify_schemas([p.schema for p in parts], promote_options="permissive")
-    return ds.dataset([str(p.path) for p in parts], schema=schema, format="parquet")
+    return ds.dataset([str(p.path) for p in parts], schema=unified_schema(parts), format="parquet")
 
 
 def value_ranges(parts: Sequence[LedgerPart]) -> dict[str, tuple[float, float, int]]:

@@ -8,14 +8,14 @@ and adds its own between them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import pyarrow.dataset as ds
 
 from manifests.schema import DROPPED, ERROR, KEPT
 from reports.histograms import histograms, score_columns, thresholds_for
 from reports.html import duration, esc, img, num, pct, table
+from reports.ledger_summary import LedgerPart, unified_schema
 from reports.plots import funnel_png, hist_png
 
 _SUBTITLE = (("task", "task"), ("modality", "modality"), ("schema_version", "schema"))
@@ -135,17 +135,12 @@ def reasons_html(summary: dict[str, Any]) -> str:
     return table(head, rows)
 
 
-def hist_html(
-    dataset: ds.Dataset | None,
-    stats: dict[str, Any],
-    ranges: dict[str, tuple[float, float, int]] | None = None,
-) -> str:
-    """One histogram per score / size column of the ledger, with stats.json's thresholds
-    (``ranges``: the columns' value ranges, when the caller has them from the parts)."""
-    if dataset is None:
+def hist_html(parts: Sequence[LedgerPart], stats: dict[str, Any]) -> str:
+    """One histogram per score / size column of the ledger, with stats.json's thresholds."""
+    if not parts:
         return '<p class="muted">No ledger, no scores.</p>'
-    columns = score_columns(dataset.schema)
-    hists = histograms(dataset, columns, ranges)
+    columns = score_columns(unified_schema(parts))
+    hists = histograms(parts, columns)
     parts = []
     for col in columns:
         if col in hists:

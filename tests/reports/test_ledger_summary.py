@@ -16,11 +16,10 @@ import pytest
 from manifests.ledger import SUMMARY_KEY, part_summary, read_ledger, write_part
 from reports.histograms import histograms, score_columns
 from reports.ledger_summary import (
-    ledger_dataset,
     ledger_files,
     ledger_parts,
     summarize_ledger,
-    value_ranges,
+    unified_schema,
     with_thumbs,
 )
 from tests.reports.shard_set import STAGES, build_out
@@ -93,17 +92,22 @@ def test_footer_summaries_give_what_the_rows_give(built, rewritten, monkeypatch)
     assert summarize_ledger(rewritten, parts) == from_rows
     monkeypatch.undo()
 
-    dataset = ledger_dataset(rewritten, parts)
-    columns = score_columns(dataset.schema)
-    assert "width" in columns
-    ranged = histograms(dataset, columns, value_ranges(parts))
-    scanned = histograms(ledger_dataset(out), columns)
-    assert set(ranged) == set(scanned) and ranged
-    for col, h in scanned.items():
-        np.testing.assert_array_equal(ranged[col]["edges"], h["edges"])
-        assert ranged[col]["n"] == h["n"]
-        assert ranged[col]["kept"].tolist() == h["kept"].tolist()
-        assert ranged[col]["other"].tolist() == h["other"].tolist()
+    columns = score_columns(unified_schema(parts))
+    assert "width" in columns and "aesthetic" in columns  # the second part's, all null
+    hists = histograms(parts, columns)
+    assert "aesthetic" not in hists  # nothing finite to draw
+    # the same bins and counts as numpy over every row of the ledger
+    table = read_ledger(out)
+    kept = np.array([s == "kept" for s in table.column("status").to_pylist()])
+    for col in ("width", "height", "bytes"):
+        v = np.array([np.nan if x is None else x for x in table.column(col).to_pylist()], float)
+        ok = np.isfinite(v)
+        h = hists[col]
+        assert h["n"] == ok.sum() > 0
+        assert h["edges"][0] == v[ok].min() and h["edges"][-1] == v[ok].max()
+        assert h["kept"].tolist() == np.histogram(v[ok & kept], h["edges"])[0].tolist()
+        assert h["other"].tolist() == np.histogram(v[ok & ~kept], h["edges"])[0].tolist()
+        assert h["kept"].sum() + h["other"].sum() == ok.sum()
     # only the part holding a dropped row's thumbnail is opened for the contact sheet
     thumbs = with_thumbs(parts)
     held = [
