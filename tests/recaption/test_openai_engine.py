@@ -26,23 +26,12 @@ from tests.recaption.servers import (
     assert_same_greedy_text,
     free_port,
     run_job,
-    transformers_serve_cmd,
+    start_server,
 )
 from vl3data.sample_media import jpeg_bytes
 
 PROMPT = "Describe the image briefly."
 GREEDY = SamplingConfig(max_new_tokens=12)
-
-
-def start_server(model: Path, tmp: Path, port: int | None = None) -> ServerProcess:
-    """``transformers serve`` pinned to the tiny model, offline, with an empty hub cache (its
-    ``/v1/models`` lists the cache, and fails when there is none)."""
-    port = port or free_port()
-    (tmp / "hub").mkdir(exist_ok=True)
-    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp / "hub"), "CUDA_VISIBLE_DEVICES": ""}
-    server = ServerProcess(transformers_serve_cmd(model, port), port, tmp / "serve.log", env)
-    server.start(timeout_s=120)
-    return server
 
 
 @pytest.fixture(scope="module")

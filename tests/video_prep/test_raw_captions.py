@@ -296,3 +296,56 @@ def test_kill_9_after_a_partition_then_rerun_equals_uninterrupted(
         ]
         keys = [r["id"] for r in read_ledger(out / task).to_pylist()]
         assert len(keys) == len(set(keys)) == len(read_ledger(ref / task)) == 5
+
+
+@pytest.mark.slow
+def test_captions_from_a_server_run_in_the_tasks_on_local_processes(tiny_internvl, tmp_path):
+    """An OpenAI-compatible server (``transformers serve`` holding the tiny model) captions the
+    clips; the job sends its requests from the partition tasks (one pass, `auto`), so no Ray
+    starts and no worker loads a model. Each clip is one request the server answered (no
+    retries here), and each becomes a caption sample."""
+    import sys
+
+    from manifests.dataset import shard_paths
+    from manifests.ledger import read_ledger
+    from manifests.shards import iter_samples
+    from tests.recaption.servers import start_server
+    from video_prep.raw_job import run_raw_video_job
+    from video_prep.sample_videos import cuts_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    cuts_video(videos / "shots.mp4", [3.0, 2.48, 4.0])
+    sets = [
+        f"input.videos={videos}",
+        "clips.max_len_s=5",
+        "frames.max_side=64",
+        "captions.short.accept=[garbled,too_short,wrong_language,repetition,truncated]",
+        "captions.short.retry=[]",
+        "ray.num_cpus=2",
+    ]
+    server = start_server(tiny_internvl, tmp_path)
+    try:
+        served = [
+            "captions.short.engine.kind=openai",
+            f"captions.short.engine.base_url={server.base_url}",
+        ]
+        out = tmp_path / "served"
+        docs = run_raw_video_job(
+            raw_config(tiny_internvl, *sets, *served, f"output={out}"), progress=False
+        )
+        answered = server.answered()
+    finally:
+        server.stop()
+    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    stats = json.loads((out / "caption" / "stats.json").read_text())
+    assert list(stats["passes_s"]) == ["videos"]  # one pass: captions in the decoding tasks
+    assert list(stats["passes_s"]["videos"]["phases"]) == ["processes"]
+    (row,) = read_ledger(out / "caption").to_pylist()
+    clips = json.loads(row["clips"])
+    assert len(clips) == 3 and answered == len(clips)  # the three shots
+    samples = list(iter_samples(shard_paths(out / "caption")))
+    assert len(samples) == docs["caption"]["samples"] == len(clips)
+    texts = [json.loads(s["json"])["conversations"][-1]["value"] for s in samples]
+    assert all(t.strip() for t in texts)
+    assert all((out / task / "report.html").is_file() for task in docs)

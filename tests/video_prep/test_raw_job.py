@@ -201,13 +201,23 @@ def test_bad_config_fails_before_any_work_naming_the_field(tmp_path, override, f
         (("captions.short.engine.num_gpus=1",), False),
         (("captions.short.engine.device=cuda",), False),
         (("captions.short.engine.kind=vllm",), False),
-        (("captions.short.engine.kind=openai",), False),
-        (("captions.detailed.enabled=true", "captions.detailed.engine.kind=openai"), False),
-        (("captions.short.engine.kind=openai", "captions.run_in=tasks"), True),
+        (("captions.short.engine.kind=openai",), True),  # a server: nothing loaded here
+        (("captions.detailed.enabled=true", "captions.detailed.engine.kind=openai"), True),
+        (
+            (
+                "captions.short.engine.kind=openai",
+                "captions.detailed.enabled=true",
+                "captions.detailed.engine.kind=vllm",
+            ),
+            False,
+        ),
+        (("captions.short.engine.kind=openai", "captions.run_in=pool"), False),
         (("captions.run_in=pool",), False),
     ],
 )
-def test_captions_run_in_the_tasks_for_cpu_transformers_else_in_a_pool(tmp_path, sets, in_tasks):
+def test_captions_run_in_the_tasks_for_cpu_transformers_or_a_server_else_in_a_pool(
+    tmp_path, sets, in_tasks
+):
     from video_prep.raw_captions import in_task
 
     assert in_task(config(tmp_path, *sets).captions) is in_tasks
