@@ -9,9 +9,10 @@ CPUs, partitions of ``--partition-size``). Measured on that process alone, not i
 /proc/PID/status, sampled every 0.1 s while it runs) and its user + system CPU seconds (psutil,
 read once it has exited but before it is reaped, so nothing it spent is missed).
 
-Each size runs ``--repeat`` times (into a fresh output folder each time) and the medians are
-compared: one run's CPU seconds moved by 0.1 s or more from run to run on a 2-core box, more
-than the growth being measured.
+Both pools are written first; then ``--repeat`` rounds run each size once (into a fresh output
+folder), taking turns, and the medians are compared: one run's CPU seconds moved by 0.1-0.3 s
+from run to run on a 2-core box, and the box's speed drifts over minutes, by more than the
+growth being measured.
 
     .venv/bin/python bench/bench_driver.py [--sizes 10000 100000] [--side 64] [--repeat 3]
 """
@@ -105,42 +106,47 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat", type=int, default=3, help="runs per size; medians are compared")
     args = ap.parse_args(argv)
     small, big = sorted(args.sizes)
-    results: dict[int, dict] = {}
-    loads = {}
+    runs: dict[int, list[dict]] = {small: [], big: []}
     with tempfile.TemporaryDirectory(prefix="bench_driver_") as tmp_s:
         tmp = Path(tmp_s)
+        pools = {}
         for n in (small, big):
             t0 = time.perf_counter()
-            pool = write_pool(tmp / f"pool{n}", n, side=args.side)
-            written = time.perf_counter() - t0
-            load0 = loadavg()
-            runs = []
-            for i in range(args.repeat):
+            pools[n] = write_pool(tmp / f"pool{n}", n, side=args.side)
+            print(f"{n} inputs ({args.side} px) written in {time.perf_counter() - t0:.0f} s")
+        load0 = loadavg()
+        # the sizes take turns (the order flips every round), so a box that speeds up or slows
+        # down over minutes moves both sides alike
+        for i in range(args.repeat):
+            for n in (small, big) if i % 2 == 0 else (big, small):
                 out = tmp / f"out{n}"
                 shutil.rmtree(out, ignore_errors=True)
-                r = measure(pool, out, args.partition_size, args.cpus)
+                r = measure(pools[n], out, args.partition_size, args.cpus)
                 if r["inputs"] != n or r["kept"] != r["images_in_tars"]:
                     raise SystemExit(f"{n} inputs: {r}")
-                runs.append(r)
+                runs[n].append(r)
                 print(
-                    f"{n} inputs ({args.side} px, written in {written:.0f} s), run {i + 1}, "
-                    f"{r['partitions']} partitions: driver peak RSS {r['driver_peak_rss_mb']} MB, "
-                    f"driver CPU {r['driver_cpu_s']} s; job {r['wall_s']} s"
+                    f"round {i + 1}, {n} inputs, {r['partitions']} partitions: driver peak RSS "
+                    f"{r['driver_peak_rss_mb']} MB, driver CPU {r['driver_cpu_s']} s; "
+                    f"job {r['wall_s']} s"
                 )
-            loads[n] = {"before": load0, "after": loadavg()}
-            results[n] = {
-                **runs[0],
-                "driver_peak_rss_mb": statistics.median(r["driver_peak_rss_mb"] for r in runs),
-                "driver_cpu_s": statistics.median(r["driver_cpu_s"] for r in runs),
-                "wall_s": statistics.median(r["wall_s"] for r in runs),
-                "runs": [
-                    {k: r[k] for k in ("driver_peak_rss_mb", "driver_cpu_s", "wall_s")}
-                    for r in runs
-                ],
-            }
-            # the pool is not needed any more: free the disk before writing the next
-            for f in sorted(pool.rglob("*"), reverse=True):
-                f.rmdir() if f.is_dir() else f.unlink()
+        loads = {"before": load0, "after": loadavg()}
+    results = {
+        n: {
+            **rs[0],
+            "driver_peak_rss_mb": statistics.median(r["driver_peak_rss_mb"] for r in rs),
+            "driver_cpu_s": statistics.median(r["driver_cpu_s"] for r in rs),
+            "wall_s": statistics.median(r["wall_s"] for r in rs),
+            "runs": [
+                {k: r[k] for k in ("driver_peak_rss_mb", "driver_cpu_s", "wall_s")} for r in rs
+            ],
+        }
+        for n, rs in runs.items()
+    }
+    round_ratios = [
+        round(b["driver_cpu_s"] / a["driver_cpu_s"], 3)
+        for a, b in zip(runs[small], runs[big], strict=True)
+    ]
     s, b = results[small], results[big]
     res = {
         "bench": "driver",
@@ -155,12 +161,13 @@ def main(argv: list[str] | None = None) -> dict:
         "loadavg": loads,
         "rss_ratio": round(b["driver_peak_rss_mb"] / s["driver_peak_rss_mb"], 3),
         "cpu_ratio": round(b["driver_cpu_s"] / s["driver_cpu_s"], 3),
+        "cpu_ratio_by_round": round_ratios,
     }
     print(
         f"driver {big} vs {small} inputs: peak RSS {res['rss_ratio']}x "
         f"({s['driver_peak_rss_mb']} -> {b['driver_peak_rss_mb']} MB), CPU {res['cpu_ratio']}x "
-        f"({s['driver_cpu_s']} -> {b['driver_cpu_s']} s), medians of {args.repeat} runs "
-        "(target <= 1.1x each)"
+        f"({s['driver_cpu_s']} -> {b['driver_cpu_s']} s), medians of {args.repeat} rounds "
+        f"(CPU by round: {round_ratios}; target <= 1.1x each)"
     )
     print(json.dumps(res))
     return res

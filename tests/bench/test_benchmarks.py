@@ -245,7 +245,8 @@ def test_driver(tmp_path):
         assert row["driver_cpu_s"] == pytest.approx(sum(cpus) / 2)  # the median of two
         assert row["driver_rss_parts_mb"]["VmRSS"] > 0
     assert res["results"]["80"]["partitions"] == 4
-    assert positive(res["rss_ratio"], res["cpu_ratio"])
+    assert positive(res["rss_ratio"], res["cpu_ratio"], *res["cpu_ratio_by_round"])
+    assert len(res["cpu_ratio_by_round"]) == 2
 
 
 @pytest.mark.slow
