@@ -172,6 +172,7 @@ def caption_server(work: Path) -> Iterator[str]:
     caption before it is used (so no round pays its first answer); its base URL."""
     from recaption.engines.base import EngineConfig, Request, SamplingConfig
     from recaption.engines.openai_engine import OpenAIEngine
+
     if str(ROOT) not in sys.path:  # the tests' server runner (offline, process group) is used
         sys.path.insert(0, str(ROOT))
     from tests.recaption.servers import start_server
