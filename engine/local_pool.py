@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -168,6 +169,33 @@ def run_all(
             running.clear()
             pool.renew()
             items.extend(reversed(broken))
+
+
+def map_on_workers(fn: Callable[[Any], Any], items: list) -> list:
+    """``[fn(x) for x in items]``, computed on the running pool's workers when there is one (in
+    item order), else here, one after the other (a job on Ray plans before its workers are up).
+
+    For planning work that grows with the input (listing a folder's subfolders): the driver
+    should not do per-input work, and the workers are idle until the plan exists. Their start
+    (a second or so) must end first either way; what this adds to the critical path is the
+    work itself, shared among them.
+    """
+    pool = current()
+    if pool is None or len(items) < 2:
+        return [fn(x) for x in items]
+    results: dict[int, Any] = {}
+
+    def done(pair: tuple[int, Any], fut: Future) -> None:
+        results[pair[0]] = fut.result()  # an error here is the caller's, as it would be here
+
+    run_all(
+        pool, functools.partial(_second, fn), list(enumerate(items))[::-1], pool.workers * 2, done
+    )
+    return [results[i] for i in range(len(items))]
+
+
+def _second(fn: Callable[[Any], Any], pair: tuple[int, Any]) -> Any:
+    return fn(pair[1])
 
 
 # --- in the workers -------------------------------------------------------------------------

@@ -7,11 +7,13 @@ import errno
 import json
 import os
 import stat
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 
 from curation.config import InputConfig
+from engine import local_pool
 from engine.partitions import Partition
 from manifests.marks import errors_to
 from manifests.schema import new_rows
@@ -25,18 +27,32 @@ def source_name(cfg: InputConfig) -> str:
 
 
 def list_folder_partitions(cfg: InputConfig) -> list[Partition]:
+    """The folder's images (recursively, links not followed) in name order, cut into partitions
+    of ``input.partition_size``.
+
+    The driver reads only the top folder; its subfolders are listed by the job's local worker
+    processes when it has them (``engine.local_pool.map_on_workers``), a few subfolders per
+    task: listing is per-file work (about a microsecond a file here, 0.1 s of the driver's CPU
+    for 100,000), and the workers are idle until the plan exists. The names are the same
+    either way.
+    """
     root = Path(cfg.path)
     if not root.is_dir():
         raise FileNotFoundError(f"input.path {root} is not a folder (input.kind is 'folder')")
-    exts = set(cfg.extensions)
+    exts = frozenset(cfg.extensions)
     files: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, root)  # once per folder, not per file: a driver lists
-        prefix = "" if rel == "." else rel + os.sep  # millions of files before any work
-        for name in sorted(filenames):
-            if name.rsplit(".", 1)[-1].lower() in exts and "." in name:
-                files.append(prefix + name)
+    subdirs: list[str] = []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+            elif _wanted(entry.name, exts):
+                files.append(entry.name)
+    subdirs.sort()
+    pool = local_pool.current()
+    groups = _groups(subdirs, 2 * pool.workers if pool is not None else 1)
+    for names in local_pool.map_on_workers(partial(_list_subdirs, str(root), exts), groups):
+        files += names
     files.sort()
     size = cfg.partition_size
     # a partition's names as one NUL-joined string (NUL is the one byte no file name holds), not
@@ -47,6 +63,34 @@ def list_folder_partitions(cfg: InputConfig) -> list[Partition]:
         Partition(index=i, kind="folder", spec={"names": "\0".join(c), "length": len(c)})
         for i, c in enumerate(chunks)
     ]
+
+
+def _wanted(name: str, exts: frozenset[str]) -> bool:
+    return "." in name and name.rsplit(".", 1)[-1].lower() in exts
+
+
+def _groups(names: list[str], n: int) -> list[list[str]]:
+    """``names`` in at most ``n`` runs of consecutive names, as even as can be."""
+    n = max(1, min(n, len(names)))
+    step, extra = divmod(len(names), n)
+    out, start = [], 0
+    for i in range(n):
+        end = start + step + (i < extra)
+        out.append(names[start:end])
+        start = end
+    return [g for g in out if g]
+
+
+def _list_subdirs(root: str, exts: frozenset[str], subdirs: list[str]) -> list[str]:
+    """The wanted files under each of ``subdirs`` of ``root`` (recursively, links not
+    followed), relative to ``root``. Runs in a worker process."""
+    files: list[str] = []
+    for sub in subdirs:
+        for dirpath, _dirnames, filenames in os.walk(os.path.join(root, sub), followlinks=False):
+            rel = os.path.relpath(dirpath, root)  # once per folder, not per file
+            prefix = rel + os.sep
+            files += [prefix + name for name in filenames if _wanted(name, exts)]
+    return files
 
 
 def partition_files(part: Partition) -> list[str]:

@@ -226,3 +226,31 @@ def test_folder_partitions_keep_every_name_and_read_plans_of_name_lists(tmp_path
     assert all(t["image"].null_count == 0 for t in got)
     old = Partition(parts[0].index, "folder", {"files": sorted(names)[:2]})
     assert load_partition(old, cfg)["source_key"].to_pylist() == sorted(names)[:2]
+
+
+def test_a_folder_listed_by_the_local_workers_gives_the_same_plan(tmp_path):
+    """With a local pool running, the top folder is read here and its subfolders by the
+    workers: the same names in the same partitions as a listing in this process, whatever
+    the tree (nested folders, files beside them, a folder named like an image, a link to a
+    folder, which is not followed, upper-case and missing extensions)."""
+    from engine import local_pool
+
+    pool = tmp_path / "pool"
+    names = ["top.jpg", "Z.PNG", "a/1.jpg", "a/b/c/2.webp", "a/b/3.jpg", "dir.jpg/4.jpg"]
+    names += [f"m/{i:03d}.jpg" for i in range(40)] + [f"n{k}/x.jpeg" for k in range(7)]
+    for name in [*names, "noext", "a/notes.txt", "m/.hidden"]:
+        (pool / name).parent.mkdir(parents=True, exist_ok=True)
+        (pool / name).write_bytes(b"x")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "out.jpg").write_bytes(b"x")
+    os.symlink(tmp_path / "elsewhere", pool / "linked")
+    cfg = InputConfig(path=str(pool), partition_size=7)
+    here = list_partitions(cfg)
+    local_pool.begin(2)
+    try:
+        there = list_partitions(cfg)
+    finally:
+        local_pool.end()
+    assert [p.to_json() for p in there] == [p.to_json() for p in here]
+    listed = [n for p in here for n in p.spec["names"].split("\0")]
+    assert listed == sorted(names)  # no link followed, no file without an image extension
