@@ -3,9 +3,10 @@
 The driver of a job plans partitions and assembles metadata; it never holds image bytes
 (DESIGN §3), so its memory and CPU should not grow with the pool. For each size, a folder pool of
 small JPEGs (``pools.write_pool``, ``--side`` px: the bytes do not matter here, their count does)
-goes through the first stage as ``vl3data curate`` in a subprocess (embedded Ray, ``--cpus``
-CPUs, partitions of ``--partition-size``). Measured on that process alone, not its children
-(Ray's daemons and workers are its children): the peak resident set (``VmHWM`` of
+goes through the first stage as ``vl3data curate`` in a subprocess (``--cpus`` local worker
+processes, which ``ray.executor: auto`` picks for a job with no model stage; partitions of
+``--partition-size``). Measured on that process alone, not its children (its workers): the
+peak resident set (``VmHWM`` of
 /proc/PID/status, sampled every 0.1 s while it runs) and its user + system CPU seconds (psutil,
 read once it has exited but before it is reaped, so nothing it spent is missed).
 

@@ -177,12 +177,13 @@ def map_on_workers(fn: Callable[[Any], Any], items: list) -> list:
 
     For planning work that grows with the input (listing a folder's subfolders): the driver
     should not do per-input work, and the workers are idle until the plan exists. Their start
-    (a second or so) must end first either way; what this adds to the critical path is the
+    must end before any partition runs either way; what this adds to the critical path is the
     work itself, shared among them.
     """
     pool = current()
     if pool is None or len(items) < 2:
         return [fn(x) for x in items]
+    pool.wait_ready()  # counted as the workers' start (stats.json: ray_start_s), as a pass does
     results: dict[int, Any] = {}
 
     def done(pair: tuple[int, Any], fut: Future) -> None:
