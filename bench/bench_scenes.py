@@ -25,7 +25,8 @@ b. The whole raw-video job (``video-raw``: scenes, clip captions by the tiny Int
    holding the tiny model, started (and sent one clip) before the rounds, not timed; it answers
    on the same cores while the job runs. The job then sends its clips from its partition tasks
    and loads no model, and no Ray is started: both jobs run on local worker processes, fresh
-   ones for every job, as ``vl3data video-raw`` and ``vl3data video`` do.
+   ones for every job, as ``vl3data video-raw`` and ``vl3data video`` do. ``--server-url URL
+   --server-model NAME`` uses a server already running instead (``vllm serve``, say).
 
 Videos: ``pattern`` (a generated test pattern, ``--minutes`` long, 320x240 at 25 fps, with a
 hard cut between different ffmpeg sources every ``--shot`` seconds: generated first, not timed)
@@ -167,9 +168,10 @@ def fresh_ray() -> None:
 
 
 @contextlib.contextmanager
-def caption_server(work: Path) -> Iterator[str]:
-    """``transformers serve`` holding the tiny InternVL on 127.0.0.1, asked for one clip's
-    caption before it is used (so no round pays its first answer); its base URL."""
+def caption_server(work: Path, url: str | None = None, name: str | None = None) -> Iterator[str]:
+    """``transformers serve`` holding the tiny InternVL on 127.0.0.1 (or the server already
+    running at ``url``, serving the model as ``name``), asked for one clip's caption before it
+    is used (so no round pays its first answer); its base URL."""
     from recaption.engines.base import EngineConfig, Request, SamplingConfig
     from recaption.engines.openai_engine import OpenAIEngine
 
@@ -183,10 +185,11 @@ def caption_server(work: Path) -> Iterator[str]:
     if not (model / "config.json").is_file():
         write_tiny_internvl(model)
     (work / "serve").mkdir(parents=True, exist_ok=True)
-    server = start_server(model, work / "serve")
+    server = None if url else start_server(model, work / "serve")
+    base_url = url or server.base_url
     try:
         engine = OpenAIEngine(
-            EngineConfig(kind="openai", model=str(model), base_url=server.base_url)
+            EngineConfig(kind="openai", model=name or str(model), base_url=base_url)
         )
         engine.setup()
         frames = [(float(t), jpeg_bytes(img)) for t, img in enumerate(real_photos().values())]
@@ -194,9 +197,10 @@ def caption_server(work: Path) -> Iterator[str]:
         engine.close()
         if res.error:
             raise RuntimeError(f"the caption server did not answer: {res.error}")
-        yield server.base_url
+        yield base_url
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
 
 
 def part_b(
@@ -208,6 +212,7 @@ def part_b(
     work: Path,
     cold: bool = False,
     server: str | None = None,
+    served_name: str | None = None,
 ) -> dict:
     from manifests.configs import load_config
     from video_prep.config import VideoConfig
@@ -247,7 +252,8 @@ def part_b(
     def raw(r: int) -> tuple[float, dict]:
         out = work / f"raw_{r}"
         sets = [f"output={out}", f"input.videos={videos}", *common]
-        sets += [f"captions.short.engine.model={model}", f"captions.max_frames={caption_frames}"]
+        name = served_name or model
+        sets += [f"captions.short.engine.model={name}", f"captions.max_frames={caption_frames}"]
         if server:
             sets += [
                 "captions.short.engine.kind=openai",
@@ -313,6 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--server", action="store_true", help="b: captions from `transformers serve`, no Ray"
     )
+    p.add_argument("--server-url", default=None, help="b, --server: a server already running")
+    p.add_argument("--server-model", default=None, help="b, --server-url: its served model name")
     p.add_argument("--scenedetect-python", default=None)
     p.add_argument("--work", default=None, help="where the videos and outputs go (default: temp)")
     args = p.parse_args(argv)
@@ -340,7 +348,11 @@ def main(argv: list[str] | None = None) -> dict:
             p.error("--cold restarts Ray, which --server does not start: choose one")
         first = next(iter(videos.values()))[0]
         with contextlib.ExitStack() as stack:
-            url = stack.enter_context(caption_server(work / "b")) if args.server else None
+            url = (
+                stack.enter_context(caption_server(work / "b", args.server_url, args.server_model))
+                if args.server
+                else None
+            )
             if not args.server:
                 from engine.ray_session import start_embedded
 
@@ -354,6 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
                 work / "b",
                 args.cold,
                 url,
+                args.server_model,
             )
     res.update(loadavg=loadavg(), machine=platform.machine(), cpus=os.cpu_count())
     print(json.dumps(res))

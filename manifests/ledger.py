@@ -11,6 +11,7 @@ memory, so a report adds up a few numbers per part instead of scanning every row
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -84,18 +85,53 @@ def part_summary(table: pa.Table) -> dict[str, Any]:
 
 
 def read_summary(path: Path, schema: pa.Schema | None = None) -> dict[str, Any]:
-    """A part's summary: from its footer, or (a part written before parts had one) counted
-    from the columns it is made of."""
+    """A part's summary: from its footer, or counted from the columns it is made of when the
+    footer has none (a part written before parts had one) or one that is not a summary (a
+    damaged or hand-made file: the report must still come out, with true counts)."""
     schema = schema if schema is not None else pq.read_schema(path)
     raw = (schema.metadata or {}).get(SUMMARY_KEY)
     if raw is not None:
-        return json.loads(raw)
+        try:
+            summary = json.loads(raw)
+        except ValueError:
+            summary = None
+        if _is_summary(summary):
+            return summary
     names = [
         f.name
         for f in schema
         if f.name in SUMMARY_COLUMNS or pa.types.is_floating(f.type) or pa.types.is_integer(f.type)
     ]
     return part_summary(pq.read_table(path, columns=names))
+
+
+def _is_summary(s: Any) -> bool:
+    """Whether ``s`` has the shape :func:`part_summary` gives (what a report relies on)."""
+    if not isinstance(s, dict) or set(s) != {"counts", "ranges", "thumbs"}:
+        return False
+    counts, ranges, thumbs = s["counts"], s["ranges"], s["thumbs"]
+    return (
+        isinstance(counts, list)
+        and all(
+            isinstance(c, list)
+            and len(c) == 4
+            and all(v is None or isinstance(v, str) for v in c[:3])
+            and type(c[3]) is int
+            for c in counts
+        )
+        and isinstance(ranges, dict)
+        and all(
+            isinstance(r, list)
+            and len(r) == 3
+            and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in r
+            )
+            for r in ranges.values()
+        )
+        and isinstance(thumbs, dict)
+        and all(type(n) is int for n in thumbs.values())
+    )
 
 
 def write_part(out_dir: str | Path, partition: int, rows: pa.Table) -> Path:

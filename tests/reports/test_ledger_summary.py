@@ -140,3 +140,26 @@ def test_part_summary_counts_ranges_and_thumbs():
     ]
     assert s["ranges"] == {"score": [-2.0, 0.5, 2], "width": [5, 40, 4]}  # finite values only
     assert s["thumbs"] == {"decode_error": 1}  # a kept row's thumbnail is not a dropped picture
+
+
+@pytest.mark.parametrize(
+    "footer",
+    [
+        b"not json {",
+        b'{"counts": 3, "ranges": {}, "thumbs": {}}',
+        b'{"counts": [["kept", null, null, "many"]], "ranges": {}, "thumbs": {}}',
+        b'{"counts": [], "ranges": {"width": [1, "x", 2]}, "thumbs": {}}',
+        b'{"counts": [], "ranges": {"width": [NaN, 1, 2]}, "thumbs": {}}',
+        b"[]",
+    ],
+)
+def test_a_footer_that_is_not_a_summary_is_counted_from_the_rows(built, tmp_path, footer):
+    """A damaged or hand-made part must not cost the report its counts: its rows are read."""
+    out, _ = built
+    copy = tmp_path / "out"
+    for f in ledger_files(out):
+        t = pq.read_table(f)
+        (copy / "ledger").mkdir(parents=True, exist_ok=True)
+        pq.write_table(t.replace_schema_metadata({SUMMARY_KEY: footer}), copy / "ledger" / f.name)
+    shutil.copy(out / "stats.json", copy / "stats.json")
+    assert summarize_ledger(copy) == summarize_ledger(out)
