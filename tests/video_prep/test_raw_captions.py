@@ -301,16 +301,15 @@ def test_kill_9_after_a_partition_then_rerun_equals_uninterrupted(
 @pytest.mark.slow
 def test_captions_from_a_server_run_in_the_tasks_on_local_processes(tiny_internvl, tmp_path):
     """An OpenAI-compatible server (``transformers serve`` holding the tiny model) captions the
-    clips; the job sends its requests from the partition tasks (one pass, `auto`), so no Ray
-    starts and no worker loads a model. Each clip is one request the server answered (no
-    retries here), and each becomes a caption sample."""
-    import sys
-
+    clips; the job sends its requests from the partition tasks (one pass, `auto`), so it needs
+    no Ray (``ray.executor: processes`` is accepted: the suite may have Ray up in this process,
+    where `auto` would use it) and no worker loads a model. Each clip is one request the server
+    answered (no retries here), and each becomes a caption sample."""
     from manifests.dataset import shard_paths
     from manifests.ledger import read_ledger
     from manifests.shards import iter_samples
     from tests.recaption.servers import start_server
-    from video_prep.raw_job import run_raw_video_job
+    from video_prep.raw_job import RawVideoJob, run_raw_video_job
     from video_prep.sample_videos import cuts_video
 
     videos = tmp_path / "videos"
@@ -323,6 +322,7 @@ def test_captions_from_a_server_run_in_the_tasks_on_local_processes(tiny_internv
         "captions.short.accept=[garbled,too_short,wrong_language,repetition,truncated]",
         "captions.short.retry=[]",
         "ray.num_cpus=2",
+        "ray.executor=processes",  # refused for a job that needs Ray (a model stage)
     ]
     server = start_server(tiny_internvl, tmp_path)
     try:
@@ -331,13 +331,12 @@ def test_captions_from_a_server_run_in_the_tasks_on_local_processes(tiny_internv
             f"captions.short.engine.base_url={server.base_url}",
         ]
         out = tmp_path / "served"
-        docs = run_raw_video_job(
-            raw_config(tiny_internvl, *sets, *served, f"output={out}"), progress=False
-        )
+        cfg = raw_config(tiny_internvl, *sets, *served, f"output={out}")
+        assert not RawVideoJob().needs_ray(cfg)
+        docs = run_raw_video_job(cfg, progress=False)
         answered = server.answered()
     finally:
         server.stop()
-    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
     stats = json.loads((out / "caption" / "stats.json").read_text())
     assert list(stats["passes_s"]) == ["videos"]  # one pass: captions in the decoding tasks
     assert list(stats["passes_s"]["videos"]["phases"]) == ["processes"]
