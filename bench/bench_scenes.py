@@ -229,6 +229,8 @@ def part_b(
     for name in names:  # copies: a link out of the input folder is refused (outside_root)
         if not (videos / name).exists():
             shutil.copyfile(path, videos / name)
+    for old in set(os.listdir(videos)) - set(names):  # an earlier run's extra copies (--work)
+        (videos / old).unlink()
     segs, t = [], 0.0
     while t < info.duration - 1:
         end = min(info.duration, t + caption_every)
