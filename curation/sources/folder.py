@@ -42,10 +42,11 @@ def list_folder_partitions(cfg: InputConfig) -> list[Partition]:
     exts = frozenset(cfg.extensions)
     files: list[str] = []
     subdirs: list[str] = []
-    with os.scandir(root) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                subdirs.append(entry.name)
+    with os.scandir(root) as entries:  # as os.walk(followlinks=False) sees the top folder:
+        for entry in entries:  # a link to a folder is a folder, and is not entered
+            if _is_dir(entry):
+                if not entry.is_symlink():
+                    subdirs.append(entry.name)
             elif _wanted(entry.name, exts):
                 files.append(entry.name)
     subdirs.sort()
@@ -63,6 +64,15 @@ def list_folder_partitions(cfg: InputConfig) -> list[Partition]:
         Partition(index=i, kind="folder", spec={"names": "\0".join(c), "length": len(c)})
         for i, c in enumerate(chunks)
     ]
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """As os.walk decides: a link is followed to ask, and one that cannot be (a loop) is a
+    file, which the loader then records as one."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _wanted(name: str, exts: frozenset[str]) -> bool:

@@ -244,6 +244,8 @@ def test_a_folder_listed_by_the_local_workers_gives_the_same_plan(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "out.jpg").write_bytes(b"x")
     os.symlink(tmp_path / "elsewhere", pool / "linked")
+    os.symlink(tmp_path / "elsewhere", pool / "linked.jpg")  # a folder, whatever its name
+    os.symlink(tmp_path / "elsewhere", pool / "a" / "deeper.png")
     cfg = InputConfig(path=str(pool), partition_size=7)
     here = list_partitions(cfg)
     local_pool.begin(2)
