@@ -167,6 +167,16 @@ def fresh_ray() -> None:
     start_embedded(num_cpus=os.cpu_count() or 2, object_store_mb=500)
 
 
+def tiny_internvl(work: Path) -> Path:
+    """The tiny random InternVL under ``work``, written the first time (kept for later runs)."""
+    from vl3data.tiny_models import write_tiny_internvl
+
+    model = work / "internvl"
+    if not (model / "config.json").is_file():
+        write_tiny_internvl(model)
+    return model
+
+
 @contextlib.contextmanager
 def caption_server(work: Path, url: str | None = None, name: str | None = None) -> Iterator[str]:
     """``transformers serve`` holding the tiny InternVL on 127.0.0.1 (or the server already
@@ -179,11 +189,8 @@ def caption_server(work: Path, url: str | None = None, name: str | None = None) 
         sys.path.insert(0, str(ROOT))
     from tests.recaption.servers import start_server
     from vl3data.sample_media import jpeg_bytes, real_photos
-    from vl3data.tiny_models import write_tiny_internvl
 
-    model = work / "internvl"
-    if not (model / "config.json").is_file():
-        write_tiny_internvl(model)
+    model = tiny_internvl(work)
     (work / "serve").mkdir(parents=True, exist_ok=True)
     server = None if url else start_server(model, work / "serve")
     base_url = url or server.base_url
@@ -219,7 +226,6 @@ def part_b(
     from video_prep.job import run_video_job
     from video_prep.raw_config import RawVideoConfig
     from video_prep.raw_job import run_raw_video_job
-    from vl3data.tiny_models import write_tiny_internvl
 
     info = probe_video(path)
     n = frames_of(path) * copies
@@ -238,9 +244,7 @@ def part_b(
         t = end
     ann = work / "annotations.jsonl"
     ann.write_text("".join(json.dumps({"video": v, "segments": segs}) + "\n" for v in names))
-    model = work / "internvl"
-    if not (model / "config.json").is_file():
-        write_tiny_internvl(model)
+    model = tiny_internvl(work)
     common = ["frames.max_side=448", "input.partition_size=1"]
 
     def captioned(r: int) -> tuple[float, dict]:

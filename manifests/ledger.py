@@ -127,11 +127,19 @@ def _is_summary(s: Any) -> bool:
                 isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
                 for v in r
             )
+            and type(r[2]) is int
+            and r[2] >= 1  # part_summary leaves out a column with no finite value
             for r in ranges.values()
         )
         and isinstance(thumbs, dict)
         and all(type(n) is int for n in thumbs.values())
     )
+
+
+def without_summary(metadata: dict[bytes, bytes] | None) -> dict[bytes, bytes] | None:
+    """A part's schema metadata less its summary: what a reader of several parts may keep
+    (one part's summary is not the ledger's)."""
+    return {k: v for k, v in (metadata or {}).items() if k != SUMMARY_KEY} or None
 
 
 def write_part(out_dir: str | Path, partition: int, rows: pa.Table) -> Path:
@@ -150,9 +158,7 @@ def read_ledger(out_dir: str | Path, columns: list[str] | None = None) -> pa.Tab
     tables = []
     for p in parts:
         t = pq.read_table(p)
-        t = t.replace_schema_metadata(
-            {k: v for k, v in (t.schema.metadata or {}).items() if k != SUMMARY_KEY} or None
-        )
+        t = t.replace_schema_metadata(without_summary(t.schema.metadata))
         if columns is not None:
             t = t.select([c for c in columns if c in t.column_names])
         tables.append(t)

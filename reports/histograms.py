@@ -53,7 +53,7 @@ def histograms(parts: Sequence[LedgerPart], columns: list[str]) -> dict[str, dic
     ranges = value_ranges(parts)
     hists: dict[str, dict[str, Any]] = {}
     for col in columns:
-        if col not in ranges or not ranges[col][2]:
+        if col not in ranges:  # no finite value anywhere
             continue
         a, b, n = float(ranges[col][0]), float(ranges[col][1]), int(ranges[col][2])
         log = a > 0 and b / a >= LOG_SPAN

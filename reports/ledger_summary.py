@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from manifests.ledger import SUMMARY_KEY, read_summary
+from manifests.ledger import read_summary, without_summary
 from manifests.schema import DROPPED, ERROR, KEPT
 
 #: Stage / reason shown for non-kept rows whose ledger entry names none (a pipeline bug).
@@ -62,8 +62,7 @@ def ledger_parts(out_dir: str | Path) -> list[LedgerPart]:
         footer = pq.read_metadata(f)
         schema = footer.schema.to_arrow_schema()
         summary = read_summary(f, schema)
-        meta = {k: v for k, v in (schema.metadata or {}).items() if k != SUMMARY_KEY}
-        schema = schema.with_metadata(meta)
+        schema = schema.with_metadata(without_summary(schema.metadata))
         schema = schemas.setdefault(schema.serialize().to_pybytes(), schema)
         parts.append(LedgerPart(f, schema, footer.num_rows, summary))
     return parts
@@ -72,7 +71,8 @@ def ledger_parts(out_dir: str | Path) -> list[LedgerPart]:
 def unified_schema(parts: Sequence[LedgerPart]) -> pa.Schema:
     """One schema for parts that may differ in their score columns (a stage added later, a
     resumed run): a column a part lacks reads as null there."""
-    return pa.unify_schemas([p.schema for p in parts], promote_options="permissive")
+    distinct = {id(p.schema): p.schema for p in parts}  # ledger_parts shares equal ones
+    return pa.unify_schemas(list(distinct.values()), promote_options="permissive")
 
 
 def part_batches(parts: Sequence[LedgerPart], columns: list[str]) -> Iterator[pa.RecordBatch]:

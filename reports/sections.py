@@ -141,10 +141,10 @@ def hist_html(parts: Sequence[LedgerPart], stats: dict[str, Any]) -> str:
         return '<p class="muted">No ledger, no scores.</p>'
     columns = score_columns(unified_schema(parts))
     hists = histograms(parts, columns)
-    parts = []
+    figures = []
     for col in columns:
         if col in hists:
-            parts.append(
+            figures.append(
                 img(
                     hist_png(col, hists[col], thresholds_for(stats, col)),
                     "image/png",
@@ -159,4 +159,4 @@ def hist_html(parts: Sequence[LedgerPart], stats: dict[str, Any]) -> str:
         '<p class="muted">Green: kept rows; orange: dropped or errored rows that have the value; '
         "dashed: the job's thresholds.</p>"
     )
-    return f'{legend}<div class="plots">{"".join(parts)}</div>{tail}'
+    return f'{legend}<div class="plots">{"".join(figures)}</div>{tail}'

@@ -270,3 +270,15 @@ def test_scenes_job(tmp_path):
     for side in ("raw", "captioned"):
         assert positive(job[side]["frames_per_s"], job[side]["decode_frames_per_s"])
     assert positive(job["ratio"], job["decode_ratio"])
+
+
+@pytest.mark.slow
+def test_scenes_job_with_a_caption_server(tmp_path):
+    argv = ["--rounds", "1", "--minutes", "0.2", "--shot", "4", "--videos", "pattern"]
+    argv += ["--parts", "b", "--caption-every", "4", "--server", "--work", str(tmp_path)]
+    res = run_main("bench_scenes", argv, tmp_path)
+    job = res["job"]
+    assert job["server"] is True
+    for side in ("raw", "captioned"):
+        assert positive(job[side]["frames_per_s"], job[side]["decode_frames_per_s"])
+    assert positive(job["ratio"], job["decode_ratio"])
