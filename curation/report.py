@@ -37,10 +37,9 @@ from reports.contact_sheets import dropped_html, kept_html
 from reports.html import VIEWPORT, esc, render_page
 from reports.ledger_summary import (
     ledger_dataset,
-    ledger_parts,
+    read_footers,
     read_json,
     summarize_ledger,
-    with_thumbs,
 )
 from reports.samples import dropped_thumbs, kept_samples
 from reports.sections import funnel_html, header_html, hist_html, reasons_html
@@ -66,13 +65,13 @@ def _render_html(out: Path, max_thumbs: int) -> str:
     stats = read_json(out / "stats.json", notes)
     if stats is None:
         notes[-1] += " Stage order comes from the ledger; no thresholds or timings."
-    parts = ledger_parts(out)  # every footer once: counts, ranges, where thumbnails are
-    dataset = ledger_dataset(out, parts)
+    footers = read_footers(out)  # every footer once: counts, histograms, where thumbnails are
+    dataset = ledger_dataset(out, footers.parts)
     if dataset is None:
         notes.append("The ledger (ledger/part-*.parquet) is missing: no funnel, reasons or scores.")
-    summary = summarize_ledger(out, parts)
+    summary = summarize_ledger(out, footers)
     samples = kept_samples(out, meta, max_thumbs, notes)
-    pictured = ledger_dataset(out, with_thumbs(parts))
+    pictured = ledger_dataset(out, footers.with_thumbs())
     thumbs = (
         dropped_thumbs(pictured, [r["reason"] for r in summary["reasons"]], max_thumbs)
         if pictured is not None
@@ -108,7 +107,7 @@ def _render_html(out: Path, max_thumbs: int) -> str:
             "Samples per cluster",
             cluster_sheets_html(order, before, after, counts, got),
         )
-    sections.append(("scores", "Scores and sizes", hist_html(parts, stats)))
+    sections.append(("scores", "Scores and sizes", hist_html(footers, stats)))
     limits = threshold_columns(dataset, stats) if dataset is not None else {}
     if limits:
         picks = pick_rows(dataset, limits)

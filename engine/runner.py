@@ -45,7 +45,7 @@ from engine import local_pool, ray_start
 from engine.partitions import Partition
 from engine.progress import Progress
 from engine.workdir import WorkDir
-from manifests.atomic import write_bytes, write_json, write_parquet
+from manifests.atomic import json_text, write_bytes, write_json, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,9 @@ class PartitionTask:
         timings["load"] += time.perf_counter() - t0
         meta = self.sink.write(part, self._chunks(table, timings))
         meta = {**meta, "rows": table.num_rows, "timings_s": dict(timings), "node": _node_id()}
-        write_json(self.work.done(part.index), meta)  # last: the partition is complete
-        return meta
+        text = json_text(meta)
+        write_bytes(self.work.done(part.index), text.encode())  # last: the partition is complete
+        return json.loads(text)  # as its marker holds it: the driver need not read it back
 
     def _chunks(self, table: pa.Table, timings: dict[str, float]) -> Iterator[pa.Table]:
         if not self.io_stages:
@@ -329,7 +330,9 @@ def run_partitions(
             "pieces; write shards in a following pass"
         )
     check_resources(stages)
-    pending = [p for p in parts if not work.is_done(p.index)]
+    # a fresh pass has no markers to look for (one stat, not one a partition)
+    begun = (work.root / "done").is_dir()
+    pending = [p for p in parts if not work.is_done(p.index)] if begun else list(parts)
     if len(pending) < len(parts):
         log.info(
             "%s: %d of %d partitions already done; resuming",
@@ -346,6 +349,7 @@ def run_partitions(
         "actor pools for " + ", ".join(map(stage_name, models)) if models else "plain tasks",
         chunk_rows,
     )
+    metas: dict[int, dict] = {}  # what the tasks returned: their markers' content
     if pending:
         sizes = [p.inputs() for p in pending]
         total = None if None in sizes else sum(sizes)
@@ -367,12 +371,12 @@ def run_partitions(
                 _run_actor_pass(ds, work, pending, load, stages, sink, bar)
             else:
                 task = PartitionTask(work, load, stages, sink, chunk_rows)
-                phases = _run_partition_tasks(task, pending, bar)
+                phases = _run_partition_tasks(task, pending, bar, metas)
         work.record_pass(bar.done, bar.rows, bar.elapsed, phases)
-        missing = [p.index for p in pending if not work.is_done(p.index)]
+        missing = [p.index for p in pending if p.index not in metas and not work.is_done(p.index)]
         if missing:
             raise RuntimeError(f"partitions {missing[:10]} did not complete; rerun to retry them")
-    return {p.index: work.meta(p.index) for p in parts}
+    return {p.index: metas.get(p.index) or work.meta(p.index) for p in parts}
 
 
 #: errors of the machine, not of one partition: every other partition will meet them too
@@ -393,30 +397,31 @@ def one_line(exc: BaseException) -> str:
 
 
 def _run_partition_tasks(
-    task: PartitionTask, pending: Sequence[Partition], bar: Progress
+    task: PartitionTask, pending: Sequence[Partition], bar: Progress, metas: dict[int, dict]
 ) -> dict[str, dict]:
     """One Ray task per partition, at most two per CPU in flight (so no worker waits for the
     driver). A partition whose task raised is reported after the others finished; Ray itself
     retries a task whose worker or node died. While an embedded Ray is still starting, the
     driver runs the first partitions itself (``engine.ray_start``). Returns what each phase
-    did: ``{"driver": ..., "ray": ...}``, each ``{partitions, rows, seconds}``."""
+    did: ``{"driver": ..., "ray": ...}``, each ``{partitions, rows, seconds}``. Each finished
+    partition's metadata goes in ``metas``."""
     queue = list(reversed(pending))
     failed: list[tuple[int, BaseException]] = []
     phases: dict[str, dict] = {}
     if ray_start.driver_may_work():
         mark = _Mark(bar)
-        _run_here_while_ray_starts(task, queue, bar, failed)
+        _run_here_while_ray_starts(task, queue, bar, failed, metas)
         phases["driver"] = mark.since()
     pool = local_pool.current()
     if queue and pool is not None:
         pool.wait_ready()
         mark = _Mark(bar)  # from the workers up, as from Ray up below
-        _run_on_pool(pool, task, queue, bar, failed)
+        _run_on_pool(pool, task, queue, bar, failed, metas)
         phases["processes"] = mark.since()
     elif queue:
         ray_start.wait_for_ray()
         mark = _Mark(bar)  # from Ray up: a fresh start's workers still import the stages
-        _run_on_ray(task, queue, bar, failed)
+        _run_on_ray(task, queue, bar, failed, metas)
         phases["ray"] = mark.since()
     if failed:
         first = failed[0][1]
@@ -461,6 +466,7 @@ def _run_here_while_ray_starts(
     queue: list[Partition],
     bar: Progress,
     failed: list[tuple[int, BaseException]],
+    metas: dict[int, dict],
 ) -> None:
     """Partitions in this process, one at a time, until Ray is up: the CPUs would otherwise
     idle through its start-up. The driver runs a copy of ``task`` made as the workers get
@@ -481,6 +487,7 @@ def _run_here_while_ray_starts(
         except Exception as exc:  # the others go on; a rerun retries this one
             _failed(failed, part, exc)
             continue
+        metas[part.index] = meta
         bar.partition_done(meta["rows"])
     if here is not None:
         log.debug("%d partitions ran in the driver while Ray started", bar.done + len(failed))
@@ -507,6 +514,7 @@ def _run_on_ray(
     queue: list[Partition],
     bar: Progress,
     failed: list[tuple[int, BaseException]],
+    metas: dict[int, dict],
 ) -> None:
     import ray
 
@@ -525,6 +533,7 @@ def _run_on_ray(
         except Exception as exc:  # the others go on; a rerun retries this one
             _failed(failed, part, exc, task_cause(exc))
             continue
+        metas[part.index] = meta
         bar.partition_done(meta["rows"])
 
 
@@ -534,6 +543,7 @@ def _run_on_pool(
     queue: list[Partition],
     bar: Progress,
     failed: list[tuple[int, BaseException]],
+    metas: dict[int, dict],
 ) -> None:
     """The Ray loop's twin on local processes (``engine.local_pool``): the same task, the
     same window (two partitions per worker in flight), the same handling of a failed one."""
@@ -544,6 +554,7 @@ def _run_on_pool(
         except Exception as exc:  # the others go on; a rerun retries this one
             _failed(failed, part, exc)
             return
+        metas[part.index] = meta
         bar.partition_done(meta["rows"])
 
     local_pool.run_all(pool, task.run, queue, 2 * pool.workers, finished)

@@ -25,8 +25,13 @@ def write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def json_text(obj) -> str:
+    """``obj`` as :func:`write_json` writes it (what is not JSON becomes its ``str``)."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+
+
 def write_json(path: Path, obj) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+    write_bytes(path, json_text(obj).encode())
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:

@@ -20,13 +20,30 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from manifests.atomic import write_parquet
-from manifests.schema import HEAVY_COLUMNS, KEPT
+from manifests.grid_histogram import GridHistogram, column_grids
+from manifests.schema import BASE_SCHEMA, HEAVY_COLUMNS, KEPT, LEDGER_WRITE_FIELDS
 
 INTERNAL_PREFIX = "_"
 #: The footer key of a part's summary (JSON, :func:`part_summary`).
 SUMMARY_KEY = b"vl3data.summary"
 #: The columns a summary is computed from, besides the numeric ones.
 SUMMARY_COLUMNS = ("status", "stage", "reason", "thumb")
+#: Columns that are row bookkeeping, never plotted as scores.
+BASE_COLUMNS = frozenset(BASE_SCHEMA.names) | {f.name for f in LEDGER_WRITE_FIELDS}
+#: Integer base columns that are still worth a histogram.
+SIZE_COLUMNS = ("width", "height", "bytes")
+
+
+def score_columns(schema: pa.Schema) -> list[str]:
+    """The columns a report plots: every float column a stage added (scores: discovered, so a
+    new model stage shows up without touching the report), then the size columns, in schema
+    order."""
+    scores = [
+        f.name
+        for f in schema
+        if f.name not in BASE_COLUMNS and (pa.types.is_floating(f.type) or pa.types.is_null(f.type))
+    ]
+    return scores + [c for c in SIZE_COLUMNS if c in schema.names]
 
 
 def ledger_dir(out_dir: str | Path) -> Path:
@@ -50,10 +67,14 @@ def part_summary(table: pa.Table) -> dict[str, Any]:
 
         {"counts": [[status, stage, reason, n], ...],   # in the order first seen
          "ranges": {column: [min, max, n]},              # finite values of each numeric column
-         "thumbs": {reason: n}}                          # not-kept rows holding a thumbnail
+         "thumbs": {reason: n},                          # not-kept rows holding a thumbnail
+         "grids": {column: {"lin": grid, "log": grid}}}  # kept / not-kept counts of each
+                                                         # plotted column, on the shared grid
 
     Counts keep the part's encounter order, so parts added up in partition order give the
-    whole ledger's "first seen" order. A column with no finite value has no range.
+    whole ledger's "first seen" order. A column with no finite value has no range and no
+    grid; ``log`` (over log2 of the values) only where every finite value is positive
+    (:func:`manifests.grid_histogram.column_grids`).
     """
     n = table.num_rows
     cols = {
@@ -81,36 +102,46 @@ def part_summary(table: pa.Table) -> dict[str, Any]:
         )
         for reason in pc.filter(cols["reason"], mine).to_pylist():
             thumbs[reason or ""] = thumbs.get(reason or "", 0) + 1
-    return {"counts": counts, "ranges": ranges, "thumbs": thumbs}
+    kept = pc.fill_null(pc.equal(cols["status"], KEPT), False).to_numpy(zero_copy_only=False)
+    grids: dict[str, dict] = {}
+    for col in score_columns(table.schema):
+        if col in ranges:  # a finite value to count
+            values = pc.cast(table.column(col), pa.float64()).to_numpy(zero_copy_only=False)
+            grids[col] = {k: g.to_json() for k, g in column_grids(values, kept).items()}
+    return {"counts": counts, "ranges": ranges, "thumbs": thumbs, "grids": grids}
 
 
 def read_summary(path: Path, schema: pa.Schema | None = None) -> dict[str, Any]:
-    """A part's summary: from its footer, or counted from the columns it is made of when the
-    footer has none (a part written before parts had one) or one that is not a summary (a
-    damaged or hand-made file: the report must still come out, with true counts)."""
+    """A part's summary, its grids parsed (:class:`GridHistogram`): from its footer, or counted
+    from the columns it is made of when the footer has none (a part written before parts had
+    one, or before they had grids) or one that is not a summary (a damaged or hand-made file:
+    the report must still come out, with true counts)."""
     schema = schema if schema is not None else pq.read_schema(path)
     raw = (schema.metadata or {}).get(SUMMARY_KEY)
     if raw is not None:
         try:
-            summary = json.loads(raw)
-        except ValueError:
+            summary = _checked(json.loads(raw))
+        except ValueError:  # not JSON, or a grid that is not one
             summary = None
-        if _is_summary(summary):
+        if summary is not None:
             return summary
     names = [
         f.name
         for f in schema
         if f.name in SUMMARY_COLUMNS or pa.types.is_floating(f.type) or pa.types.is_integer(f.type)
     ]
-    return part_summary(pq.read_table(path, columns=names))
+    summary = _checked(part_summary(pq.read_table(path, columns=names)))
+    assert summary is not None, "part_summary gave a summary _checked refuses"
+    return summary
 
 
-def _is_summary(s: Any) -> bool:
-    """Whether ``s`` has the shape :func:`part_summary` gives (what a report relies on)."""
-    if not isinstance(s, dict) or set(s) != {"counts", "ranges", "thumbs"}:
-        return False
-    counts, ranges, thumbs = s["counts"], s["ranges"], s["thumbs"]
-    return (
+def _checked(s: Any) -> dict[str, Any] | None:
+    """``s`` with its grids parsed if it has the shape :func:`part_summary` gives (what a report
+    relies on), else None; ValueError for a grid that is not one."""
+    if not isinstance(s, dict) or set(s) != {"counts", "ranges", "thumbs", "grids"}:
+        return None
+    counts, ranges, thumbs, grids = s["counts"], s["ranges"], s["thumbs"], s["grids"]
+    ok = (
         isinstance(counts, list)
         and all(
             isinstance(c, list)
@@ -133,7 +164,22 @@ def _is_summary(s: Any) -> bool:
         )
         and isinstance(thumbs, dict)
         and all(type(n) is int for n in thumbs.values())
+        and isinstance(grids, dict)
+        # a grid per ranged column at most, with a log form exactly when all values are > 0
+        and all(
+            isinstance(g, dict)
+            and col in ranges
+            and set(g) == ({"lin", "log"} if ranges[col][0] > 0 else {"lin"})
+            for col, g in grids.items()
+        )
     )
+    if not ok:
+        return None
+    parsed = {
+        col: {k: GridHistogram.from_json(grid) for k, grid in g.items()}
+        for col, g in grids.items()
+    }
+    return {**s, "grids": parsed}
 
 
 def without_summary(metadata: dict[bytes, bytes] | None) -> dict[bytes, bytes] | None:

@@ -5,18 +5,18 @@ Only what a job leaves in its output folder is read (``dataset.json``, ``stats.j
 or the job's code. No HTML and no matplotlib here, so the counts (:func:`summarize_ledger`, which
 the CLI prints) can be had without either.
 
-The ledger may hold millions of rows. Counts, value ranges and where the thumbnails are come
-from each part's footer (:func:`manifests.ledger.part_summary`, written by the worker that wrote
-the part), so the driver's cost grows with the number of parts, not of rows; what needs rows
-(histogram counts, pictures) is scanned in batches of :data:`BATCH_ROWS`, only the columns and
-parts it needs.
+The ledger may hold millions of rows. Counts, value ranges, histogram counts and where the
+thumbnails are come from each part's footer (:func:`manifests.ledger.part_summary`, written by
+the worker that wrote the part), added up as they are read (:func:`read_footers`), so the
+driver's cost grows with the number of parts, not of rows; what needs rows (pictures, cluster
+sizes) is scanned in batches of :data:`BATCH_ROWS`, only the columns and parts it needs.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from manifests.grid_histogram import GridHistogram
 from manifests.ledger import read_summary, without_summary
 from manifests.schema import DROPPED, ERROR, KEPT
 
@@ -41,20 +42,63 @@ def ledger_files(out_dir: str | Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class LedgerPart:
-    """One ledger part as its footer describes it: its schema, its row count and its summary.
-    Not the footer itself: parsed, one takes ~46 kB of memory (1,000 of them took 46.5 MB,
-    a scratch script), and a ledger may have tens of thousands of parts."""
+    """One ledger part as its footer describes it: its schema, its row count and how many of
+    its rows not kept hold a thumbnail. Not the footer itself, nor its summary: parsed, a
+    footer takes ~46 kB of memory (1,000 of them took 46.5 MB, a scratch script), and a
+    ledger may have tens of thousands of parts."""
 
     path: Path
     schema: pa.Schema
     rows: int
-    summary: dict[str, Any]
+    thumbs: int
 
 
-def ledger_parts(out_dir: str | Path) -> list[LedgerPart]:
-    """Every part's footer, read once (a part written before parts carried a summary is
-    counted from its rows). Memory: a summary and a path per part."""
-    parts = []
+@dataclass
+class LedgerFooters:
+    """Every part's footer summary (:func:`manifests.ledger.part_summary`), added up as the
+    parts are read, so memory grows by one :class:`LedgerPart` a part, not by its summary."""
+
+    parts: list[LedgerPart] = field(default_factory=list)
+    #: rows by (status, stage, reason), in the order first seen
+    counts: dict[tuple[str | None, str | None, str | None], int] = field(default_factory=dict)
+    #: per numeric column: the smallest and largest finite value and how many there are
+    ranges: dict[str, tuple[float, float, int]] = field(default_factory=dict)
+    #: per plotted column: kept / not-kept counts on the shared grid, ``lin``, and ``log`` if
+    #: every part had one (all its values positive)
+    grids: dict[str, dict[str, GridHistogram]] = field(default_factory=dict)
+
+    def add(self, part: LedgerPart, summary: dict[str, Any]) -> None:
+        self.parts.append(part)
+        for status, stage, reason, n in summary["counts"]:  # in the part's order
+            key = (status, stage, reason)
+            self.counts[key] = self.counts.get(key, 0) + n
+        for col, (lo, hi, n) in summary["ranges"].items():
+            if col in self.ranges:
+                a, b, m = self.ranges[col]
+                self.ranges[col] = (min(a, lo), max(b, hi), m + n)
+            else:
+                self.ranges[col] = (lo, hi, n)
+        for col, grids in summary["grids"].items():
+            have = self.grids.get(col)
+            if have is None:
+                self.grids[col] = dict(grids)
+                continue
+            have["lin"] += grids["lin"]
+            if "log" in have and "log" in grids:
+                have["log"] += grids["log"]
+            else:  # a part with a value <= 0: no log form for the column, ever after
+                have.pop("log", None)
+
+    def with_thumbs(self) -> list[LedgerPart]:
+        """The parts holding a thumbnail of a row that was not kept: the only ones a contact
+        sheet of dropped rows needs to open."""
+        return [p for p in self.parts if p.thumbs]
+
+
+def read_footers(out_dir: str | Path) -> LedgerFooters:
+    """Every part's footer, read once and added up (a part written before parts carried a
+    summary is counted from its rows)."""
+    footers = LedgerFooters()
     # parts of one job share their columns: one schema object for all of them (each takes
     # ~4.8 kB), not one per part
     schemas: dict[bytes, pa.Schema] = {}
@@ -64,41 +108,16 @@ def ledger_parts(out_dir: str | Path) -> list[LedgerPart]:
         summary = read_summary(f, schema)
         schema = schema.with_metadata(without_summary(schema.metadata))
         schema = schemas.setdefault(schema.serialize().to_pybytes(), schema)
-        parts.append(LedgerPart(f, schema, footer.num_rows, summary))
-    return parts
+        thumbs = sum(summary["thumbs"].values())
+        footers.add(LedgerPart(f, schema, footer.num_rows, thumbs), summary)
+    return footers
 
 
 def unified_schema(parts: Sequence[LedgerPart]) -> pa.Schema:
     """One schema for parts that may differ in their score columns (a stage added later, a
     resumed run): a column a part lacks reads as null there."""
-    distinct = {id(p.schema): p.schema for p in parts}  # ledger_parts shares equal ones
+    distinct = {id(p.schema): p.schema for p in parts}  # read_footers shares equal ones
     return pa.unify_schemas(list(distinct.values()), promote_options="permissive")
-
-
-def part_batches(parts: Sequence[LedgerPart], columns: list[str]) -> Iterator[pa.RecordBatch]:
-    """``columns`` of every part, in part order, in batches of at most :data:`BATCH_ROWS`,
-    typed as :func:`unified_schema` says.
-
-    Each part is read on its own, one thread, no read-ahead buffering: for 100 parts of 1,000
-    rows this took 0.03 s of CPU where a ``pyarrow.dataset`` scan of the same columns took
-    0.06-0.07 s (a scratch script), and the driver pays it once per report.
-    """
-    schema = unified_schema(parts)
-    types = {c: schema.field(c).type if c in schema.names else pa.null() for c in columns}
-    for part in parts:
-        present = [c for c in columns if c in part.schema.names]
-        if not present:
-            n = part.rows
-            yield pa.RecordBatch.from_arrays([pa.nulls(n, types[c]) for c in columns], columns)
-            continue
-        with pq.ParquetFile(part.path, pre_buffer=False) as reader:
-            for batch in reader.iter_batches(BATCH_ROWS, columns=present, use_threads=False):
-                n = batch.num_rows
-                arrays = [
-                    batch.column(c).cast(types[c]) if c in present else pa.nulls(n, types[c])
-                    for c in columns
-                ]
-                yield pa.RecordBatch.from_arrays(arrays, names=columns)
 
 
 def ledger_dataset(
@@ -109,30 +128,10 @@ def ledger_dataset(
     Parts may differ in their score columns (a stage added later, a resumed run); the schemas
     are unified from the parquet footers alone, so a part lacking a column reads it as null.
     """
-    parts = ledger_parts(out_dir) if parts is None else parts
+    parts = read_footers(out_dir).parts if parts is None else parts
     if not parts:
         return None
     return ds.dataset([str(p.path) for p in parts], schema=unified_schema(parts), format="parquet")
-
-
-def value_ranges(parts: Sequence[LedgerPart]) -> dict[str, tuple[float, float, int]]:
-    """Per numeric column: the smallest and largest finite value and how many there are,
-    over every part (from their summaries)."""
-    out: dict[str, tuple[float, float, int]] = {}
-    for part in parts:
-        for col, (lo, hi, n) in part.summary["ranges"].items():
-            if col in out:
-                a, b, m = out[col]
-                out[col] = (min(a, lo), max(b, hi), m + n)
-            else:
-                out[col] = (lo, hi, n)
-    return out
-
-
-def with_thumbs(parts: Sequence[LedgerPart]) -> list[LedgerPart]:
-    """The parts holding a thumbnail of a row that was not kept: the only ones a contact
-    sheet of dropped rows needs to open."""
-    return [p for p in parts if any(p.summary["thumbs"].values())]
 
 
 def read_json(path: Path, notes: list[str] | None = None) -> dict[str, Any] | None:
@@ -168,9 +167,7 @@ def scan_batches(dataset: ds.Dataset, columns: list[str], **kw: Any) -> Iterator
     )
 
 
-def summarize_ledger(
-    out_dir: str | Path, parts: Sequence[LedgerPart] | None = None
-) -> dict[str, Any]:
+def summarize_ledger(out_dir: str | Path, footers: LedgerFooters | None = None) -> dict[str, Any]:
     """Count the ledger's rows by status and by (stage, reason), and derive the stage funnel.
 
     Returns a JSON-serialisable dict (the CLI prints it)::
@@ -185,15 +182,14 @@ def summarize_ledger(
     Stage order comes from ``stats.json`` when it exists, because a stage that dropped nothing
     never shows up in the ledger yet belongs in the funnel; stages only the ledger names follow
     in the order they were first seen. Non-kept rows without a stage go to ``(unknown)``.
-    The counts come from the parts' summaries (``parts``: already read, or read here).
+    The counts come from the parts' summaries (``footers``: already read, or read here).
     """
     out = Path(out_dir)
-    parts = ledger_parts(out) if parts is None else parts
+    footers = read_footers(out) if footers is None else footers
     counts: dict[tuple[str, str | None, str | None], int] = {}
-    for part in parts:  # in partition order, each part's groups in its order: "first seen"
-        for status, stage, reason, n in part.summary["counts"]:
-            key = (status or "(null)", stage, reason)
-            counts[key] = counts.get(key, 0) + n
+    for (status, stage, reason), n in footers.counts.items():  # in the order first seen
+        key = (status or "(null)", stage, reason)
+        counts[key] = counts.get(key, 0) + n
 
     by_status: dict[str, int] = {KEPT: 0, DROPPED: 0, ERROR: 0}
     by_stage: dict[str, dict[str, int]] = {}
@@ -238,7 +234,7 @@ def summarize_ledger(
     ]
     reason_rows.sort(key=lambda r: (-r["count"], r["stage"], r["reason"], r["status"]))
     return {
-        "ledger_files": len(parts),
+        "ledger_files": len(footers.parts),
         "inputs": inputs,
         "by_status": by_status,
         "by_stage": by_stage,

@@ -8,14 +8,13 @@ and adds its own between them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from manifests.schema import DROPPED, ERROR, KEPT
 from reports.histograms import histograms, score_columns, thresholds_for
 from reports.html import duration, esc, img, num, pct, table
-from reports.ledger_summary import LedgerPart, unified_schema
+from reports.ledger_summary import LedgerFooters, unified_schema
 from reports.plots import funnel_png, hist_png
 
 _SUBTITLE = (("task", "task"), ("modality", "modality"), ("schema_version", "schema"))
@@ -135,12 +134,12 @@ def reasons_html(summary: dict[str, Any]) -> str:
     return table(head, rows)
 
 
-def hist_html(parts: Sequence[LedgerPart], stats: dict[str, Any]) -> str:
+def hist_html(footers: LedgerFooters, stats: dict[str, Any]) -> str:
     """One histogram per score / size column of the ledger, with stats.json's thresholds."""
-    if not parts:
+    if not footers.parts:
         return '<p class="muted">No ledger, no scores.</p>'
-    columns = score_columns(unified_schema(parts))
-    hists = histograms(parts, columns)
+    columns = score_columns(unified_schema(footers.parts))
+    hists = histograms(footers, columns)
     figures = []
     for col in columns:
         if col in hists:

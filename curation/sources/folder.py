@@ -100,6 +100,7 @@ def _list_subdirs(root: str, exts: frozenset[str], subdirs: list[str]) -> list[s
             rel = os.path.relpath(dirpath, root)  # once per folder, not per file
             prefix = rel + os.sep
             files += [prefix + name for name in filenames if _wanted(name, exts)]
+    files.sort()  # here, not in the driver: its sort of the sorted runs is then a merge
     return files
 
 

@@ -15,13 +15,7 @@ import pytest
 
 from manifests.ledger import SUMMARY_KEY, part_summary, read_ledger, write_part
 from reports.histograms import histograms, score_columns
-from reports.ledger_summary import (
-    ledger_files,
-    ledger_parts,
-    summarize_ledger,
-    unified_schema,
-    with_thumbs,
-)
+from reports.ledger_summary import ledger_files, read_footers, summarize_ledger, unified_schema
 from tests.reports.shard_set import STAGES, build_out
 
 
@@ -81,22 +75,23 @@ def test_a_written_part_carries_its_summary(rewritten):
 def test_footer_summaries_give_what_the_rows_give(built, rewritten, monkeypatch):
     out, _ = built  # the fixture's parts have no summary: they are counted from their rows
     from_rows = summarize_ledger(out)
-    # with summaries in the footers, counting opens no part's rows
+    # with summaries in the footers, counting and histograms open no part's rows
     import manifests.ledger
 
     def no_rows(*a, **k):
-        raise AssertionError("a part's rows were read to count it")
+        raise AssertionError("a part's rows were read")
 
     monkeypatch.setattr(manifests.ledger.pq, "read_table", no_rows)
-    parts = ledger_parts(rewritten)
-    assert summarize_ledger(rewritten, parts) == from_rows
+    monkeypatch.setattr(pq, "ParquetFile", no_rows)
+    footers = read_footers(rewritten)
+    assert summarize_ledger(rewritten, footers) == from_rows
+    columns = score_columns(unified_schema(footers.parts))
+    assert "width" in columns and "aesthetic" in columns  # the second part's, all null
+    hists = histograms(footers, columns)
     monkeypatch.undo()
 
-    columns = score_columns(unified_schema(parts))
-    assert "width" in columns and "aesthetic" in columns  # the second part's, all null
-    hists = histograms(parts, columns)
     assert "aesthetic" not in hists  # nothing finite to draw
-    # the same bins and counts as numpy over every row of the ledger
+    # bins and counts as numpy gives them over every row of the ledger, with those edges
     table = read_ledger(out)
     kept = np.array([s == "kept" for s in table.column("status").to_pylist()])
     for col in ("width", "height", "bytes"):
@@ -104,12 +99,19 @@ def test_footer_summaries_give_what_the_rows_give(built, rewritten, monkeypatch)
         ok = np.isfinite(v)
         h = hists[col]
         assert h["n"] == ok.sum() > 0
-        assert h["edges"][0] == v[ok].min() and h["edges"][-1] == v[ok].max()
-        assert h["kept"].tolist() == np.histogram(v[ok & kept], h["edges"])[0].tolist()
-        assert h["other"].tolist() == np.histogram(v[ok & ~kept], h["edges"])[0].tolist()
+        edges = h["edges"]
+        assert edges[0] <= v[ok].min() and v[ok].max() < edges[-1]
+        assert np.all(np.diff(edges) > 0)
+        assert h["kept"].tolist() == np.histogram(v[ok & kept], edges)[0].tolist()
+        assert h["other"].tolist() == np.histogram(v[ok & ~kept], edges)[0].tolist()
         assert h["kept"].sum() + h["other"].sum() == ok.sum()
+    # the same histograms from footers as counted from the rows
+    counted = histograms(read_footers(out), columns)
+    for col, h in hists.items():
+        assert h["edges"].tolist() == counted[col]["edges"].tolist()
+        assert h["kept"].tolist() == counted[col]["kept"].tolist()
     # only the part holding a dropped row's thumbnail is opened for the contact sheet
-    thumbs = with_thumbs(parts)
+    thumbs = footers.with_thumbs()
     held = [
         f
         for f in ledger_files(out)
@@ -118,6 +120,55 @@ def test_footer_summaries_give_what_the_rows_give(built, rewritten, monkeypatch)
         .num_rows
     ]
     assert [p.path.name for p in thumbs] == [f.name for f in held] and held
+
+
+def _ledger_of(tmp_path: Path, parts: list[dict]) -> Path:
+    """An output folder whose ledger parts hold ``parts`` (columns), written as a job does."""
+    for i, cols in enumerate(parts):
+        write_part(tmp_path, i, pa.table(cols))
+    return tmp_path
+
+
+def test_log_bins_for_a_column_spanning_orders_of_magnitude(tmp_path):
+    rng = np.random.default_rng(7)
+    parts = []
+    for i in range(3):
+        n = 200
+        parts.append(
+            {
+                "status": rng.choice(["kept", "dropped"], n).tolist(),
+                "stage": [None] * n,
+                "reason": [None] * n,
+                # bytes over 4 orders of magnitude, a score in [0, 1), a third part negative
+                "bytes": (10 ** rng.uniform(2 + i, 4 + i, n)).astype(np.int64),
+                "clip_score": rng.uniform(-1.0 if i == 2 else 0.0, 1.0, n),
+            }
+        )
+    footers = read_footers(_ledger_of(tmp_path, parts))
+    hists = histograms(footers, ["clip_score", "bytes"])
+    status = np.concatenate([p["status"] for p in parts])
+    kept = status == "kept"
+    b = hists["bytes"]
+    assert b["log"] and len(b["edges"]) - 1 <= 64
+    v = np.concatenate([p["bytes"] for p in parts]).astype(float)
+    assert b["kept"].tolist() == np.histogram(v[kept], b["edges"])[0].tolist()
+    assert b["other"].tolist() == np.histogram(v[~kept], b["edges"])[0].tolist()
+    c = hists["clip_score"]
+    assert not c["log"]  # a part had values <= 0: no log form, whatever the span
+    assert "log" not in footers.grids["clip_score"]
+    v = np.concatenate([p["clip_score"] for p in parts])
+    assert c["kept"].tolist() == np.histogram(v[kept], c["edges"])[0].tolist()
+    assert c["edges"][0] <= -0.99 and c["edges"][-1] > v.max()
+
+
+def test_one_value_draws_as_a_visible_bin(tmp_path):
+    n = 5
+    cols = {"status": ["kept"] * n, "stage": [None] * n, "reason": [None] * n}
+    footers = read_footers(_ledger_of(tmp_path, [{**cols, "width": [640] * n}]))
+    h = histograms(footers, ["width"])["width"]
+    assert h["kept"].tolist() == [n]
+    lo, hi = h["edges"]
+    assert lo <= 640 < hi and hi - lo >= 640 / 64  # not a float's width
 
 
 def test_part_summary_counts_ranges_and_thumbs():
@@ -140,6 +191,13 @@ def test_part_summary_counts_ranges_and_thumbs():
     ]
     assert s["ranges"] == {"score": [-2.0, 0.5, 2], "width": [5, 40, 4]}  # finite values only
     assert s["thumbs"] == {"decode_error": 1}  # a kept row's thumbnail is not a dropped picture
+    # score and size columns get grid counts (kept / not kept) of their finite values; a log
+    # form only where all are positive
+    assert set(s["grids"]) == {"score", "width"}
+    assert set(s["grids"]["score"]) == {"lin"} and set(s["grids"]["width"]) == {"lin", "log"}
+    g = s["grids"]["width"]["lin"]
+    assert sum(g["kept"]) == 1 and sum(g["other"]) == 3  # 5 kept; 10, 30, 40 not
+    json.dumps(s)  # it goes in the footer
 
 
 @pytest.mark.parametrize(
@@ -151,6 +209,15 @@ def test_part_summary_counts_ranges_and_thumbs():
         b'{"counts": [], "ranges": {"width": [1, "x", 2]}, "thumbs": {}}',
         b'{"counts": [], "ranges": {"width": [NaN, 1, 2]}, "thumbs": {}}',
         b"[]",
+        # a summary written before summaries had grids: counted again, histograms included
+        b'{"counts": [], "ranges": {}, "thumbs": {}}',
+        # grids that are not grids, or not this part's
+        b'{"counts": [], "ranges": {}, "thumbs": {}, "grids": {"width": {"lin": {}}}}',
+        b'{"counts": [], "ranges": {"width": [1, 9, 2]}, "thumbs": {}, "grids": {"width": '
+        b'{"lin": {"e": 0, "i0": 1, "kept": [1, -1], "other": [0, 0]}, "log": '
+        b'{"e": 0, "i0": 0, "kept": [1], "other": [0]}}}}',
+        b'{"counts": [], "ranges": {"width": [1, 9, 2]}, "thumbs": {}, "grids": {"width": '
+        b'{"lin": {"e": 0, "i0": 1, "kept": [1, 1], "other": [0, 0]}}}}',
     ],
 )
 def test_a_footer_that_is_not_a_summary_is_counted_from_the_rows(built, tmp_path, footer):
@@ -163,3 +230,8 @@ def test_a_footer_that_is_not_a_summary_is_counted_from_the_rows(built, tmp_path
         pq.write_table(t.replace_schema_metadata({SUMMARY_KEY: footer}), copy / "ledger" / f.name)
     shutil.copy(out / "stats.json", copy / "stats.json")
     assert summarize_ledger(copy) == summarize_ledger(out)
+    mine, theirs = read_footers(copy), read_footers(out)
+    assert mine.grids.keys() == theirs.grids.keys()
+    for col, g in mine.grids.items():
+        assert g.keys() == theirs.grids[col].keys()
+        assert all(g[k].kept.tolist() == theirs.grids[col][k].kept.tolist() for k in g)
