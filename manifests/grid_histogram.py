@@ -140,14 +140,13 @@ class GridHistogram:
             raise ValueError("a grid histogram's counts are lists")
         if not 1 <= len(kept) == len(other) <= GRID_BINS:
             raise ValueError(f"a grid histogram spans 1 to {GRID_BINS} bins")
-        if not set(map(type, kept)) | set(map(type, other)) <= {int}:
-            raise ValueError("a grid histogram's counts are integers")
-        try:
-            k, o = np.array(kept, dtype=np.int64), np.array(other, dtype=np.int64)
-        except OverflowError:
-            raise ValueError("a grid histogram's count is out of range") from None
-        if k.min() < 0 or o.min() < 0:
-            raise ValueError("a grid histogram's counts are not negative")
+        try:  # one array of both: integers only (a float, a string or a list is another dtype)
+            both = np.array(kept + other)
+        except (OverflowError, ValueError):
+            raise ValueError("a grid histogram's counts are integers") from None
+        if both.dtype != np.int64 or both.ndim != 1 or both.min() < 0 or both.max() >= 2**62:
+            raise ValueError("a grid histogram's counts are non-negative integers")
+        k, o = both[: len(kept)], both[len(kept) :]
         return cls(e, i0, k, o)
 
 
