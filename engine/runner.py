@@ -545,8 +545,8 @@ def _run_on_pool(
     failed: list[tuple[int, BaseException]],
     metas: dict[int, dict],
 ) -> None:
-    """The Ray loop's twin on local processes (``engine.local_pool``): the same task, the
-    same window (two partitions per worker in flight), the same handling of a failed one."""
+    """The Ray loop's twin on local processes (``engine.local_pool``): the same task, the same
+    handling of a failed one; a worker gets its next partition as it answers."""
 
     def finished(part: Partition, fut: Future) -> None:
         try:
@@ -557,7 +557,7 @@ def _run_on_pool(
         metas[part.index] = meta
         bar.partition_done(meta["rows"])
 
-    local_pool.run_all(pool, task.run, queue, 2 * pool.workers, finished)
+    local_pool.run_all(pool, task.run, queue, finished)
 
 
 def _run_task(task: PartitionTask, part_json: str) -> dict:
