@@ -95,12 +95,13 @@ class _Worker:
         self.keys: set[str] = set()  # the callables it holds
         self.job: tuple[Any, Future] | None = None  # the item it runs
 
-    def send(self, key: str, blob: bytes, item: Any) -> Future:
-        fut: Future = Future()
-        self.conn.send((key, None if key in self.keys else blob, item))
+    def send(self, key: str, blob: bytes, item: Any) -> None:
+        self.job = (item, Future())
+        try:
+            self.conn.send((key, None if key in self.keys else blob, item))
+        except OSError:  # it died since: its sentinel says so, and the item is run again
+            return
         self.keys.add(key)
-        self.job = (item, fut)
-        return fut
 
     def receive(self) -> bool:
         """Take its next message (False: it is dead). A result finishes its job's future."""

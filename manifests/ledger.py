@@ -176,8 +176,7 @@ def _checked(s: Any) -> dict[str, Any] | None:
     if not ok:
         return None
     parsed = {
-        col: {k: GridHistogram.from_json(grid) for k, grid in g.items()}
-        for col, g in grids.items()
+        col: {k: GridHistogram.from_json(grid) for k, grid in g.items()} for col, g in grids.items()
     }
     return {**s, "grids": parsed}
 

@@ -194,3 +194,38 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path, demo_pool):
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert list(stats["passes_s"]["write"]["phases"]) == ["processes"]
     assert int(done.stdout.split()[-1]) == stats["kept"] > 0
+
+
+def _square_or_fail(x: int) -> int:
+    if x == 3:
+        raise ValueError("three is refused")
+    if x == 5:
+        return lambda: None  # noqa: E731  # a result that does not pickle
+    return x * x
+
+
+def test_the_pool_runs_items_on_its_workers_with_no_thread_of_its_own():
+    import threading
+
+    before = threading.active_count()
+    pool = local_pool.LocalPool(2)
+    try:
+        got: dict[int, object] = {}
+
+        def done(item, fut):
+            exc = fut.exception()
+            got[item] = fut.result() if exc is None else exc
+            assert threading.active_count() == before  # the driver waits on pipes itself
+
+        local_pool.run_all(pool, _square_or_fail, list(range(8)), done)
+    finally:
+        pool.close()
+    assert sorted(got) == list(range(8))
+    assert {k: v for k, v in got.items() if k not in (3, 5)} == {
+        x: x * x for x in (0, 1, 2, 4, 6, 7)
+    }
+    assert isinstance(got[3], ValueError) and "three is refused" in str(got[3])
+    assert "_square_or_fail" in str(got[3].__cause__)  # the worker's traceback comes along
+    assert isinstance(got[5], RuntimeError)  # said, not a dead worker nor a hang
+    assert pool.breaks == 0
+    assert threading.active_count() == before
