@@ -200,7 +200,7 @@ def _square_or_fail(x: int) -> int:
     if x == 3:
         raise ValueError("three is refused")
     if x == 5:
-        return lambda: None  # noqa: E731  # a result that does not pickle
+        return lambda: None  # a result that does not pickle
     return x * x
 
 
