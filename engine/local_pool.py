@@ -133,6 +133,16 @@ class _Worker:
         else:
             with contextlib.suppress(OSError, ValueError):
                 self.conn.send(None)  # it ends after the task it runs
+            # what it still sends is read and dropped: a worker whose result fills the pipe
+            # (a failed pass no longer reads them) would otherwise never get to the None
+            while self.proc.is_alive():
+                try:
+                    if self.conn.poll(0.25):
+                        self.conn.recv()
+                except (EOFError, OSError):
+                    break
+                except Exception:  # a result this process cannot unpickle: dropped anyway
+                    continue
         self.proc.join()
         self.conn.close()
         self.proc.close()

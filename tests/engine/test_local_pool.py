@@ -229,3 +229,26 @@ def test_the_pool_runs_items_on_its_workers_with_no_thread_of_its_own():
     assert isinstance(got[5], RuntimeError)  # said, not a dead worker nor a hang
     assert pool.breaks == 0
     assert threading.active_count() == before
+
+
+def _names_or_fail(x: int) -> list[str]:
+    if x == 0:
+        raise OSError("the first folder cannot be read")
+    time.sleep(0.5)  # the other worker is still at it when the error reaches the driver
+    return [f"name-{i:08d}" for i in range(200_000)]  # far more than a pipe holds
+
+
+def test_a_pool_whose_run_failed_still_closes_with_large_results_in_flight():
+    pool = local_pool.LocalPool(2)
+    pids = [w.proc.pid for w in pool._procs]
+    try:
+        pool.wait_ready()
+
+        def done(item, fut):
+            fut.result()  # the error is the caller's: it leaves the run with the other in flight
+
+        with pytest.raises(OSError, match="cannot be read"):
+            local_pool.run_all(pool, _names_or_fail, [1, 0], done)
+    finally:
+        pool.close()  # reads and drops the other worker's 2 MB answer (before: hung here)
+    assert not any(psutil.pid_exists(p) for p in pids)  # both ended and were reaped
