@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from curation.curate import curate
 from manifests.configs import load_config
 from manifests.dataset import read_dataset_json
 from manifests.ledger import read_ledger
-from tests.cli import curate_cmd
+from tests.cli import curate_cmd, start_until_done
 
 
 def cli(pool: Path, out: Path) -> list[str]:
@@ -51,17 +50,8 @@ def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, demo_pool, ray_local):
     pool, _ = demo_pool
     big_pool(pool)
     out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        cli(pool, out), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
     done_dir = out / "_work" / "write" / "done"  # the first stage alone writes in its one pass
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if done_dir.is_dir() and len(list(done_dir.iterdir())) >= 3:
-            break
-        time.sleep(0.02)
-    if proc.poll() is not None:
-        pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+    proc = start_until_done(cli(pool, out), done_dir, 3, start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
     proc.wait(timeout=30)
     total = len(json.loads((out / "_work" / "plan.json").read_text())["partitions"])

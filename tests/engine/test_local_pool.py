@@ -27,7 +27,7 @@ from engine.runner import run_partitions
 from engine.workdir import WorkDir
 from manifests.configs import ConfigError, load_config
 from manifests.marks import set_column
-from tests.cli import curate_cmd
+from tests.cli import curate_cmd, start_until_done
 from tests.curation.test_resume import big_pool, snapshot
 
 
@@ -123,16 +123,8 @@ def test_a_killed_driver_takes_its_workers_with_it_and_a_rerun_equals_ray(
     out = tmp_path / "killed"
     sets = [f"input.path={pool}", f"output={out}", "ray.num_cpus=2", "input.partition_size=2"]
     cmd = curate_cmd("configs/curate_local.yaml", sets=[*sets, "shards.max_count=7"])
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    done_dir = out / "_work" / "write" / "done"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if done_dir.is_dir() and len(list(done_dir.iterdir())) >= 3:
-            break
-        time.sleep(0.02)
+    proc = start_until_done(cmd, out / "_work" / "write" / "done", 3)
     workers = _children(proc.pid)
-    if proc.poll() is not None:
-        pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
     assert len(workers) >= 2
     proc.kill()  # the driver alone, not its process group
     proc.wait(timeout=30)

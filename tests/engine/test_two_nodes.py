@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from curation.curate import curate
 from manifests.configs import load_config
 from manifests.dataset import read_dataset_json
 from manifests.ledger import read_ledger
-from tests.cli import curate_cmd
+from tests.cli import curate_cmd, start_until_done
 from tests.ray_head import two_node_cluster
 
 SETS = ["input.partition_size=1", "shards.max_count=3", "keep_work=true"]
@@ -75,20 +74,9 @@ def test_two_nodes_write_shards_and_survive_losing_one(tmp_path, demo_pool, ray_
         assert _snapshot(both) == want
 
         lost = tmp_path / "lost"
-        proc = subprocess.Popen(
-            _cmd(pool, lost, head.address),
-            env=head.env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
         done = lost / "_work" / "write" / "done"
-        deadline = time.time() + 180
-        while time.time() < deadline and proc.poll() is None:
-            if done.is_dir() and len(list(done.iterdir())) >= 2:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        cmd = _cmd(pool, lost, head.address)
+        proc = start_until_done(cmd, done, 2, 180, env=head.env, start_new_session=True)
         head.kill_worker()  # the second machine is gone, mid-run
         try:
             proc.wait(timeout=240)  # Ray may finish on the head alone, or give up

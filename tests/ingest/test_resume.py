@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from ingest.job import run_import
 from manifests.configs import load_config
 from manifests.dataset import read_dataset_json
 from manifests.ledger import read_ledger
+from tests.cli import start_until_done
 from tests.ingest.inputs import jpeg, turns
 
 SETS = ["input.partition_size=2", "shards.max_count=3", "ray.num_cpus=2"]
@@ -49,17 +49,8 @@ def test_kill_9_then_rerun_equals_uninterrupted(ray_local, photos, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "vl3data.cli", "import", "configs/import_llava.yaml"]
     cmd += ["--no-progress", *(f"--set={s}" for s in [*sets, f"output={out}"])]
-    proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
     done = out / "_work" / "import" / "done"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if done.is_dir() and len(list(done.iterdir())) >= 3:
-            break
-        time.sleep(0.02)
-    if proc.poll() is not None:
-        pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+    proc = start_until_done(cmd, done, 3, start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     total = len(json.loads((out / "_work" / "plan.json").read_text())["partitions"])

@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from manifests.ledger import read_ledger
 from manifests.shards import iter_samples
 from recaption.config import RecaptionConfig
 from recaption.job import run_recaption
-from tests.cli import recaption_cmd
+from tests.cli import recaption_cmd, start_until_done
 
 CONFIGS = ["configs/recaption_internvl2.yaml", "configs/models/recaption_tiny.yaml"]
 ALL_REASONS = "[garbled,truncated,repetition,refusal,wrong_language,too_short]"
@@ -203,17 +202,8 @@ def test_kill_9_then_rerun_equals_uninterrupted(curated, tiny_internvl, tmp_path
     ]
     out = tmp_path / "killed"
     cmd = recaption_cmd(*CONFIGS, sets=sets, extra=["--input", str(curated), "--output", str(out)])
-    proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
     done = out / "_work" / "detailed" / "done"  # killed in the second pass: the first is reused
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if done.is_dir() and len(list(done.iterdir())) >= 1:
-            break
-        time.sleep(0.02)
-    if proc.poll() is not None:
-        pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+    proc = start_until_done(cmd, done, 1, start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (out / "detailed" / "dataset.json").exists()

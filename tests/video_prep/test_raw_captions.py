@@ -241,11 +241,10 @@ def test_kill_9_after_a_partition_then_rerun_equals_uninterrupted(
     import os
     import signal
     import subprocess
-    import time
 
     from manifests.dataset import read_dataset_json
     from manifests.ledger import read_ledger
-    from tests.cli import curate_cmd
+    from tests.cli import curate_cmd, start_until_done
     from video_prep.raw_job import run_raw_video_job
     from video_prep.sample_videos import broken_videos, cuts_video, pattern_video
 
@@ -264,17 +263,8 @@ def test_kill_9_after_a_partition_then_rerun_equals_uninterrupted(
     out = tmp_path / "killed"
     cmd = curate_cmd("configs/video_raw_demo.yaml", sets=[*sets, f"output={out}"])
     cmd[3] = "video-raw"
-    proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
     done = out / "_work" / "videos" / "done"  # the one pass: CPU captions in the tasks
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if done.is_dir() and len(list(done.iterdir())) >= 1:
-            break
-        time.sleep(0.02)
-    if proc.poll() is not None:
-        pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+    proc = start_until_done(cmd, done, 1, 240, start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (out / "caption" / "dataset.json").exists()

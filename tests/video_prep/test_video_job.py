@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from PIL import Image
 from manifests.configs import load_config
 from manifests.dataset import read_dataset_json, shard_paths
 from manifests.ledger import read_ledger
-from tests.cli import video_cmd
+from tests.cli import start_until_done, video_cmd
 from video_prep.config import VideoConfig
 from video_prep.job import run_video_job
 
@@ -203,17 +202,7 @@ def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, demo_videos, ray_local
     ]
     out = tmp_path / "killed"
     cmd = video_cmd("configs/video_demo.yaml", sets=[*sets, f"output={out}"])
-    proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    done = out / "_work" / "prepare" / "done"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if done.is_dir() and len(list(done.iterdir())) >= 3:
-            break
-        time.sleep(0.02)
-    if proc.poll() is not None:
-        pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+    proc = start_until_done(cmd, out / "_work" / "prepare" / "done", 3, start_new_session=True)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (out / "caption" / "dataset.json").exists()
