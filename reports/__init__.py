@@ -7,8 +7,8 @@ every job's report is built from; the job-specific sections live with their jobs
 
 ``html`` (escaping, number formats, tables, the page), ``sections`` (header, funnel, reasons,
 histograms), ``contact_sheets`` (kept and dropped samples), ``ledger_summary`` (counts and the
-funnel from the ledger), ``histograms`` (score columns, streamed), ``samples`` (kept samples read
-back from the shards, dropped thumbnails from the ledger), ``plots`` (PNG figures),
-``thumbs`` (JPEG thumbnails). It imports ``manifests`` and no other package of the project, so
-the jobs can build on it without pulling each other in.
+funnel from the ledger's footers), ``histograms`` (score columns, from the footers),
+``samples`` (kept samples read back from the shards, dropped thumbnails from the ledger),
+``plots`` (PNG figures), ``thumbs`` (JPEG thumbnails). It imports ``manifests`` and no other
+package of the project, so the jobs can build on it without pulling each other in.
 """
