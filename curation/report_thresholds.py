@@ -19,8 +19,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from curation.report_pictures import PICTURE_COLUMNS
+from manifests.ledger import SIZE_COLUMNS, score_columns
 from manifests.schema import KEPT
-from reports.histograms import SIZE_COLUMNS, score_columns, thresholds_for
+from reports.histograms import thresholds_for
 from reports.html import esc, img, mime, num
 from reports.ledger_summary import scan_batches
 

@@ -88,13 +88,6 @@ class GridHistogram:
         np.add.at(other, pos, self.other)
         return GridHistogram(self.e + k, i0, kept, other)
 
-    def fit(self, bins: int = GRID_BINS) -> GridHistogram:
-        """Coarsened until it spans at most ``bins`` bins."""
-        h = self
-        while h.bins > bins:
-            h = h.coarsen(1)
-        return h
-
     def __add__(self, other: GridHistogram) -> GridHistogram:
         """Both parts' counts on the finer of the grids both fit (at most GRID_BINS bins)."""
         e = max(self.e, other.e)

@@ -13,10 +13,7 @@ import math
 from typing import Any
 
 from manifests.grid_histogram import drawable
-from manifests.ledger import SIZE_COLUMNS, score_columns
 from reports.ledger_summary import LedgerFooters
-
-__all__ = ["LOG_SPAN", "SIZE_COLUMNS", "histograms", "score_columns", "thresholds_for"]
 
 #: A positive column spanning at least this ratio (max / min) gets logarithmic bins.
 LOG_SPAN = 20.0

@@ -42,14 +42,13 @@ def ledger_files(out_dir: str | Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class LedgerPart:
-    """One ledger part as its footer describes it: its schema, its row count and how many of
-    its rows not kept hold a thumbnail. Not the footer itself, nor its summary: parsed, a
+    """One ledger part as its footer describes it: its schema and how many of its rows not
+    kept hold a thumbnail. Not the footer itself, nor its summary: parsed, a
     footer takes ~46 kB of memory (1,000 of them took 46.5 MB, a scratch script), and a
     ledger may have tens of thousands of parts."""
 
     path: Path
     schema: pa.Schema
-    rows: int
     thumbs: int
 
 
@@ -109,7 +108,7 @@ def read_footers(out_dir: str | Path) -> LedgerFooters:
         schema = schema.with_metadata(without_summary(schema.metadata))
         schema = schemas.setdefault(schema.serialize().to_pybytes(), schema)
         thumbs = sum(summary["thumbs"].values())
-        footers.add(LedgerPart(f, schema, footer.num_rows, thumbs), summary)
+        footers.add(LedgerPart(f, schema, thumbs), summary)
     return footers
 
 

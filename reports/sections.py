@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from manifests.ledger import score_columns
 from manifests.schema import DROPPED, ERROR, KEPT
-from reports.histograms import histograms, score_columns, thresholds_for
+from reports.histograms import histograms, thresholds_for
 from reports.html import duration, esc, img, num, pct, table
 from reports.ledger_summary import LedgerFooters, unified_schema
 from reports.plots import funnel_png, hist_png

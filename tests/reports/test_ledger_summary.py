@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from manifests.ledger import SUMMARY_KEY, part_summary, read_ledger, write_part
-from reports.histograms import histograms, score_columns
+from manifests.ledger import SUMMARY_KEY, part_summary, read_ledger, score_columns, write_part
+from reports.histograms import histograms
 from reports.ledger_summary import ledger_files, read_footers, summarize_ledger, unified_schema
 from tests.reports.shard_set import STAGES, build_out
 
