@@ -20,6 +20,9 @@ b. The whole raw-video job (``video-raw``: scenes, clip captions by the tiny Int
    job, so by default rounds after the first find the model loaded (a build graph's later
    nodes do too); ``--cold`` restarts Ray before every job (not timed) so that each one meets
    fresh workers that import everything and load the model again: the worst case.
+   ``--local`` starts no Ray: both jobs run on local worker processes, fresh ones for every
+   job, as ``vl3data video-raw`` and ``vl3data video`` do on one machine (cold, like
+   ``--cold``, with no Ray to start or stop).
    ``--copies N`` puts N copies of the video in the folder to see a fixed cost amortized.
    ``--server`` captions through an OpenAI-compatible server instead: ``transformers serve``
    holding the tiny model, started (and sent one clip) before the rounds, not timed; it answers
@@ -34,7 +37,7 @@ and ``vtest`` (Debian's opencv-doc, 79.5 s, fixed camera). Rounds rotate which s
 Prints one human line per measurement, then one JSON line (with the load average).
 
     .venv/bin/python bench/bench_scenes.py [--rounds 3] [--minutes 10] [--shot 100]
-        [--videos pattern,vtest] [--parts a,b] [--cold | --server]
+        [--videos pattern,vtest] [--parts a,b] [--cold | --local | --server]
         [--scenedetect-python /path/to/python]
 """
 
@@ -167,6 +170,11 @@ def fresh_ray() -> None:
     start_embedded(num_cpus=os.cpu_count() or 2, object_store_mb=500)
 
 
+def ray_up() -> bool:
+    """Whether this process is connected to a Ray (the jobs then run on it, not locally)."""
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
 def tiny_internvl(work: Path) -> Path:
     """The tiny random InternVL under ``work``, written the first time (kept for later runs)."""
     from vl3data.tiny_models import write_tiny_internvl
@@ -289,6 +297,7 @@ def part_b(
                 + (f", waited {model_wait[-1]} s for the caption model" if side == "raw" else "")
             )
     row = {"frames": n, "video": path.name, "copies": copies, "cold": cold, "server": bool(server)}
+    row["ray"] = ray_up()
     for side in sides:
         row[side] = {
             "wall_s": round(median(walls[side]), 3),
@@ -323,6 +332,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--copies", type=int, default=1, help="b: copies of the video in the folder")
     p.add_argument("--cold", action="store_true", help="b: a fresh Ray (fresh workers) per job")
     p.add_argument(
+        "--local", action="store_true", help="b: no Ray, fresh local worker processes per job"
+    )
+    p.add_argument(
         "--server", action="store_true", help="b: captions from `transformers serve`, no Ray"
     )
     p.add_argument("--server-url", default=None, help="b, --server: a server already running")
@@ -350,8 +362,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "a" in parts:
         res["detector"] = part_a(videos, args.rounds, args.scenedetect_python)
     if "b" in parts:
-        if args.cold and args.server:
-            p.error("--cold restarts Ray, which --server does not start: choose one")
+        if args.cold + args.server + args.local > 1:
+            p.error("--cold restarts Ray, which --local and --server do not start: choose one")
         first = next(iter(videos.values()))[0]
         with contextlib.ExitStack() as stack:
             url = (
@@ -359,7 +371,7 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.server
                 else None
             )
-            if not args.server:
+            if not (args.server or args.local):
                 from engine.ray_session import start_embedded
 
                 start_embedded(num_cpus=os.cpu_count() or 2, object_store_mb=500)

@@ -244,3 +244,54 @@ def test_a_pool_whose_run_failed_still_closes_with_large_results_in_flight():
     finally:
         pool.close()  # reads and drops the other worker's 2 MB answer (before: hung here)
     assert not any(psutil.pid_exists(p) for p in pids)  # both ended and were reaped
+
+
+def _threads_then_leave_traces(marks: Path, item: int) -> str | None:
+    """What a task sees of its OpenMP threads; it also leaves what a worker's exit must keep (a
+    half-written line on stdout, a log record) and what its teardown would run (an atexit
+    hook that writes a file)."""
+    import atexit
+    import logging
+    import logging.handlers
+
+    atexit.register(lambda: (marks / f"atexit-{os.getpid()}").write_text("ran"))
+    log = logging.getLogger(f"vl3data.test.worker.{item}")
+    to_file = logging.FileHandler(marks / f"log-{os.getpid()}-{item}")
+    log.addHandler(logging.handlers.MemoryHandler(100, target=to_file))  # holds records
+    log.warning("a record the worker's exit flushes")
+    print(f"unflushed-{os.getpid()}", end="")  # stdout is not a terminal: block-buffered
+    return os.environ.get("OMP_NUM_THREADS")
+
+
+@pytest.mark.parametrize("user_threads", [None, "3"])
+def test_workers_get_their_share_of_threads_and_exit_without_teardown(
+    tmp_path, monkeypatch, capfd, user_threads
+):
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # the workers' stdout is buffered
+    if user_threads is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", user_threads)
+    pool = local_pool.LocalPool(2)
+    pids = [w.proc.pid for w in pool._procs]
+    seen: list[str | None] = []
+    try:
+        local_pool.run_all(
+            pool,
+            partial(_threads_then_leave_traces, tmp_path),
+            [0, 1, 2, 3],
+            lambda item, fut: seen.append(fut.result()),
+        )
+    finally:
+        pool.close()
+    # as Ray does: a worker's share of the CPUs (torch's intra-op threads), unless the user
+    # chose; without it, two workers each started a thread per core for their models
+    share = str(max(1, local_pool.cpu_count() // 2))
+    assert seen == [user_threads or share] * 4
+    assert not any(psutil.pid_exists(p) for p in pids)
+    ran = {p.name for p in tmp_path.iterdir()}
+    assert not any(n.startswith("atexit-") for n in ran)  # no interpreter teardown (torch's: 1.2 s)
+    logs = [tmp_path / n for n in ran if n.startswith("log-")]
+    assert len(logs) == 4 and all("flushes" in p.read_text() for p in logs)  # handlers flushed
+    out = capfd.readouterr().out
+    assert all(f"unflushed-{p.name.split('-')[1]}" in out for p in logs)  # and the streams
