@@ -170,11 +170,6 @@ def fresh_ray() -> None:
     start_embedded(num_cpus=os.cpu_count() or 2, object_store_mb=500)
 
 
-def ray_up() -> bool:
-    """Whether this process is connected to a Ray (the jobs then run on it, not locally)."""
-    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
-
-
 def tiny_internvl(work: Path) -> Path:
     """The tiny random InternVL under ``work``, written the first time (kept for later runs)."""
     from vl3data.tiny_models import write_tiny_internvl
@@ -282,6 +277,7 @@ def part_b(
     walls: dict[str, list[float]] = {k: [] for k in sides}
     decode: dict[str, list[float]] = {k: [] for k in sides}
     model_wait: list[float] = []
+    ran_on: dict[str, set[str]] = {k: set() for k in sides}  # "processes" or "ray", by pass
     stage = {"raw": "scenes", "captioned": "prepare"}
     for r in range(rounds):
         for side in list(sides) if r % 2 == 0 else list(sides)[::-1]:
@@ -290,6 +286,9 @@ def part_b(
             wall, stats = sides[side](r)
             walls[side].append(wall)
             decode[side].append(stats["timings_s"].get(stage[side], float("nan")))
+            ran_on[side].update(
+                ph for p in stats["passes_s"].values() for ph in p.get("phases", {})
+            )
             if side == "raw":
                 model_wait.append(round(stats["timings_s"].get("caption_model", 0.0), 3))
             print(
@@ -297,13 +296,13 @@ def part_b(
                 + (f", waited {model_wait[-1]} s for the caption model" if side == "raw" else "")
             )
     row = {"frames": n, "video": path.name, "copies": copies, "cold": cold, "server": bool(server)}
-    row["ray"] = ray_up()
     for side in sides:
         row[side] = {
             "wall_s": round(median(walls[side]), 3),
             "frames_per_s": round(n / median(walls[side]), 1),
             "decode_stage_s": round(median(decode[side]), 3),
             "decode_frames_per_s": round(n / median(decode[side]), 1),
+            "ran_on": sorted(ran_on[side]),
         }
     row["raw"]["walls_s"] = [round(w, 3) for w in walls["raw"]]
     row["raw"]["caption_model_s"] = model_wait

@@ -262,11 +262,14 @@ def test_clip(tmp_path):
 
 
 @pytest.mark.slow
-def test_scenes_job(tmp_path):
+@pytest.mark.parametrize("where", ["ray", "local"])
+def test_scenes_job(tmp_path, where):
     argv = ["--rounds", "1", "--minutes", "0.2", "--shot", "4", "--videos", "pattern"]
     argv += ["--parts", "b", "--caption-every", "4", "--work", str(tmp_path)]
-    res = run_main("bench_scenes", argv, tmp_path)
+    res = run_main("bench_scenes", argv + (["--local"] if where == "local" else []), tmp_path)
     job = res["job"]
+    for side in ("raw", "captioned"):  # --local: both jobs on local processes, no Ray
+        assert job[side]["ran_on"] == ["processes" if where == "local" else "ray"]
     for side in ("raw", "captioned"):
         assert positive(job[side]["frames_per_s"], job[side]["decode_frames_per_s"])
     assert positive(job["ratio"], job["decode_ratio"])
