@@ -18,6 +18,7 @@ from engine.progress import status as show_status
 from manifests import ledger
 from manifests.dataset import write_dataset_json
 from manifests.shards import ShardSetWriter
+from mixtures.page import write_mixture_report
 from mixtures.recipe import Recipe
 from mixtures.sampler import MixtureDataset
 
@@ -128,8 +129,9 @@ def write_mixture(
 ) -> dict:
     """Materialise ``recipe`` into ``out_dir`` with what a user and a trainer read beside it:
     ``composition.json`` (``report``, :func:`mixtures.report.mixture_report`; computed here
-    when not given) and ``recipe.yaml`` (the recipe with every source path resolved, so a
-    trainer opens this exact mixture from anywhere). Returns the ``dataset.json`` document."""
+    when not given), ``recipe.yaml`` (the recipe with every source path resolved, so a
+    trainer opens this exact mixture from anywhere) and ``report.html`` (:mod:`mixtures.page`).
+    Returns the ``dataset.json`` document."""
     import dataclasses
 
     import yaml
@@ -146,4 +148,6 @@ def write_mixture(
         "# written by vl3data: the recipe this mixture was made from, sources resolved\n"
         + yaml.safe_dump(dataclasses.asdict(recipe), sort_keys=False)
     )
+    show_status(f"{recipe.stage}: writing the report", say=False)
+    write_mixture_report(out)
     return doc

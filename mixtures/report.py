@@ -36,7 +36,8 @@ HEURISTIC = (
     f"A record without width/height is not counted; a source where none has them is unknown. "
     f"Per-epoch tokens = mean per measured record * the source's samples per epoch."
 )
-_FRAME_RE = re.compile(r"^f\d+\.[a-z0-9]+$")
+#: a video frame member of a sample (``f0000.jpg``), as video_prep writes them
+FRAME_MEMBER = re.compile(r"^f\d+\.[a-z0-9]+$")
 
 
 def _share(n: int | None, total: int) -> float | None:
@@ -130,7 +131,7 @@ def _vision_tokens(rec: dict, sample: dict, modality: str) -> int | None:
         return None
     if modality == "image":
         return math.ceil(w / PATCH) * math.ceil(h / PATCH)
-    frames = sum(1 for k in sample if _FRAME_RE.match(k))
+    frames = sum(1 for k in sample if FRAME_MEMBER.match(k))
     if not frames:
         return None
     per_frame = math.ceil(w / PATCH / VIDEO_MERGE) * math.ceil(h / PATCH / VIDEO_MERGE)

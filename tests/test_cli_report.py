@@ -1,7 +1,7 @@
 """``vl3data report OUT`` draws the report of the job that wrote OUT, whichever job that was:
 ``stats.json: job`` (written for every job by engine/finish.py) names it. A set written before
-the job was recorded gets the report its files point to, said in one log line; a mixture, which
-has no report of its own, is refused with where its composition is. The sets are the session's,
+the job was recorded gets the report its files point to, said in one log line; a mixture gets
+its own page (mixtures.page). The sets are the session's,
 made by the real jobs (tests/conftest.py ``job_sets``), each copied before its report is
 redrawn."""
 
@@ -118,12 +118,15 @@ def test_the_guess_for_a_set_without_a_job(doc, stats, job):
     assert guess_writer(doc, stats) == job
 
 
-def test_a_mixture_is_refused_with_where_its_composition_is(job_sets, tmp_path, capsys):
+def test_a_mixture_gets_its_own_page(job_sets, tmp_path, capsys):
+    """A mixture's page (mixtures.page); this one was materialised without its composition.json
+    (as `materialise` alone writes it), which the page says instead of failing."""
     out = _copy(job_sets["mixed"], tmp_path)
-    assert main(["report", str(out)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "mixture" in err[0] and str(out / "composition.json") in err[0]
-    assert not (out / "report.html").exists()
+    assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report.html")
+    assert _drawn_by(out) == "mixtures.page"
+    html = (out / "report.html").read_text()
+    assert "composition.json is missing" in html and 'id="samples"' in html
 
 
 def test_a_jobs_output_folder_is_refused_naming_its_sets(job_sets, tmp_path, capsys):

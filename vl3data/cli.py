@@ -182,13 +182,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         )
         return 1
     if _read_json(out / "dataset.json").get("task") == MIXTURE_TASK:
-        print(
-            f"vl3data: error: {out} is a mixture (vl3data mix), which has no report.html; its "
-            f"composition is in {out / 'composition.json'} (vl3data mix RECIPE --check prints it)",
-            file=sys.stderr,
-        )
-        return 1
-    job_named(report_writer(out)).report(out)
+        from mixtures.page import write_mixture_report
+
+        write_mixture_report(out)  # composition, tokens and samples: from its own files
+    else:
+        job_named(report_writer(out)).report(out)
     print(out / "report.html")
     return 0
 

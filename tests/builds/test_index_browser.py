@@ -32,7 +32,9 @@ def test_build_index_and_its_reports_render_in_chromium(small_build, ray_local, 
     files = [out / unquote(h) for h in page.links if not h.startswith("#")]
     assert files and all(f.is_file() for f in files), files
     reports = sorted({f for f in files if f.name == "report.html"})
-    assert len(reports) == 4  # curated, and the three video sets
+    mixes = [r for r in reports if (r.parent / "composition.json").is_file()]
+    assert len(reports) - len(mixes) == 4  # curated, and the three video sets
+    assert len(mixes) == 2  # the build's two mixtures (mixtures.page)
 
     found = probe(index, tmp_path)
     assert found["broken"] == [] and found["wide"] == [] and found["spill"] == []

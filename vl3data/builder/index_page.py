@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from manifests.atomic import write_bytes
-from reports.html import VIEWPORT, duration, esc, num, pct, render_page, table
+from mixtures.page import composition_html
+from reports.html import VIEWPORT, duration, esc, num, render_page, table
 from vl3data.builder.freshness import Status
 from vl3data.builder.graph import GROUPS, Node
 from vl3data.builder.run_node import marker_path, read_marker
@@ -161,39 +162,12 @@ def graph_svg(nodes: list[Node], states: dict[str, str], lines: dict[str, str]) 
 
 
 def _composition_html(path: Path) -> str:
-    """A mixture's composition.json as a table: realised samples and share per group and
-    source, against the recipe's targets."""
+    """A mixture's composition.json as a table (:func:`mixtures.page.composition_html`)."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        rows = doc["composition"]
-    except (OSError, ValueError, KeyError, TypeError):
+        rows = json.loads(path.read_text(encoding="utf-8"))["composition"]
+        return composition_html(rows)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return f'<p class="muted">{esc(path.name)} could not be read.</p>'
-    total = sum(r.get("epoch_samples") or 0 for r in rows if r.get("level") == "group")
-    body = []
-    for r in rows:
-        is_group = r.get("level") == "group"
-        name = f"<b>{esc(r.get('group'))}</b>" if is_group else f"&nbsp;&nbsp;{esc(r['source'])}"
-        share = r.get("target_share")
-        vs = r.get("vs_target")
-        body.append(
-            [
-                name,
-                num(r.get("target")),
-                num(r.get("epoch_samples")),
-                pct(r.get("epoch_samples") or 0, total),
-                "—" if share is None else f"{100 * share:.1f} %",
-                "—" if vs is None else f"{vs:.2f}×",
-            ]
-        )
-    head = [
-        ("group / source", False),
-        ("target", True),
-        ("samples", True),
-        ("share", True),
-        ("target share", True),
-        ("vs target", True),
-    ]
-    return table(head, body)
 
 
 def render_index(
