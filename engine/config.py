@@ -23,9 +23,14 @@ class RayConfig:
     # where plain partition tasks run: "auto" (local processes unless the job has a model
     # stage, an address is given or Ray is up: engine.local_pool), "ray", or "processes"
     executor: str = "auto"
+    # local worker processes that each load a model (the raw-video job's in-task captions):
+    # the memory they may take in all, in GiB (default: what the OS reports available when the
+    # job starts); the pool starts only as many workers as fit
+    memory_gb: float | None = None
 
     def __post_init__(self) -> None:
         require(self.num_cpus is None or self.num_cpus >= 1, "ray.num_cpus", "must be at least 1")
+        require(self.memory_gb is None or self.memory_gb > 0, "ray.memory_gb", "must be positive")
         require(
             self.executor in EXECUTORS,
             "ray.executor",

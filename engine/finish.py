@@ -131,6 +131,8 @@ class Finish:
             "timings_s": timings_s,
             "wall_s": round(self.wall_s, 3),
             "ray_start_s": round(self.run.ray_start_s, 3),
+            # local worker processes (engine.local_pool), None on Ray
+            "workers": self.run.pool.workers if self.run.pool is not None else None,
             "partitions": len(self.run.parts),
             "passes_s": self.passes_s,
         }

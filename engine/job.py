@@ -37,6 +37,8 @@ from manifests.dataset import DATASET_JSON, read_dataset_json
 
 log = logging.getLogger(__name__)
 
+GIB = 2**30
+
 #: what a job writes into each of its shard-set folders (removed by --restart)
 OUTPUT_ENTRIES = (
     DATASET_JSON,
@@ -122,6 +124,10 @@ class Job(Protocol):
     def run(self, run: JobRun) -> dict[str, dict]:
         """The passes, global steps and the write; returns each output's dataset.json."""
         ...
+
+    # Optional: ``worker_memory(cfg) -> (bytes, field) | None``, what one local worker process
+    # holds when its tasks load a model (``field``: the config field that names it). The local
+    # pool then starts only as many workers as fit (:func:`local_workers`).
 
     def report(self, out_dir: Path) -> None:
         """(Re)write one output's report.html from its files."""
@@ -233,8 +239,10 @@ def run_job(
     out = Path(cfg.output)
     if not restart and (docs := _complete_or_none(job, cfg)) is not None:
         return docs  # reading a finished output needs no lock
+    # before --restart clears anything: a run that cannot fit its workers refuses here
+    workers = local_workers(job, cfg) if executor == "processes" else 0
     with output_lock(out, lock_wait_s):
-        return _run_locked(job, cfg, out, restart, progress, executor)
+        return _run_locked(job, cfg, out, restart, progress, executor, workers)
 
 
 def choose_executor(job: Job, cfg: Any) -> str:
@@ -259,6 +267,46 @@ def choose_executor(job: Job, cfg: Any) -> str:
     return "processes"
 
 
+def local_workers(job: Job, cfg: Any) -> int:
+    """Local worker processes for a run: one per CPU (``ray.num_cpus``), or, where each loads
+    its own copy of a model (``job.worker_memory``), as many as fit in ``ray.memory_gb``
+    (default: the memory available now), at least one. None fitting is refused before any
+    work, naming the model's field."""
+    n = cfg.ray.num_cpus or local_pool.cpu_count()
+    need = getattr(job, "worker_memory", lambda _cfg: None)(cfg)
+    if need is None:
+        return n
+    per_worker, field = need
+    if cfg.ray.memory_gb:
+        budget = cfg.ray.memory_gb * GIB
+        room = f"ray.memory_gb gives the workers {budget / GIB:.1f} GiB"
+    else:
+        import psutil
+
+        budget = psutil.virtual_memory().available
+        room = f"{budget / GIB:.1f} GiB is available"
+    fit = int(budget // per_worker)
+    if fit < 1:
+        raise ConfigError(
+            field,
+            f"one worker process needs ~{per_worker / GIB:.1f} GiB for its own copy of the "
+            f"model and torch, and {room}",
+            "caption from a server (engine.kind: openai, engine.base_url), use a smaller "
+            "model, or free memory (ray.memory_gb says how much the workers may take)",
+        )
+    if fit < n:
+        log.warning(
+            "%s: starting %d worker processes, not %d: each holds its own copy of the model "
+            "(~%.1f GiB with torch) and %s",
+            job.name,
+            fit,
+            n,
+            per_worker / GIB,
+            room,
+        )
+    return min(n, fit)
+
+
 def _complete_or_none(job: Job, cfg: Any) -> dict | None:
     docs = complete_outputs(job, cfg, job.config_hash(cfg))
     if docs is not None:
@@ -267,7 +315,7 @@ def _complete_or_none(job: Job, cfg: Any) -> dict | None:
 
 
 def _run_locked(
-    job: Job, cfg: Any, out: Path, restart: bool, progress: bool, executor: str
+    job: Job, cfg: Any, out: Path, restart: bool, progress: bool, executor: str, workers: int
 ) -> dict:
     from engine.ray_session import init_ray
 
@@ -283,7 +331,7 @@ def _run_locked(
     t0 = time.perf_counter()
     pool = executor == "processes"
     if pool:
-        local_pool.begin(cfg.ray.num_cpus)
+        local_pool.begin(workers)
         ours = False
     else:
         show_status(f"{job.name}: starting Ray", say=False)

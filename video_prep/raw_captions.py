@@ -20,7 +20,9 @@ frames the model sees read for each call, ``group`` clips at a time (:class:`Sto
 
 Each worker process that runs partitions holds its own copy of the model (N per node for N
 CPUs): right for the small models one captions with on CPU; for a larger one, give the engine
-``num_gpus`` (or use vLLM), which keeps the actor pool, or serve it (below).
+``num_gpus`` (or use vLLM), which keeps the actor pool, or serve it (below). On local
+processes only as many workers start as fit in memory (:func:`worker_memory`,
+``engine.job.local_workers``).
 
 An OpenAI-compatible server's engine runs here too: it holds no model, only a connection pool,
 so it costs a worker nothing to set up, and the job needs no Ray (local worker processes run
@@ -63,6 +65,34 @@ def in_task(cfg: ClipCaptionsConfig) -> bool:
         if e.kind != "transformers" or e.num_gpus or e.device.startswith("cuda"):
             return False
     return True
+
+
+#: what a worker process holding a transformers model takes besides the weights: torch,
+#: transformers and the processor (peak RSS of a worker with the tiny InternVL: 906 MiB)
+WORKER_RUNTIME_BYTES = 1 << 30
+
+
+def worker_memory(cfg: ClipCaptionsConfig) -> tuple[int, str] | None:
+    """Memory one worker needs for the in-task transformers engines of ``cfg`` (each distinct
+    model once, at its precision, plus the runtime) and the field naming the first model; None
+    when no kind loads a model here (a server's engine) or a model's size is unknown (weights
+    not in safetensors files: not opened)."""
+    from recaption.engines.weights import loaded_bytes
+
+    seen: dict[tuple[str, str], int] = {}
+    field = None
+    for kind in cfg.kinds():
+        e = getattr(cfg, kind).engine
+        if e.kind != "transformers":
+            continue
+        size = loaded_bytes(e.model, e.precision)
+        if size is None:
+            return None
+        seen[(e.model, e.precision)] = size
+        field = field or f"captions.{kind}.engine.model"
+    if field is None:
+        return None
+    return WORKER_RUNTIME_BYTES + sum(seen.values()), field
 
 
 def _key(cfg: ClipCaptionsConfig) -> str:

@@ -65,6 +65,7 @@ from video_prep.raw_captions import (
     StoredClipCaptionStage,
     WaitCaptionModel,
     in_task,
+    worker_memory,
 )
 from video_prep.raw_config import RawVideoConfig
 from video_prep.raw_frames import FrameStore, remove_store
@@ -614,6 +615,11 @@ class RawVideoJob:
 
     def needs_ray(self, cfg: RawVideoConfig) -> bool:
         return not in_task(cfg.captions)  # captions in an actor pool (GPU, vLLM, a server)
+
+    def worker_memory(self, cfg: RawVideoConfig) -> tuple[int, str] | None:
+        """What one local worker holds when the captions run in its tasks: its own copy of
+        each transformers model, and torch (``engine.job.local_workers``)."""
+        return worker_memory(cfg.captions) if in_task(cfg.captions) else None
 
     def count_inputs(self, cfg: RawVideoConfig) -> int | None:
         inp = cfg.input

@@ -137,6 +137,7 @@ def test_a_killed_driver_takes_its_workers_with_it_and_a_rerun_equals_ray(
     stats = json.loads((out / "stats.json").read_text())
     assert list(stats["passes_s"]["write"]["phases"]) == ["processes"]  # auto: no Ray started
     assert 0 <= stats["ray_start_s"] < stats["wall_s"]  # here: the local workers' start
+    assert stats["workers"] == 2  # ray.num_cpus: no model, so no memory to fit them in
 
     reference = tmp_path / "reference"  # in this process, whose Ray is up: it runs on Ray
     ref_sets = [f"input.path={pool}", f"output={reference}", "input.partition_size=2"]
@@ -146,6 +147,7 @@ def test_a_killed_driver_takes_its_workers_with_it_and_a_rerun_equals_ray(
     )
     ref_stats = json.loads((reference / "stats.json").read_text())
     assert list(ref_stats["passes_s"]["write"]["phases"]) == ["ray"]
+    assert ref_stats["workers"] is None  # Ray's, not ours
     got_ledger, got_shards = snapshot(out)
     want_ledger, want_shards = snapshot(reference)
     assert got_ledger == want_ledger and len(got_ledger) > 40

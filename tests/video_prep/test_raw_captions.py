@@ -338,3 +338,106 @@ def test_captions_from_a_server_run_in_the_tasks_on_local_processes(tiny_internv
     texts = [json.loads(s["json"])["conversations"][-1]["value"] for s in samples]
     assert all(t.strip() for t in texts)
     assert all((out / task / "report.html").is_file() for task in docs)
+
+
+# -- local workers that each hold the model: as many as fit in memory ----------------------------
+
+
+def test_a_checkpoints_parameters_come_from_its_safetensors_headers(tiny_internvl, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from recaption.engines.weights import checkpoint_parameters, loaded_bytes
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_internvl)
+    assert checkpoint_parameters(tiny_internvl) == sum(p.numel() for p in model.parameters())
+    assert loaded_bytes(tiny_internvl, "fp32") == 2 * loaded_bytes(tiny_internvl, "bf16")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04 never unpickled")
+    assert checkpoint_parameters(pickled) is None  # unknown, not opened
+
+
+def test_a_worker_needs_each_in_task_model_once_and_a_servers_nothing(tiny_internvl):
+    from recaption.engines.weights import loaded_bytes
+    from video_prep.raw_captions import WORKER_RUNTIME_BYTES
+    from video_prep.raw_job import RawVideoJob
+
+    job = RawVideoJob()
+    one = loaded_bytes(tiny_internvl, "auto")
+    both = raw_config(tiny_internvl, "captions.detailed.enabled=true")
+    both.captions.detailed.engine.model = str(tiny_internvl)
+    assert job.worker_memory(raw_config(tiny_internvl)) == (
+        WORKER_RUNTIME_BYTES + one,
+        "captions.short.engine.model",
+    )
+    assert job.worker_memory(both)[0] == WORKER_RUNTIME_BYTES + one  # the same model, once
+    served = raw_config(
+        tiny_internvl,
+        "captions.short.engine.kind=openai",
+        "captions.short.engine.base_url=http://127.0.0.1:9/v1",
+    )
+    assert job.worker_memory(served) is None
+
+
+def test_workers_that_do_not_fit_are_not_started_and_none_fitting_is_refused_first(
+    tiny_internvl, tmp_path, caplog
+):
+    from engine.job import local_workers
+    from manifests.configs import ConfigError
+    from video_prep.raw_job import RawVideoJob, run_raw_video_job
+
+    job = RawVideoJob()
+    need, _ = job.worker_memory(raw_config(tiny_internvl))
+    gib = need / 2**30
+    fits = {
+        n: raw_config(tiny_internvl, "ray.num_cpus=4", f"ray.memory_gb={n * gib + 0.01}")
+        for n in (1, 3, 9)
+    }
+    assert local_workers(job, fits[9]) == 4  # every CPU's worker fits
+    with caplog.at_level("WARNING", logger="engine.job"):
+        assert local_workers(job, fits[3]) == 3
+        assert local_workers(job, fits[1]) == 1
+    assert "starting 1 worker processes, not 4" in caplog.text
+    out = tmp_path / "out"
+    (out / "caption").mkdir(parents=True)
+    (out / "caption" / "dataset.json").write_text("{}")  # an earlier run's output
+    (tmp_path / "videos").mkdir()
+    small = raw_config(
+        tiny_internvl,
+        f"output={out}",
+        f"input.videos={tmp_path / 'videos'}",
+        f"ray.memory_gb={gib / 2}",
+    )
+    with pytest.raises(ConfigError, match=r"captions\.short\.engine\.model") as err:
+        run_raw_video_job(small, restart=True, progress=False)
+    assert "needs ~" in str(err.value) and "engine.kind: openai" in str(err.value)
+    assert (out / "caption" / "dataset.json").read_text() == "{}"  # --restart cleared nothing
+
+
+@pytest.mark.slow
+def test_a_run_starts_only_the_workers_that_fit(tiny_internvl, tmp_path):
+    from manifests.dataset import shard_paths
+    from video_prep.raw_job import RawVideoJob, run_raw_video_job
+    from video_prep.sample_videos import cuts_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(2):
+        cuts_video(videos / f"shots{i}.mp4", [3.0, 2.5])
+    need, _ = RawVideoJob().worker_memory(raw_config(tiny_internvl))
+    out = tmp_path / "out"
+    cfg = raw_config(
+        tiny_internvl,
+        f"input.videos={videos}",
+        f"output={out}",
+        "input.partition_size=1",
+        "frames.max_side=64",
+        "captions.short.accept=[garbled,too_short,wrong_language,repetition,truncated]",
+        "ray.num_cpus=2",
+        "ray.executor=processes",
+        f"ray.memory_gb={1.5 * need / 2**30}",  # room for one copy of the model, not two
+    )
+    docs = run_raw_video_job(cfg, progress=False)
+    stats = json.loads((out / "caption" / "stats.json").read_text())
+    assert stats["workers"] == 1 and stats["partitions"] == 2
+    assert docs["caption"]["samples"] > 0 and shard_paths(out / "caption")
