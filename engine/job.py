@@ -125,9 +125,9 @@ class Job(Protocol):
         """The passes, global steps and the write; returns each output's dataset.json."""
         ...
 
-    # Optional: ``worker_memory(cfg) -> (bytes, field) | None``, what one local worker process
-    # holds when its tasks load a model (``field``: the config field that names it). The local
-    # pool then starts only as many workers as fit (:func:`local_workers`).
+    # Optional: ``worker_memory(cfg) -> WorkerMemory | None``, what one local worker process
+    # holds when its tasks load a model. The local pool then starts only as many workers as
+    # fit (:func:`local_workers`).
 
     def report(self, out_dir: Path) -> None:
         """(Re)write one output's report.html from its files."""
@@ -267,16 +267,25 @@ def choose_executor(job: Job, cfg: Any) -> str:
     return "processes"
 
 
+@dataclass(frozen=True)
+class WorkerMemory:
+    """What one worker process holds when a job's tasks each load a model."""
+
+    bytes: int
+    field: str  # the config field that names the model (a refusal names it)
+    fix: str  # what the user can do when not even one worker fits
+
+
 def local_workers(job: Job, cfg: Any) -> int:
     """Local worker processes for a run: one per CPU (``ray.num_cpus``), or, where each loads
     its own copy of a model (``job.worker_memory``), as many as fit in ``ray.memory_gb``
     (default: the memory available now), at least one. None fitting is refused before any
     work, naming the model's field."""
     n = cfg.ray.num_cpus or local_pool.cpu_count()
-    need = getattr(job, "worker_memory", lambda _cfg: None)(cfg)
+    need: WorkerMemory | None = getattr(job, "worker_memory", lambda _cfg: None)(cfg)
     if need is None:
         return n
-    per_worker, field = need
+    per_worker = need.bytes
     if cfg.ray.memory_gb:
         budget = cfg.ray.memory_gb * GIB
         room = f"ray.memory_gb gives the workers {budget / GIB:.1f} GiB"
@@ -288,11 +297,10 @@ def local_workers(job: Job, cfg: Any) -> int:
     fit = int(budget // per_worker)
     if fit < 1:
         raise ConfigError(
-            field,
+            need.field,
             f"one worker process needs ~{per_worker / GIB:.1f} GiB for its own copy of the "
             f"model and torch, and {room}",
-            "caption from a server (engine.kind: openai, engine.base_url), use a smaller "
-            "model, or free memory (ray.memory_gb says how much the workers may take)",
+            f"{need.fix}, or free memory (ray.memory_gb says how much the workers may take)",
         )
     if fit < n:
         log.warning(

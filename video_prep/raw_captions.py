@@ -39,6 +39,7 @@ from concurrent.futures import Future
 
 import pyarrow as pa
 
+from engine.job import WorkerMemory
 from video_prep.clip_captions import ClipCaptionStage
 from video_prep.frames import uniform_indices
 from video_prep.raw_config import ClipCaptionsConfig
@@ -72,7 +73,7 @@ def in_task(cfg: ClipCaptionsConfig) -> bool:
 WORKER_RUNTIME_BYTES = 1 << 30
 
 
-def worker_memory(cfg: ClipCaptionsConfig) -> tuple[int, str] | None:
+def worker_memory(cfg: ClipCaptionsConfig) -> WorkerMemory | None:
     """Memory one worker needs for the in-task transformers engines of ``cfg`` (each distinct
     model once, at its precision, plus the runtime) and the field naming the first model; None
     when no kind loads a model here (a server's engine) or a model's size is unknown (weights
@@ -92,7 +93,8 @@ def worker_memory(cfg: ClipCaptionsConfig) -> tuple[int, str] | None:
         field = field or f"captions.{kind}.engine.model"
     if field is None:
         return None
-    return WORKER_RUNTIME_BYTES + sum(seen.values()), field
+    fix = "caption from a server (engine.kind: openai, engine.base_url) or with a smaller model"
+    return WorkerMemory(WORKER_RUNTIME_BYTES + sum(seen.values()), field, fix)
 
 
 def _key(cfg: ClipCaptionsConfig) -> str:

@@ -48,7 +48,15 @@ from pathlib import Path
 import pyarrow as pa
 
 from engine.finish import Finish, SetName, Tally, set_metas
-from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
+from engine.job import (
+    JobRun,
+    WorkerMemory,
+    local_path,
+    read_stats,
+    run_job,
+    shard_list,
+    sum_timings,
+)
 from engine.partitions import Partition, count_files
 from engine.runner import run_partitions
 from engine.workdir import WorkDir
@@ -616,7 +624,7 @@ class RawVideoJob:
     def needs_ray(self, cfg: RawVideoConfig) -> bool:
         return not in_task(cfg.captions)  # captions in an actor pool (GPU, vLLM, a server)
 
-    def worker_memory(self, cfg: RawVideoConfig) -> tuple[int, str] | None:
+    def worker_memory(self, cfg: RawVideoConfig) -> WorkerMemory | None:
         """What one local worker holds when the captions run in its tasks: its own copy of
         each transformers model, and torch (``engine.job.local_workers``)."""
         return worker_memory(cfg.captions) if in_task(cfg.captions) else None

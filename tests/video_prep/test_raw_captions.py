@@ -366,11 +366,9 @@ def test_a_worker_needs_each_in_task_model_once_and_a_servers_nothing(tiny_inter
     one = loaded_bytes(tiny_internvl, "auto")
     both = raw_config(tiny_internvl, "captions.detailed.enabled=true")
     both.captions.detailed.engine.model = str(tiny_internvl)
-    assert job.worker_memory(raw_config(tiny_internvl)) == (
-        WORKER_RUNTIME_BYTES + one,
-        "captions.short.engine.model",
-    )
-    assert job.worker_memory(both)[0] == WORKER_RUNTIME_BYTES + one  # the same model, once
+    need = job.worker_memory(raw_config(tiny_internvl))
+    assert (need.bytes, need.field) == (WORKER_RUNTIME_BYTES + one, "captions.short.engine.model")
+    assert job.worker_memory(both).bytes == WORKER_RUNTIME_BYTES + one  # the same model, once
     served = raw_config(
         tiny_internvl,
         "captions.short.engine.kind=openai",
@@ -387,8 +385,7 @@ def test_workers_that_do_not_fit_are_not_started_and_none_fitting_is_refused_fir
     from video_prep.raw_job import RawVideoJob, run_raw_video_job
 
     job = RawVideoJob()
-    need, _ = job.worker_memory(raw_config(tiny_internvl))
-    gib = need / 2**30
+    gib = job.worker_memory(raw_config(tiny_internvl)).bytes / 2**30
     fits = {
         n: raw_config(tiny_internvl, "ray.num_cpus=4", f"ray.memory_gb={n * gib + 0.01}")
         for n in (1, 3, 9)
@@ -424,7 +421,7 @@ def test_a_run_starts_only_the_workers_that_fit(tiny_internvl, tmp_path):
     videos.mkdir()
     for i in range(2):
         cuts_video(videos / f"shots{i}.mp4", [3.0, 2.5])
-    need, _ = RawVideoJob().worker_memory(raw_config(tiny_internvl))
+    need = RawVideoJob().worker_memory(raw_config(tiny_internvl)).bytes
     out = tmp_path / "out"
     cfg = raw_config(
         tiny_internvl,
