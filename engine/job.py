@@ -32,12 +32,11 @@ from engine import local_pool, ray_start
 from engine.partitions import Partition, prepare_plan
 from engine.progress import status as show_status
 from engine.ray_start import RayStart
+from engine.worker_memory import workers_that_fit
 from manifests.configs import ConfigError
 from manifests.dataset import DATASET_JSON, read_dataset_json
 
 log = logging.getLogger(__name__)
-
-GIB = 2**30
 
 #: what a job writes into each of its shard-set folders (removed by --restart)
 OUTPUT_ENTRIES = (
@@ -125,9 +124,9 @@ class Job(Protocol):
         """The passes, global steps and the write; returns each output's dataset.json."""
         ...
 
-    # Optional: ``worker_memory(cfg) -> WorkerMemory | None``, what one local worker process
-    # holds when its tasks load a model. The local pool then starts only as many workers as
-    # fit (:func:`local_workers`).
+    # Optional: ``worker_memory(cfg) -> engine.worker_memory.WorkerMemory | None``, what one
+    # local worker process holds when its tasks load a model. The local pool then starts only
+    # as many workers as fit (:func:`local_workers`).
 
     def report(self, out_dir: Path) -> None:
         """(Re)write one output's report.html from its files."""
@@ -267,52 +266,13 @@ def choose_executor(job: Job, cfg: Any) -> str:
     return "processes"
 
 
-@dataclass(frozen=True)
-class WorkerMemory:
-    """What one worker process holds when a job's tasks each load a model."""
-
-    bytes: int
-    field: str  # the config field that names the model (a refusal names it)
-    fix: str  # what the user can do when not even one worker fits
-
-
 def local_workers(job: Job, cfg: Any) -> int:
     """Local worker processes for a run: one per CPU (``ray.num_cpus``), or, where each loads
     its own copy of a model (``job.worker_memory``), as many as fit in ``ray.memory_gb``
-    (default: the memory available now), at least one. None fitting is refused before any
-    work, naming the model's field."""
+    (default: the memory available now), at least one (``engine.worker_memory``)."""
     n = cfg.ray.num_cpus or local_pool.cpu_count()
-    need: WorkerMemory | None = getattr(job, "worker_memory", lambda _cfg: None)(cfg)
-    if need is None:
-        return n
-    per_worker = need.bytes
-    if cfg.ray.memory_gb:
-        budget = cfg.ray.memory_gb * GIB
-        room = f"ray.memory_gb gives the workers {budget / GIB:.1f} GiB"
-    else:
-        import psutil
-
-        budget = psutil.virtual_memory().available
-        room = f"{budget / GIB:.1f} GiB is available"
-    fit = int(budget // per_worker)
-    if fit < 1:
-        raise ConfigError(
-            need.field,
-            f"one worker process needs ~{per_worker / GIB:.1f} GiB for its own copy of the "
-            f"model and torch, and {room}",
-            f"{need.fix}, or free memory (ray.memory_gb says how much the workers may take)",
-        )
-    if fit < n:
-        log.warning(
-            "%s: starting %d worker processes, not %d: each holds its own copy of the model "
-            "(~%.1f GiB with torch) and %s",
-            job.name,
-            fit,
-            n,
-            per_worker / GIB,
-            room,
-        )
-    return min(n, fit)
+    need = getattr(job, "worker_memory", lambda _cfg: None)(cfg)
+    return workers_that_fit(n, need, cfg.ray.memory_gb, job.name)
 
 
 def _complete_or_none(job: Job, cfg: Any) -> dict | None:

@@ -45,6 +45,7 @@ from engine import local_pool, ray_start
 from engine.partitions import Partition
 from engine.progress import Progress
 from engine.workdir import WorkDir
+from engine.worker_memory import ray_task_options, stage_memory
 from manifests.atomic import json_text, write_bytes, write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -518,7 +519,9 @@ def _run_on_ray(
 ) -> None:
     import ray
 
-    run = ray.remote(num_cpus=1)(_run_task)
+    # a task whose stages load a model asks for its memory: no node runs more than fit
+    opts = ray_task_options(stage_memory([*task.io_stages, *task.cpu_stages]), ray.nodes())
+    run = ray.remote(**opts)(_run_task)
     shared = ray.put(task)  # pickled once, not once per partition
     window = max(2, int(2 * ray.cluster_resources().get("CPU", 1)))
     running: dict = {}

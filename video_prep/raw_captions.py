@@ -21,8 +21,8 @@ frames the model sees read for each call, ``group`` clips at a time (:class:`Sto
 Each worker process that runs partitions holds its own copy of the model (N per node for N
 CPUs): right for the small models one captions with on CPU; for a larger one, give the engine
 ``num_gpus`` (or use vLLM), which keeps the actor pool, or serve it (below). On local
-processes only as many workers start as fit in memory (:func:`worker_memory`,
-``engine.job.local_workers``).
+processes only as many workers start as fit in memory (:func:`worker_memory`); on Ray each
+task asks for that much memory (``StartCaptionModel.memory``; :mod:`engine.worker_memory`).
 
 An OpenAI-compatible server's engine runs here too: it holds no model, only a connection pool,
 so it costs a worker nothing to set up, and the job needs no Ray (local worker processes run
@@ -39,7 +39,7 @@ from concurrent.futures import Future
 
 import pyarrow as pa
 
-from engine.job import WorkerMemory
+from engine.worker_memory import WorkerMemory
 from video_prep.clip_captions import ClipCaptionStage
 from video_prep.frames import uniform_indices
 from video_prep.raw_config import ClipCaptionsConfig
@@ -130,12 +130,14 @@ def _load(cfg: ClipCaptionsConfig, fut: Future) -> None:
 
 class StartCaptionModel:
     """First stage of a task: starts loading the caption engines (a no-op once loaded), so the
-    load overlaps the decode of the task's first video. Passes its rows through."""
+    load overlaps the decode of the task's first video. Passes its rows through. ``memory``:
+    what a worker holding them takes (a task on Ray asks for that much: engine.worker_memory)."""
 
     name = "caption_model"
 
     def __init__(self, cfg: ClipCaptionsConfig):
         self.cfg = cfg
+        self.memory = worker_memory(cfg)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         engines_of(self.cfg)

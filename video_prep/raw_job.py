@@ -50,7 +50,6 @@ import pyarrow as pa
 from engine.finish import Finish, SetName, Tally, set_metas
 from engine.job import (
     JobRun,
-    WorkerMemory,
     local_path,
     read_stats,
     run_job,
@@ -60,6 +59,7 @@ from engine.job import (
 from engine.partitions import Partition, count_files
 from engine.runner import run_partitions
 from engine.workdir import WorkDir
+from engine.worker_memory import WorkerMemory
 from manifests import ledger
 from manifests.configs import RUN_FIELDS, config_hash
 from manifests.schema import DROPPED, ERROR, KEPT, stable_id

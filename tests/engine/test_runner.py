@@ -124,3 +124,45 @@ def test_a_failing_partition_is_one_line_and_the_others_finish(tmp_path, demo_po
     assert [p.index for p in parts if work.is_done(p.index)] == [
         p.index for p in parts if p.index != 1
     ]
+
+
+class AssignedMemory:
+    """A plain stage that declares what a worker running it holds (as the raw-video job's
+    in-task captions do) and records what Ray assigned the task it runs in."""
+
+    name = "assigned_memory"
+
+    def __init__(self, need):
+        self.memory = need
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import ray
+
+        got = ray.get_runtime_context().get_assigned_resources().get("memory", 0.0)
+        return set_column(batch, "assigned_memory", pa.array([got] * batch.num_rows))
+
+
+def test_a_task_that_holds_a_model_asks_ray_for_its_memory(tmp_path, demo_pool, ray_local):
+    import ray
+
+    from engine.worker_memory import WorkerMemory
+    from manifests.configs import ConfigError
+
+    pool, expected = demo_pool
+    cfg = InputConfig(path=str(pool), partition_size=12)
+    parts = list_partitions(cfg)
+    load = partial(load_partition, cfg=cfg)
+    need = WorkerMemory(256 << 20, "captions.short.engine.model", "use a smaller model")
+    work = WorkDir(tmp_path / "work")
+    run_partitions(work, parts, load, [AssignedMemory(need)], progress=False)
+    rows = pa.concat_tables([work.read_partition(p.index) for p in parts]).to_pylist()
+    assert len(rows) == len(expected)
+    assert {r["assigned_memory"] for r in rows} == {float(256 << 20)}
+    # more than any node has: refused before a task is queued (Ray would wait for ever)
+    largest = max(n["Resources"].get("memory", 0) for n in ray.nodes() if n["Alive"])
+    huge = WorkerMemory(int(largest) + (1 << 30), need.field, need.fix)
+    other = WorkDir(tmp_path / "refused")
+    with pytest.raises(ConfigError, match=r"captions\.short\.engine\.model") as err:
+        run_partitions(other, parts, load, [AssignedMemory(huge)], progress=False)
+    assert "largest Ray node offers" in str(err.value) and "smaller model" in str(err.value)
+    assert not any(other.is_done(p.index) for p in parts)

@@ -404,6 +404,7 @@ def test_workers_that_do_not_fit_are_not_started_and_none_fitting_is_refused_fir
         f"output={out}",
         f"input.videos={tmp_path / 'videos'}",
         f"ray.memory_gb={gib / 2}",
+        "ray.executor=processes",  # this test process may run Ray (whose check is per task)
     )
     with pytest.raises(ConfigError, match=r"captions\.short\.engine\.model") as err:
         run_raw_video_job(small, restart=True, progress=False)
