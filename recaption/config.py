@@ -14,10 +14,12 @@ from engine.config import RayConfig
 from manifests.configs import require
 from manifests.shards import ShardLimits
 from recaption.engines.base import EngineConfig, SamplingConfig
+from recaption.engines.placement import runs_in_tasks
 from recaption.gates import REASONS, GateConfig
 from recaption.prompts import PromptConfig
 
 SUBSETS = ("short", "detailed")
+RUN_IN = ("auto", "tasks", "pool")
 #: a caption failing these may come out right with other sampling settings
 RETRYABLE_DEFAULT = [
     "empty",
@@ -91,6 +93,10 @@ class RecaptionConfig:
     detailed: SubsetConfig = field(default_factory=_detailed)
     shards: ShardLimits = field(default_factory=ShardLimits)
     ray: RayConfig = field(default_factory=RayConfig)
+    # where the captions run: "auto" (in the partition tasks when every engine is transformers
+    # on the CPU or an OpenAI-compatible server: recaption.in_task; else an actor pool),
+    # "tasks" or "pool"
+    run_in: str = "auto"
     plan_images: int = 32  # images `--plan` captions to measure rates
     log_level: str = "INFO"
     keep_work: bool = False
@@ -104,6 +110,12 @@ class RecaptionConfig:
         )
         require(self.plan_images >= 1, "plan_images", "must be at least 1")
         require(
+            self.run_in in RUN_IN,
+            "run_in",
+            f"{self.run_in!r} is not one of {RUN_IN}",
+            "auto (the default), tasks or pool",
+        )
+        require(
             self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
             "log_level",
             f"{self.log_level!r} is not a log level",
@@ -112,6 +124,13 @@ class RecaptionConfig:
 
     def subsets(self) -> list[str]:
         return [s for s in SUBSETS if getattr(self, s).enabled]
+
+    def in_tasks(self) -> bool:
+        """Whether the captions run inside the partition tasks (``run_in``; ``auto``: when
+        every enabled subset's engine can: :func:`recaption.engines.placement.runs_in_tasks`)."""
+        if self.run_in != "auto":
+            return self.run_in == "tasks"
+        return all(runs_in_tasks(getattr(self, k).engine) for k in self.subsets())
 
     def check_runnable(self) -> None:
         require(bool(self.output), "output", "is empty", "--output /path/to/out")

@@ -27,14 +27,16 @@ import pyarrow as pa
 from engine.finish import Finish, SetName, Tally
 from engine.job import JobRun, local_path, read_stats, run_job, shard_list, sum_timings
 from engine.partitions import Partition
-from engine.runner import run_partitions
+from engine.runner import CHUNK_ROWS, run_partitions
 from engine.workdir import WorkDir
+from engine.worker_memory import WorkerMemory
 from manifests import ledger
 from manifests.configs import RUN_FIELDS, config_hash
 from manifests.dataset import read_dataset_json
 from manifests.schema import ERROR, KEPT, STATUSES
 from manifests.shards import ShardSetWriter, tar_samples
 from recaption.config import RecaptionConfig
+from recaption.in_task import InTaskCaptions, engines_memory
 from recaption.stage import CaptionStage
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ def recaption_hash(cfg: RecaptionConfig, blank: tuple[str, ...] = ()) -> str:
         e = getattr(cfg, kind).engine
         e.concurrency, e.num_gpus, e.timeout_s, e.max_retries = 1, 0, 0.0, 0
         e.base_url, e.api_key = "", ""
-    return config_hash(cfg, (*RUN_FIELDS, "plan_images"), blank=blank)
+    return config_hash(cfg, (*RUN_FIELDS, "plan_images", "run_in"), blank=blank)
 
 
 def list_image_partitions(cfg: RecaptionConfig) -> list[Partition]:
@@ -296,7 +298,17 @@ class RecaptionJob:
         return list_image_partitions(cfg)
 
     def needs_ray(self, cfg: RecaptionConfig) -> bool:
-        return True  # the captioning engines run in actor pools
+        return not cfg.in_tasks()  # else the engines run in actor pools
+
+    def worker_memory(self, cfg: RecaptionConfig) -> WorkerMemory | None:
+        """What one local worker holds when the captions run in its tasks: its own copy of
+        each transformers model, and torch (``engine.worker_memory``)."""
+        if not cfg.in_tasks():
+            return None
+        engines = [(f"{k}.engine.model", getattr(cfg, k).engine) for k in cfg.subsets()]
+        return engines_memory(
+            engines, "caption from a server (engine.kind: openai) or with a smaller model"
+        )
 
     def count_inputs(self, cfg: RecaptionConfig) -> int | None:
         try:
@@ -312,7 +324,12 @@ class RecaptionJob:
         for kind in cfg.subsets():
             t0 = time.time()
             work = WorkDir(run.work_root / kind)
-            stage = CaptionStage(kind, getattr(cfg, kind), cfg.prompts)
+            subset = getattr(cfg, kind)
+            if cfg.in_tasks():  # a whole partition per call, as the actor gets it
+                stage = InTaskCaptions(kind, subset, cfg.prompts, self.worker_memory(cfg))
+                chunk = cfg.input.partition_size
+            else:
+                stage, chunk = CaptionStage(kind, subset, cfg.prompts), CHUNK_ROWS
             load = partial(load_image_partition, root=cfg.input.path)
             captioned = run_partitions(
                 work,
@@ -322,6 +339,7 @@ class RecaptionJob:
                 progress=run.progress,
                 unit="images",
                 drop_columns=("image",),
+                chunk_rows=chunk,
             )
             written = run_partitions(
                 WorkDir(run.work_root / f"write-{kind}"),

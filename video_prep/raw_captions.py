@@ -40,6 +40,8 @@ from concurrent.futures import Future
 import pyarrow as pa
 
 from engine.worker_memory import WorkerMemory
+from recaption.engines.placement import runs_in_tasks
+from recaption.in_task import engines_memory
 from video_prep.clip_captions import ClipCaptionStage
 from video_prep.frames import uniform_indices
 from video_prep.raw_config import ClipCaptionsConfig
@@ -54,47 +56,20 @@ _ENGINES_LOCK = threading.Lock()
 
 def in_task(cfg: ClipCaptionsConfig) -> bool:
     """Whether the captions run inside the partition tasks: ``captions.run_in`` says so, or,
-    when it is ``auto``, every enabled kind's engine is transformers on the CPU (no GPU asked
-    for, no CUDA device named) or an OpenAI-compatible server (the model lives in the server:
-    the task only sends requests, so an actor pool would add its passes and nothing else)."""
+    when it is ``auto``, every enabled kind's engine can (transformers on the CPU, or an
+    OpenAI-compatible server whose model lives in the server, so an actor pool would add its
+    passes and nothing else: :func:`recaption.engines.placement.runs_in_tasks`)."""
     if cfg.run_in != "auto":
         return cfg.run_in == "tasks"
-    for kind in cfg.kinds():
-        e = getattr(cfg, kind).engine
-        if e.kind == "openai":
-            continue
-        if e.kind != "transformers" or e.num_gpus or e.device.startswith("cuda"):
-            return False
-    return True
-
-
-#: what a worker process holding a transformers model takes besides the weights: torch,
-#: transformers and the processor (peak RSS of a worker with the tiny InternVL: 906 MiB)
-WORKER_RUNTIME_BYTES = 1 << 30
+    return all(runs_in_tasks(getattr(cfg, kind).engine) for kind in cfg.kinds())
 
 
 def worker_memory(cfg: ClipCaptionsConfig) -> WorkerMemory | None:
-    """Memory one worker needs for the in-task transformers engines of ``cfg`` (each distinct
-    model once, at its precision, plus the runtime) and the field naming the first model; None
-    when no kind loads a model here (a server's engine) or a model's size is unknown (weights
-    not in safetensors files: not opened)."""
-    from recaption.engines.weights import loaded_bytes
-
-    seen: dict[tuple[str, str], int] = {}
-    field = None
-    for kind in cfg.kinds():
-        e = getattr(cfg, kind).engine
-        if e.kind != "transformers":
-            continue
-        size = loaded_bytes(e.model, e.precision)
-        if size is None:
-            return None
-        seen[(e.model, e.precision)] = size
-        field = field or f"captions.{kind}.engine.model"
-    if field is None:
-        return None
+    """Memory one worker needs for the in-task transformers engines of ``cfg``
+    (:func:`recaption.in_task.engines_memory`); None when no kind loads a model here."""
+    engines = [(f"captions.{k}.engine.model", getattr(cfg, k).engine) for k in cfg.kinds()]
     fix = "caption from a server (engine.kind: openai, engine.base_url) or with a smaller model"
-    return WorkerMemory(WORKER_RUNTIME_BYTES + sum(seen.values()), field, fix)
+    return engines_memory(engines, fix)
 
 
 def _key(cfg: ClipCaptionsConfig) -> str:

@@ -228,6 +228,57 @@ def test_kill_9_then_rerun_equals_uninterrupted(curated, tiny_internvl, tmp_path
         assert len(ids) == len(set(ids)) == len(read_ledger(ref / kind))
 
 
+def test_where_the_captions_run_is_chosen_from_the_engines(tmp_path, tiny_internvl):
+    from recaption.job import RecaptionJob, recaption_hash
+
+    job = RecaptionJob()
+    cpu = config(tmp_path, tmp_path / "o", tiny_internvl)
+    assert cpu.in_tasks() and not job.needs_ray(cpu)  # transformers on the CPU: in the tasks
+    need = job.worker_memory(cpu)
+    assert need.field == "short.engine.model" and need.bytes > 1 << 30  # the model, once
+    served = config(
+        tmp_path,
+        tmp_path / "o",
+        tiny_internvl,
+        *(f"{k}.engine.kind=openai" for k in ("short", "detailed")),
+        *(f"{k}.engine.base_url=http://127.0.0.1:9/v1" for k in ("short", "detailed")),
+    )
+    assert served.in_tasks() and job.worker_memory(served) is None  # the server holds it
+    gpu = config(tmp_path, tmp_path / "o", tiny_internvl, "detailed.engine.num_gpus=1")
+    assert not gpu.in_tasks() and job.needs_ray(gpu) and job.worker_memory(gpu) is None
+    pool = config(tmp_path, tmp_path / "o", tiny_internvl, "run_in=pool")
+    assert job.needs_ray(pool)
+    assert recaption_hash(pool) == recaption_hash(cpu)  # where it runs decides no output
+    with pytest.raises(ConfigError, match="run_in"):
+        config(tmp_path, tmp_path / "o", tiny_internvl, "run_in=gpu")
+
+
+@pytest.mark.slow  # three runs of both subsets
+def test_captions_in_the_tasks_equal_the_actor_pools_on_ray_and_on_local_processes(
+    curated, tiny_internvl, tmp_path, ray_local
+):
+    """The same shards, byte for byte, whether the engine runs in an actor pool, in plain
+    tasks on Ray, or in plain tasks on local worker processes (no Ray)."""
+    runs = {
+        "pool": ["run_in=pool"],
+        "tasks on ray": ["run_in=tasks"],
+        "local processes": ["ray.executor=processes", "ray.num_cpus=2"],
+    }
+    found = {}
+    for name, more in runs.items():
+        out = tmp_path / name.replace(" ", "_")
+        run_recaption(config(curated, out, tiny_internvl, *more), progress=False)
+        stats = json.loads((out / "short" / "stats.json").read_text())
+        found[name] = (
+            set(stats["passes_s"]["short"].get("phases", {})),
+            {k: [p.read_bytes() for p in shard_paths(out / k)] for k in ("short", "detailed")},
+        )
+    assert found["tasks on ray"][0] == {"ray"} and found["local processes"][0] == {"processes"}
+    shards = {name: f[1] for name, f in found.items()}
+    assert shards["pool"]["short"] and shards["pool"]["detailed"]
+    assert shards["pool"] == shards["tasks on ray"] == shards["local processes"]
+
+
 def test_a_curated_sample_without_an_image_gets_a_ledger_row(tmp_path):
     """A shard set edited by hand (or by another tool) may hold a record with no image: it is
     an error row with its reason, and the samples around it load."""

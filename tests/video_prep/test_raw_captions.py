@@ -359,7 +359,7 @@ def test_a_checkpoints_parameters_come_from_its_safetensors_headers(tiny_internv
 
 def test_a_worker_needs_each_in_task_model_once_and_a_servers_nothing(tiny_internvl):
     from recaption.engines.weights import loaded_bytes
-    from video_prep.raw_captions import WORKER_RUNTIME_BYTES
+    from recaption.in_task import WORKER_RUNTIME_BYTES
     from video_prep.raw_job import RawVideoJob
 
     job = RawVideoJob()
