@@ -27,10 +27,11 @@ from typing import NamedTuple
 import pyarrow.parquet as pq
 
 from manifests.atomic import write_bytes
+from manifests.readers import IMAGE_EXTS
 from mixtures.report import FRAME_MEMBER
 from reports.html import esc, img, num, pct, render_page, short, table
 from reports.ledger_summary import read_json
-from reports.samples import shard_samples
+from reports.samples import conversation_lines, shard_samples
 from reports.thumbs import make_thumb
 
 log = logging.getLogger(__name__)
@@ -176,24 +177,11 @@ def _pictures(rec: dict, sample: dict) -> tuple[str, str]:
             for i in pick
         ]
         return "".join(figs), f"video, {len(frames)} frames"
-    for ext in ("jpg", "jpeg", "png", "webp"):
+    for ext in IMAGE_EXTS:
         if ext in sample:
             size = f", {rec['width']}×{rec['height']}" if "width" in rec and "height" in rec else ""
             return _picture(sample[ext], ext), f"image{size}"
     return "", "text"
-
-
-def _turns(rec: dict) -> list[str]:
-    """The conversation as "who: what" lines (a streaming dialogue's with its times)."""
-    if isinstance(rec.get("conversations"), list):
-        return [f"{m.get('from')}: {m.get('value')}" for m in rec["conversations"]]
-    if isinstance(rec.get("conversation"), list):  # a streaming record (DESIGN §5)
-        return [
-            f"[{m.get('time', 0):.1f} s] {m.get('role')}: {m.get('content')}"
-            for m in rec["conversation"]
-            if isinstance(m, dict)
-        ]
-    return []
 
 
 def sample_html(sample: dict, group: str, source: str) -> str:
@@ -204,7 +192,7 @@ def sample_html(sample: dict, group: str, source: str) -> str:
         rec = {}
     rec = rec if isinstance(rec, dict) else {}
     pics, what = _pictures(rec, sample)
-    turns = "".join(f"<li>{esc(short(t, TURN_CHARS))}</li>" for t in _turns(rec))
+    turns = "".join(f"<li>{esc(short(t, TURN_CHARS))}</li>" for t in conversation_lines(rec))
     return (
         f'<div class="sample"><div><b>{esc(source)}</b> <span class="muted">({esc(group)}) · '
         f"{esc(what)} · key {esc(sample.get('__key__'))}</span></div>"

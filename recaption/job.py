@@ -321,12 +321,13 @@ class RecaptionJob:
 
     def run(self, run: JobRun) -> dict[str, dict]:
         cfg, docs = run.cfg, {}
+        memory = self.worker_memory(cfg)  # None unless the captions run in the tasks
         for kind in cfg.subsets():
             t0 = time.time()
             work = WorkDir(run.work_root / kind)
             subset = getattr(cfg, kind)
             if cfg.in_tasks():  # a whole partition per call, as the actor gets it
-                stage = InTaskCaptions(kind, subset, cfg.prompts, self.worker_memory(cfg))
+                stage = InTaskCaptions(kind, subset, cfg.prompts, memory)
                 chunk = cfg.input.partition_size
             else:
                 stage, chunk = CaptionStage(kind, subset, cfg.prompts), CHUNK_ROWS

@@ -19,14 +19,13 @@ from typing import Any
 
 import pyarrow.dataset as ds
 
+from manifests.readers import IMAGE_EXTS
 from manifests.schema import KEPT
 from reports.ledger_summary import NO_REASON, scan_batches
 from reports.thumbs import make_thumb
 
 #: Longest side of a contact-sheet thumbnail, in pixels.
 THUMB_PX = 128
-
-_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 
 
 def listed_shards(out: Path, dataset_json: dict[str, Any] | None) -> list[Path]:
@@ -90,6 +89,20 @@ def shard_samples(path: Path, keys: set[str] | None = None) -> Iterator[dict[str
     yield from tar_samples(str(path), lambda _ordinal, key: keys is None or key in keys)
 
 
+def conversation_lines(rec: dict[str, Any]) -> list[str]:
+    """A training record's turns as "who: what" lines; a streaming record's dialogue (DESIGN
+    §5: ``conversation``, each turn with its ``time``) with its times."""
+    if isinstance(rec.get("conversations"), list):
+        return [f"{m.get('from')}: {m.get('value')}" for m in rec["conversations"]]
+    if isinstance(rec.get("conversation"), list):
+        return [
+            f"[{m.get('time', 0):.1f} s] {m.get('role')}: {m.get('content')}"
+            for m in rec["conversation"]
+            if isinstance(m, dict)
+        ]
+    return []
+
+
 def kept_sample(shard: str, sample: dict[str, Any]) -> dict[str, Any]:
     """Key, caption (from the sample's json) and a thumbnail, or the error that stopped it."""
     key = str(sample.get("__key__", "?"))
@@ -100,7 +113,7 @@ def kept_sample(shard: str, sample: dict[str, Any]) -> dict[str, Any]:
             meta = json.loads(raw_json)
             if isinstance(meta, dict):
                 text = str(meta.get("text") or meta.get("caption") or "")
-    ext = next((e for e in _IMAGE_EXTS if e in sample), None)
+    ext = next((e for e in IMAGE_EXTS if e in sample), None)
     item: dict[str, Any] = {"key": key, "text": text, "shard": shard}
     if ext is None:
         item["error"] = "no image member"

@@ -21,6 +21,7 @@ from manifests.shards import iter_samples
 from reports.html import esc, img, num, render_page, table
 from reports.ledger_summary import read_json, summarize_ledger
 from reports.plots import hist_png
+from reports.samples import conversation_lines
 from reports.sections import funnel_html, header_html, reasons_html
 from reports.thumbs import make_thumb
 
@@ -137,11 +138,7 @@ def _strip(sample: dict) -> str:
         )
         t = f"{ts[i]:.1f} s" if i < len(ts) else ""
         figs.append(f"<figure>{pic}<figcaption><span class='d'>{t}</span></figcaption></figure>")
-    if rec.get("stream"):
-        turns = [f"[{m['time']:.1f} s] {m['role']}: {m['content']}" for m in rec["conversation"]]
-    else:
-        turns = [f"{m['from']}: {m['value']}" for m in rec.get("conversations", [])]
-    text = "\n".join(turns)
+    text = "\n".join(conversation_lines(rec))
     head = f"<b>{esc(rec.get('key', sample['__key__']))}</b> · {len(names)} frames"
     if rec.get("clip"):
         c = rec["clip"]
